@@ -1,0 +1,174 @@
+// CheckpointEngine: the base every engine derives from (after
+// ArcticTraining's CheckpointEngine). It decides when to save, runs the
+// commit protocol, and leaves the data files to the engine.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "floe/config.hpp"
+#include "floe/file_system.hpp"
+#include "floe/layout.hpp"
+#include "floe/manifest.hpp"
+#include "floe/trainer.hpp"
+
+namespace floe {
+
+
+
+// Events a callback can attach to (the seed's CallbackMixin).
+enum class CallbackEvent { kPreSave, kPostSave, kPreLoad, kPostLoad };
+
+// What an engine's write step hands to the commit protocol.
+struct WriteResult {
+  std::vector<TensorRecord> tensors;  // every tensor, every written piece
+  std::vector<BlobRecord> blobs;      // every rank's blobs
+  std::vector<std::string> files;     // data files, relative to the directory
+  nlohmann::json engine_info = nlohmann::json::object();
+};
+
+// What the engine's write step is given.
+struct SaveContext {
+  std::filesystem::path dir;  // the staging directory, already created
+  const GlobalLayout& layout;
+  State& state;
+  MPI_Comm comm;
+  int rank = 0;
+  int world_size = 1;
+  FileSystem& fs;  // call fs.before_data_write() before each data write
+};
+
+// Reads tensors out of one committed checkpoint; an engine's open_reader()
+// makes one. Every method is collective unless it says otherwise.
+class CheckpointReader {
+ public:
+  virtual ~CheckpointReader() = default;
+
+  // Collective: every rank calls it for the same tensor, in the same order.
+  // Reads the elements of `boxes` (global coordinates; possibly none on some
+  // ranks) into `out`, box after box, row-major within each box.
+  virtual void read(const TensorRecord& tensor, const std::vector<Box>& boxes,
+                    void* out) = 0;
+
+  // Not collective. Reads one saved blob.
+  virtual std::vector<std::uint8_t> read_blob(const BlobRecord& blob) = 0;
+};
+
+// What a ReaderFactory is given. Valid only during the call: a reader copies
+// what it keeps.
+struct ReadContext {
+  std::filesystem::path dir;  // a committed checkpoint
+  const Manifest& manifest;
+  MPI_Comm comm;
+  FileSystem& fs;
+};
+
+// How load() treats differences between the state and the checkpoint.
+struct LoadOptions {
+  // Tensors in the checkpoint that the state lacks are skipped instead of
+  // being an error. Default: false.
+  bool allow_extra_tensors = false;
+};
+
+class CheckpointEngine {
+ public:
+  // Keeps a reference to `trainer`, which must outlive the engine.
+  CheckpointEngine(TrainerView& trainer, CheckpointConfig config);
+  virtual ~CheckpointEngine();
+  CheckpointEngine(const CheckpointEngine&) = delete;
+  CheckpointEngine& operator=(const CheckpointEngine&) = delete;
+
+  // The registered name ("hdf5", "mpiio", "hf", ...).
+  virtual std::string_view name() const = 0;
+  // False for export-only engines, whose load() throws.
+  virtual bool resumable() const { return true; }
+
+  const CheckpointConfig& config() const { return config_; }
+  TrainerView& trainer() { return trainer_; }
+  int global_rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+  std::string device() const { return trainer_.device(); }
+  bool epoch_finished() const { return trainer_.progress().epoch_finished; }
+  bool training_finished() const {
+    return trainer_.progress().training_finished;
+  }
+
+  // True at a configured boundary: every save_every_n_steps steps, at the end
+  // of every save_every_n_epochs-th epoch, or at the end of training with
+  // save_end_of_training. Never when disabled or before the first step.
+  // Pure: ranks with the same Progress agree.
+  bool do_checkpoint() const;
+
+  // Where a checkpoint of the current step lives: output_dir/global_step_<N>.
+  std::filesystem::path checkpoint_dir() const;
+
+  // Collective. True when output_dir has a `latest` naming a directory with
+  // a manifest (rank 0 looks; every rank gets its answer).
+  bool latest_checkpoint_exists() const;
+
+  // Collective. Saves the trainer's state as checkpoint_dir() with the
+  // commit protocol: nothing is visible until every rank has succeeded, and
+  // a failure on any rank throws the same Error on every rank and leaves
+  // the previous checkpoints and `latest` untouched. Saves whenever called
+  // (`enabled` only gates do_checkpoint()). The first save(), load() or
+  // resume() of an engine removes what interrupted saves left behind.
+  void save();
+
+  // Collective. Loads `checkpoint` (a checkpoint directory; by default the
+  // one `latest` names) into the trainer's state, whatever world size and
+  // partition wrote it, and returns its manifest (step, epoch, ...). Each
+  // rank reads the bytes that overlap its regions. With verify_on_load,
+  // every piece's checksum is checked once across the ranks. Throws the
+  // same Error on every rank: kNotFound when there is no checkpoint,
+  // kMismatch naming the tensor when names, dtypes or shapes differ,
+  // kCorrupt naming the file when a checksum or size is wrong.
+  Manifest load(const std::optional<std::filesystem::path>& checkpoint = {},
+                const LoadOptions& options = {});
+
+  // Collective. What auto_resume does at start: loads the checkpoint
+  // `latest` names; if it is missing or fails verification (kCorrupt), warns,
+  // sets it aside as `<tag>.corrupt` (never deleting it) and tries the next
+  // newest, and so on. Returns the loaded manifest, or nullopt when there is
+  // no usable checkpoint (a fresh start). Other errors (a different model:
+  // kMismatch) are thrown as load() throws them.
+  std::optional<Manifest> resume(const LoadOptions& options = {});
+
+  // Runs `callback` around save()/load() on every rank.
+  void add_callback(CallbackEvent event,
+                    std::function<void(CheckpointEngine&)> callback);
+
+  // Replaces the file system (tests inject faults through it).
+  void set_file_system(std::shared_ptr<FileSystem> fs);
+
+ protected:
+  // Collective. Writes the state's data into files under ctx.dir and makes
+  // it durable (MPI_File_sync, H5Fflush) before returning. Rank 0's
+  // WriteResult must describe every rank's pieces and blobs; it becomes the
+  // manifest. Throw floe::Error on failure: the base class makes the failure
+  // collective and removes the staging directory.
+  virtual WriteResult write_state(const SaveContext& ctx) = 0;
+
+  FileSystem& fs() { return *fs_; }
+
+ private:
+  void run_callbacks(CallbackEvent event);
+  void recover_once();
+
+  TrainerView& trainer_;
+  CheckpointConfig config_;
+  int rank_ = 0;
+  int world_size_ = 1;
+  std::shared_ptr<FileSystem> fs_;
+  bool recovered_ = false;
+  std::string loaded_tag_;  // retention never deletes the checkpoint loaded
+  std::vector<std::pair<CallbackEvent, std::function<void(CheckpointEngine&)>>>
+      callbacks_;
+};
+
+}  // namespace floe

@@ -1,0 +1,280 @@
+#include "commit/restore.hpp"
+
+#include <map>
+
+#include "commit/coordinator.hpp"
+#include "commit/paths.hpp"
+#include "floe/error.hpp"
+#include "floe/layout.hpp"
+#include "floe/registry.hpp"
+#include "io/checksum.hpp"
+
+namespace floe {
+namespace {
+
+std::string shape_text(const TensorSpec& spec) {
+  std::string out = std::string(dtype_name(spec.dtype)) + "[";
+  for (std::size_t i = 0; i < spec.shape.size(); ++i) {
+    out += (i ? "," : "") + std::to_string(spec.shape[i]);
+  }
+  return out + "]";
+}
+
+std::string describe_piece(const TensorRecord& t, const PieceRecord& p) {
+  return "checksum mismatch in " + p.file + " for tensor \"" + t.spec.key() +
+         "\" (piece " + p.region.to_string() + " written by rank " +
+         std::to_string(p.rank) + ")";
+}
+
+// Who checks each piece: a rank whose load region equals the piece checks
+// the bytes it loaded for free; other pieces are read once more by ranks in
+// turn. Indexed [tensor][piece]; -1 - r means "rank r, inline".
+using Assignment = std::vector<std::vector<int>>;
+
+Assignment assign_checks(const Manifest& manifest, const GlobalLayout* asked,
+                         int world_size) {
+  Assignment out(manifest.tensors.size());
+  int turn = 0;
+  for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
+    const TensorRecord& record = manifest.tensors[t];
+    const TensorLayout* wanted = nullptr;
+    if (asked) {
+      const long i = asked->find(record.spec.key());
+      if (i >= 0) wanted = &asked->tensors[i];
+    }
+    for (const auto& piece : record.pieces) {
+      const auto piece_boxes = piece.region.boxes(record.spec.shape);
+      const Piece* inline_check = nullptr;
+      if (wanted) {
+        for (const auto& p : wanted->pieces) {
+          if (p.region.boxes(record.spec.shape) == piece_boxes) {
+            inline_check = &p;
+            break;
+          }
+        }
+      }
+      out[t].push_back(inline_check ? -1 - inline_check->rank
+                                    : turn++ % world_size);
+    }
+  }
+  return out;
+}
+
+// Reads the pieces of `t` that `rank` checks by reading them again, and
+// appends a problem for each bad checksum. Collective per tensor.
+void check_pieces(CheckpointReader& reader, const TensorRecord& t,
+                  const std::vector<int>& who, int rank,
+                  std::vector<std::string>& problems, std::uint64_t& pieces,
+                  std::uint64_t& bytes) {
+  std::vector<Box> boxes;
+  std::vector<std::size_t> mine;
+  std::uint64_t total = 0;
+  for (std::size_t k = 0; k < t.pieces.size(); ++k) {
+    if (who[k] != rank) continue;
+    mine.push_back(k);
+    for (auto& b : t.pieces[k].region.boxes(t.spec.shape)) boxes.push_back(std::move(b));
+    total += t.pieces[k].nbytes;
+  }
+  std::vector<unsigned char> buffer(total);
+  reader.read(t, boxes, buffer.data());
+  std::uint64_t at = 0;
+  for (const std::size_t k : mine) {
+    const PieceRecord& p = t.pieces[k];
+    if (xxh3_64(buffer.data() + at, p.nbytes) != p.xxh3) {
+      problems.push_back(describe_piece(t, p));
+    }
+    at += p.nbytes;
+    ++pieces;
+    bytes += p.nbytes;
+  }
+}
+
+bool any_dedicated(const std::vector<int>& who) {
+  for (int w : who) {
+    if (w >= 0) return true;
+  }
+  return false;
+}
+
+void throw_if_problems(const Comm& comm, const std::vector<std::string>& problems) {
+  collectively(comm, [&] {
+    if (problems.empty()) return;
+    std::string message = problems.front();
+    if (problems.size() > 1) {
+      message += " (and " + std::to_string(problems.size() - 1) + " more)";
+    }
+    throw Error(ErrorCode::kCorrupt, message);
+  });
+}
+
+void check_names(const Manifest& manifest, const State& state,
+                 const GlobalLayout& asked, const OpenCheckpoint& checkpoint,
+                 const LoadOptions& options) {
+  for (const auto& shard : state.tensors()) {
+    const TensorSpec& spec = shard.spec();
+    const TensorRecord* record = manifest.find(spec.key());
+    if (!record) {
+      throw Error(ErrorCode::kMismatch, "tensor \"" + spec.key() +
+                                            "\" is not in checkpoint " +
+                                            checkpoint.dir.string());
+    }
+    if (record->spec.dtype != spec.dtype || record->spec.shape != spec.shape) {
+      throw Error(ErrorCode::kMismatch,
+                  "tensor \"" + spec.key() + "\": checkpoint " +
+                      checkpoint.dir.string() + " has " +
+                      shape_text(record->spec) + ", the state has " +
+                      shape_text(spec));
+    }
+  }
+  if (options.allow_extra_tensors) return;
+  for (const auto& record : manifest.tensors) {
+    if (asked.find(record.spec.key()) < 0) {
+      throw Error(ErrorCode::kMismatch,
+                  "checkpoint " + checkpoint.dir.string() + " has tensor \"" +
+                      record.spec.key() +
+                      "\" that no rank's state has (LoadOptions::"
+                      "allow_extra_tensors skips such tensors)");
+    }
+  }
+}
+
+}  // namespace
+
+OpenCheckpoint open_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_comm,
+                               FileSystem& fs) {
+  const Comm comm(mpi_comm);
+  Coordinator coordinator(fs, comm, dir.parent_path());
+  collectively(comm, [&] {
+    if (comm.rank() != 0) return;
+    if (!fs.is_directory(dir)) {
+      throw Error(ErrorCode::kNotFound, "no checkpoint at " + dir.string() +
+                                            " (not a directory)");
+    }
+    if (!fs.exists(dir / kManifestName)) {
+      throw Error(ErrorCode::kNotFound,
+                  "no checkpoint at " + dir.string() +
+                      " (no manifest.json: an unfinished or foreign directory)");
+    }
+  });
+  OpenCheckpoint out{dir, coordinator.read_manifest(dir), nullptr};
+  collectively(comm, [&] {
+    if (comm.rank() != 0) return;
+    for (const auto& file : out.manifest.files) {
+      const auto path = resolve_inside(dir, file.path, "manifest file list");
+      if (!fs.exists(path)) {
+        throw Error(ErrorCode::kCorrupt,
+                    path.string() + " is missing (listed in the manifest)");
+      }
+      const std::uint64_t size = fs.file_size(path);
+      if (size != file.size) {
+        throw Error(ErrorCode::kCorrupt,
+                    path.string() + " is " + std::to_string(size) +
+                        " bytes but the manifest records " +
+                        std::to_string(file.size) +
+                        (size < file.size ? " (truncated)" : ""));
+      }
+    }
+  });
+  out.reader = collectively(comm, [&] {
+    return open_reader(ReadContext{dir, out.manifest, mpi_comm, fs});
+  });
+  return out;
+}
+
+VerifyReport verify_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_comm,
+                               FileSystem& fs) {
+  const Comm comm(mpi_comm);
+  const OpenCheckpoint checkpoint = open_checkpoint(dir, mpi_comm, fs);
+  const Manifest& manifest = checkpoint.manifest;
+  const Assignment who = assign_checks(manifest, nullptr, comm.size());
+  VerifyReport report;
+  std::vector<std::string> problems;
+  for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
+    collectively(comm, [&] {
+      check_pieces(*checkpoint.reader, manifest.tensors[t], who[t], comm.rank(),
+                   problems, report.pieces_checked, report.bytes_checked);
+    });
+  }
+  collectively(comm, [&] {
+    for (std::size_t i = 0; i < manifest.blobs.size(); ++i) {
+      if (static_cast<int>(i % comm.size()) != comm.rank()) continue;
+      const BlobRecord& blob = manifest.blobs[i];
+      const auto bytes = checkpoint.reader->read_blob(blob);
+      if (bytes.size() != blob.nbytes || xxh3_64(bytes.data(), bytes.size()) != blob.xxh3) {
+        problems.push_back("checksum mismatch in " + blob.file + " for blob \"" +
+                           blob.name + "\" of rank " + std::to_string(blob.rank));
+      }
+      ++report.blobs_checked;
+      report.bytes_checked += blob.nbytes;
+    }
+  });
+  std::string joined;
+  for (const auto& p : problems) joined += p + '\n';
+  for (const auto& part : comm.allgather_bytes(joined)) {
+    std::size_t start = 0;
+    while (start < part.size()) {
+      const std::size_t end = part.find('\n', start);
+      report.problems.push_back(part.substr(start, end - start));
+      start = end + 1;
+    }
+  }
+  report.pieces_checked = comm.allreduce_sum(report.pieces_checked);
+  report.blobs_checked = comm.allreduce_sum(report.blobs_checked);
+  report.bytes_checked = comm.allreduce_sum(report.bytes_checked);
+  return report;
+}
+
+void restore_state(const OpenCheckpoint& checkpoint, State& state,
+                   const Comm& comm, bool verify, const LoadOptions& options) {
+  const Manifest& manifest = checkpoint.manifest;
+  const GlobalLayout asked = gather_layout(state, comm.get());
+  collectively(comm, [&] { check_names(manifest, state, asked, checkpoint, options); });
+
+  const Assignment who =
+      verify ? assign_checks(manifest, &asked, comm.size()) : Assignment{};
+  std::vector<std::string> problems;
+  std::uint64_t pieces = 0, bytes = 0;
+  for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
+    const TensorRecord& record = manifest.tensors[t];
+    TensorShard* shard = state.find(record.spec.key());
+    collectively(comm, [&] {
+      std::vector<Box> boxes;
+      if (shard) boxes = shard->region().boxes(record.spec.shape);
+      checkpoint.reader->read(record, boxes, shard ? shard->data() : nullptr);
+      if (!verify) return;
+      for (std::size_t k = 0; k < record.pieces.size(); ++k) {
+        if (who[t][k] != -1 - comm.rank()) continue;
+        const PieceRecord& p = record.pieces[k];
+        if (xxh3_64(shard->data(), shard->nbytes()) != p.xxh3) {
+          problems.push_back(describe_piece(record, p));
+        }
+      }
+      if (any_dedicated(who[t])) {
+        check_pieces(*checkpoint.reader, record, who[t], comm.rank(), problems,
+                     pieces, bytes);
+      }
+    });
+  }
+  throw_if_problems(comm, problems);
+
+  state.metadata() = manifest.metadata;
+  for (const auto& [name, value] : manifest.scalars.items()) {
+    state.set_scalar(name, scalar_from_json(value));
+  }
+  collectively(comm, [&] {
+    state.clear_blobs();
+    for (const auto& blob : manifest.blobs) {
+      if (blob.rank != comm.rank()) continue;
+      auto bytes = checkpoint.reader->read_blob(blob);
+      if (verify && (bytes.size() != blob.nbytes ||
+                     xxh3_64(bytes.data(), bytes.size()) != blob.xxh3)) {
+        throw Error(ErrorCode::kCorrupt, "checksum mismatch in " + blob.file +
+                                             " for blob \"" + blob.name +
+                                             "\" of rank " + std::to_string(blob.rank));
+      }
+      state.set_blob(blob.name, std::move(bytes));
+    }
+  });
+}
+
+}  // namespace floe

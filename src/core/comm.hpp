@@ -1,0 +1,80 @@
+// A thin, checked view of an MPI communicator, and collective error
+// agreement: a failure on any rank becomes the same floe::Error everywhere.
+#pragma once
+
+#include <cstdint>
+#include <exception>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <mpi.h>
+
+#include "floe/error.hpp"
+
+namespace floe {
+
+// Throws Error(kIo) naming `what` and MPI's message when `rc` is not
+// MPI_SUCCESS.
+void check_mpi(int rc, const char* what);
+
+// Non-owning. Every method except rank()/size() is collective.
+class Comm {
+ public:
+  explicit Comm(MPI_Comm comm);
+
+  MPI_Comm get() const { return comm_; }
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+
+  void barrier() const;
+  std::uint64_t allreduce_max(std::uint64_t value) const;
+  std::uint64_t allreduce_min(std::uint64_t value) const;
+  std::uint64_t allreduce_sum(std::uint64_t value) const;
+  // Every rank's `value`, indexed by rank.
+  std::vector<std::uint64_t> allgather(std::uint64_t value) const;
+  // Every rank's bytes, indexed by rank (lengths may differ).
+  std::vector<std::string> allgather_bytes(const std::string& bytes) const;
+  // The `root` rank's bytes on every rank.
+  std::string broadcast_bytes(const std::string& bytes, int root) const;
+
+ private:
+  MPI_Comm comm_;
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+// Collective. Call on every rank with the error this rank met (null when it
+// succeeded). Returns on every rank when none failed; otherwise every rank
+// throws the same Error: the lowest failing rank's code and message, with
+// "rank R: " in front (and a count when several ranks failed) in jobs of
+// more than one rank. Costs one allreduce when nothing failed.
+void agree_on_error(const Comm& comm, std::exception_ptr local_error);
+
+// Collective. Runs `fn` on every rank and agrees on its failure as
+// agree_on_error does; returns fn's result.
+template <typename Fn>
+auto collectively(const Comm& comm, Fn&& fn) {
+  using Result = std::invoke_result_t<Fn>;
+  std::exception_ptr error;
+  if constexpr (std::is_void_v<Result>) {
+    try {
+      std::forward<Fn>(fn)();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    agree_on_error(comm, error);
+  } else {
+    Result result{};
+    try {
+      result = std::forward<Fn>(fn)();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    agree_on_error(comm, error);
+    return result;
+  }
+}
+
+}  // namespace floe

@@ -1,0 +1,215 @@
+// CheckpointEngine: when to save, and the save/load sequence around an
+// engine's write step (commit protocol in src/commit).
+#include "floe/engine.hpp"
+
+#include <chrono>
+#include <ctime>
+
+#include "commit/coordinator.hpp"
+#include "commit/paths.hpp"
+#include "commit/restore.hpp"
+#include "core/comm.hpp"
+#include "floe/checkpoint.hpp"
+#include "floe/error.hpp"
+#include "floe/log.hpp"
+#include "floe/version.hpp"
+
+namespace floe {
+namespace {
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return text;
+}
+
+std::uint64_t bytes_this_rank_writes(const GlobalLayout& layout, int rank) {
+  std::uint64_t bytes = 0;
+  for (const auto& tensor : layout.tensors) {
+    for (const auto& piece : tensor.pieces) {
+      if (piece.rank == rank && piece.writer) {
+        bytes += piece.region.elements() * dtype_size(tensor.spec.dtype);
+      }
+    }
+  }
+  return bytes;
+}
+
+}  // namespace
+
+CheckpointEngine::CheckpointEngine(TrainerView& trainer, CheckpointConfig config)
+    : trainer_(trainer), config_(std::move(config)), fs_(posix_file_system()) {
+  const Comm comm(trainer_.comm());
+  rank_ = comm.rank();
+  world_size_ = comm.size();
+}
+
+CheckpointEngine::~CheckpointEngine() = default;
+
+bool CheckpointEngine::do_checkpoint() const {
+  if (!config_.enabled) return false;
+  const Progress& p = trainer_.progress();
+  if (p.global_step <= 0) return false;
+  const bool at_step = config_.save_every_n_steps > 0 &&
+                       p.global_step % config_.save_every_n_steps == 0;
+  const bool at_epoch = config_.save_every_n_epochs > 0 && p.epoch_finished &&
+                        p.epoch > 0 && p.epoch % config_.save_every_n_epochs == 0;
+  const bool at_end = config_.save_end_of_training && p.training_finished;
+  return at_step || at_epoch || at_end;
+}
+
+std::filesystem::path CheckpointEngine::checkpoint_dir() const {
+  return config_.output_dir / tag_for_step(trainer_.progress().global_step);
+}
+
+bool CheckpointEngine::latest_checkpoint_exists() const {
+  const Comm comm(trainer_.comm());
+  Coordinator coordinator(*fs_, comm, config_.output_dir);
+  const auto tag = coordinator.latest();
+  std::uint64_t found = 0;
+  if (tag && comm.rank() == 0) {
+    found = fs_->exists(config_.output_dir / *tag / kManifestName) ? 1 : 0;
+  }
+  return comm.allreduce_max(found) == 1;
+}
+
+void CheckpointEngine::add_callback(CallbackEvent event,
+                                    std::function<void(CheckpointEngine&)> callback) {
+  callbacks_.emplace_back(event, std::move(callback));
+}
+
+void CheckpointEngine::set_file_system(std::shared_ptr<FileSystem> fs) {
+  if (!fs) throw Error(ErrorCode::kInvalidArgument, "set_file_system(nullptr)");
+  fs_ = std::move(fs);
+}
+
+void CheckpointEngine::run_callbacks(CallbackEvent event) {
+  for (auto& [when, callback] : callbacks_) {
+    if (when == event) callback(*this);
+  }
+}
+
+void CheckpointEngine::recover_once() {
+  if (recovered_) return;
+  const Comm comm(trainer_.comm());
+  Coordinator(*fs_, comm, config_.output_dir).recover();
+  recovered_ = true;
+}
+
+void CheckpointEngine::save() {
+  const Comm comm(trainer_.comm());
+  run_callbacks(CallbackEvent::kPreSave);
+  recover_once();
+  Coordinator coordinator(*fs_, comm, config_.output_dir);
+  State& state = trainer_.state();
+  const Progress progress = trainer_.progress();
+  // Deterministic on every rank: a bad layout throws the same Error on all.
+  const GlobalLayout layout = exchange_layout(state, comm.get());
+
+  Manifest manifest;
+  manifest.floe_version = version();
+  manifest.engine = std::string(name());
+  manifest.tag = tag_for_step(progress.global_step);
+  manifest.step = progress.global_step;
+  manifest.epoch = progress.epoch;
+  manifest.world_size = comm.size();
+  manifest.created_utc = utc_now();
+  for (const auto& [key, value] : state.scalars()) {
+    manifest.scalars[key] = scalar_to_json(value);
+  }
+  manifest.metadata = state.metadata();
+
+  const auto staging = coordinator.begin(manifest.tag);
+  try {
+    // The seam sees each rank's data volume before any collective write, so
+    // an injected (or real, quota-style) refusal is agreed on up front.
+    collectively(comm, [&] {
+      fs_->before_data_write(staging, bytes_this_rank_writes(layout, comm.rank()));
+    });
+    SaveContext ctx{staging, layout, state, comm.get(), comm.rank(), comm.size(), *fs_};
+    WriteResult result = collectively(comm, [&] { return write_state(ctx); });
+    manifest.tensors = std::move(result.tensors);
+    manifest.blobs = std::move(result.blobs);
+    manifest.engine_info = std::move(result.engine_info);
+    coordinator.commit(staging, manifest, result.files, config_.keep_last_n,
+                       loaded_tag_);
+  } catch (...) {
+    coordinator.abort(staging);
+    throw;
+  }
+  run_callbacks(CallbackEvent::kPostSave);
+}
+
+Manifest CheckpointEngine::load(const std::optional<std::filesystem::path>& checkpoint,
+                                const LoadOptions& options) {
+  const Comm comm(trainer_.comm());
+  if (!resumable()) {
+    throw Error(ErrorCode::kUnsupported,
+                "engine \"" + std::string(name()) +
+                    "\" writes exports without optimizer state, which cannot be "
+                    "loaded to resume training; use a resumable engine (hdf5 or "
+                    "mpiio)");
+  }
+  run_callbacks(CallbackEvent::kPreLoad);
+  recover_once();
+  std::filesystem::path dir;
+  if (checkpoint) {
+    dir = *checkpoint;
+  } else {
+    const auto tag = Coordinator(*fs_, comm, config_.output_dir).latest();
+    if (!tag) {
+      throw Error(ErrorCode::kNotFound, "no checkpoint to load: " +
+                                            config_.output_dir.string() +
+                                            " has no `latest`");
+    }
+    dir = config_.output_dir / *tag;
+  }
+  const OpenCheckpoint opened = open_checkpoint(dir, comm.get(), *fs_);
+  restore_state(opened, trainer_.state(), comm, config_.verify_on_load, options);
+  loaded_tag_ = opened.manifest.tag;
+  run_callbacks(CallbackEvent::kPostLoad);
+  return opened.manifest;
+}
+
+std::optional<Manifest> CheckpointEngine::resume(const LoadOptions& options) {
+  const Comm comm(trainer_.comm());
+  recover_once();
+  Coordinator coordinator(*fs_, comm, config_.output_dir);
+  const auto latest = coordinator.latest();
+  const auto entries = coordinator.list();  // oldest first
+  std::vector<std::string> candidates;
+  bool latest_listed = false;
+  for (const auto& e : entries) latest_listed |= latest && e.tag == *latest;
+  if (latest && latest_listed) candidates.push_back(*latest);
+  if (latest && !latest_listed && comm.rank() == 0) {
+    log_message(LogLevel::kWarning,
+                "`latest` names " + *latest + ", which is not a complete "
+                "checkpoint in " + config_.output_dir.string() +
+                "; falling back to the newest one that is");
+  }
+  for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+    if (!latest || it->tag != *latest) candidates.push_back(it->tag);
+  }
+  for (std::size_t i = 0; i < candidates.size(); ++i) {
+    try {
+      return load(config_.output_dir / candidates[i], options);
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kCorrupt) throw;
+      const std::optional<std::string> fallback =
+          i + 1 < candidates.size() ? std::optional<std::string>(candidates[i + 1])
+                                    : std::nullopt;
+      const auto moved = coordinator.set_aside(candidates[i], fallback);
+      if (comm.rank() == 0) {
+        log_message(LogLevel::kWarning,
+                    "skipped checkpoint " + candidates[i] + ": " + e.what() +
+                        "; set aside as " + moved.filename().string());
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace floe

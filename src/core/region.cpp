@@ -1,0 +1,294 @@
+#include "floe/region.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "floe/error.hpp"
+
+namespace floe {
+namespace {
+
+std::uint64_t checked_mul(std::uint64_t a, std::uint64_t b, const char* what) {
+  std::uint64_t out = 0;
+  if (__builtin_mul_overflow(a, b, &out)) {
+    throw Error(ErrorCode::kInvalidArgument,
+                std::string(what) + " overflows 64 bits");
+  }
+  return out;
+}
+
+std::string join(const Shape& values) {
+  std::string out;
+  for (auto v : values) out += (out.empty() ? "" : ",") + std::to_string(v);
+  return out;
+}
+
+// Appends the boxes tiling flat range [begin, end) of the sub-tensor
+// shape[dim:], whose outer indices are `prefix`.
+void decompose(const Shape& shape, std::size_t dim, Shape& prefix,
+               std::uint64_t begin, std::uint64_t end, std::vector<Box>& out) {
+  if (begin >= end) return;
+  const std::size_t rank = shape.size();
+  std::uint64_t row = 1;  // elements per index of `dim`
+  for (std::size_t d = dim + 1; d < rank; ++d) row *= shape[d];
+
+  auto emit = [&](std::uint64_t first, std::uint64_t count) {
+    Box box;
+    box.offset = prefix;
+    box.extent.assign(prefix.size(), 1);
+    box.offset.push_back(first);
+    box.extent.push_back(count);
+    for (std::size_t d = dim + 1; d < rank; ++d) {
+      box.offset.push_back(0);
+      box.extent.push_back(shape[d]);
+    }
+    out.push_back(std::move(box));
+  };
+
+  std::uint64_t first_full = begin / row;
+  if (begin % row != 0) {  // a partial head row
+    const std::uint64_t head = begin / row;
+    const std::uint64_t head_end = std::min(end, (head + 1) * row);
+    prefix.push_back(head);
+    decompose(shape, dim + 1, prefix, begin - head * row, head_end - head * row,
+              out);
+    prefix.pop_back();
+    if (head_end == end) return;
+    first_full = head + 1;
+  }
+  const std::uint64_t last_full = end / row;  // exclusive
+  if (last_full > first_full) emit(first_full, last_full - first_full);
+  if (end % row != 0) {  // a partial tail row
+    prefix.push_back(last_full);
+    decompose(shape, dim + 1, prefix, 0, end - last_full * row, out);
+    prefix.pop_back();
+  }
+}
+
+}  // namespace
+
+std::uint64_t num_elements(const Shape& shape) {
+  std::uint64_t n = 1;
+  for (auto d : shape) n = checked_mul(n, d, "the tensor's element count");
+  return n;
+}
+
+std::uint64_t byte_size(const Shape& shape, std::size_t element_size) {
+  return checked_mul(num_elements(shape), element_size,
+                     "the tensor's byte size");
+}
+
+bool Box::empty() const {
+  return std::any_of(extent.begin(), extent.end(),
+                     [](std::uint64_t e) { return e == 0; });
+}
+
+Box full_box(const Shape& shape) {
+  return Box{Shape(shape.size(), 0), shape};
+}
+
+std::optional<Box> intersect(const Box& a, const Box& b) {
+  if (a.offset.size() != b.offset.size()) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "intersect: boxes of different rank");
+  }
+  Box out;
+  for (std::size_t d = 0; d < a.offset.size(); ++d) {
+    const std::uint64_t lo = std::max(a.offset[d], b.offset[d]);
+    const std::uint64_t hi = std::min(a.offset[d] + a.extent[d],
+                                      b.offset[d] + b.extent[d]);
+    if (hi <= lo) return std::nullopt;
+    out.offset.push_back(lo);
+    out.extent.push_back(hi - lo);
+  }
+  return out;
+}
+
+std::vector<Box> flat_range_to_boxes(const Shape& shape,
+                                     const FlatRange& range) {
+  const std::uint64_t total = num_elements(shape);
+  if (range.begin > range.end || range.end > total) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "flat range [" + std::to_string(range.begin) + ", " +
+                    std::to_string(range.end) + ") does not fit a tensor of " +
+                    std::to_string(total) + " elements");
+  }
+  std::vector<Box> out;
+  if (range.begin == range.end) return out;
+  if (shape.empty()) return {Box{}};
+  Shape prefix;
+  decompose(shape, 0, prefix, range.begin, range.end, out);
+  return out;
+}
+
+Region Region::whole(const Shape& shape) { return box(full_box(shape)); }
+
+Region Region::box(Box box) {
+  if (box.offset.size() != box.extent.size()) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "box offset and extent have different ranks");
+  }
+  Region r;
+  r.kind_ = Kind::kBox;
+  r.box_ = std::move(box);
+  return r;
+}
+
+Region Region::flat(FlatRange range) {
+  if (range.begin > range.end) {
+    throw Error(ErrorCode::kInvalidArgument, "flat range with begin > end");
+  }
+  Region r;
+  r.kind_ = Kind::kFlatRange;
+  r.flat_ = range;
+  return r;
+}
+
+Region Region::replicated() const {
+  Region r = *this;
+  r.replicated_ = true;
+  return r;
+}
+
+const Box& Region::as_box() const {
+  if (kind_ != Kind::kBox) {
+    throw Error(ErrorCode::kInternal, "as_box() on a flat-range region");
+  }
+  return box_;
+}
+
+const FlatRange& Region::as_flat() const {
+  if (kind_ != Kind::kFlatRange) {
+    throw Error(ErrorCode::kInternal, "as_flat() on a box region");
+  }
+  return flat_;
+}
+
+std::uint64_t Region::elements() const {
+  return kind_ == Kind::kBox ? box_.elements() : flat_.elements();
+}
+
+void Region::validate(const Shape& shape, const std::string& tensor) const {
+  auto fail = [&](const std::string& why) {
+    throw Error(ErrorCode::kInvalidArgument, "tensor \"" + tensor +
+                                                 "\": region " + to_string() +
+                                                 " " + why);
+  };
+  if (kind_ == Kind::kFlatRange) {
+    if (flat_.end > num_elements(shape)) {
+      fail("ends past the tensor's " + std::to_string(num_elements(shape)) +
+           " elements");
+    }
+    return;
+  }
+  if (box_.offset.size() != shape.size()) {
+    fail("has rank " + std::to_string(box_.offset.size()) +
+         " but the tensor has shape [" + join(shape) + "]");
+  }
+  for (std::size_t d = 0; d < shape.size(); ++d) {
+    std::uint64_t end = 0;
+    if (__builtin_add_overflow(box_.offset[d], box_.extent[d], &end) ||
+        end > shape[d]) {
+      fail("leaves the tensor's shape [" + join(shape) + "] in dimension " +
+           std::to_string(d));
+    }
+  }
+}
+
+std::vector<Box> Region::boxes(const Shape& shape) const {
+  if (kind_ == Kind::kBox) return {box_};
+  return flat_range_to_boxes(shape, flat_);
+}
+
+std::string Region::to_string() const {
+  std::string out;
+  if (kind_ == Kind::kFlatRange) {
+    out = "flat[" + std::to_string(flat_.begin) + ":" +
+          std::to_string(flat_.end) + ")";
+  } else {
+    out = "box[";
+    for (std::size_t d = 0; d < box_.offset.size(); ++d) {
+      out += (d ? "," : "") + std::to_string(box_.offset[d]) + ":" +
+             std::to_string(box_.offset[d] + box_.extent[d]);
+    }
+    out += "]";
+  }
+  return replicated_ ? out + "*" : out;
+}
+
+bool Region::operator==(const Region& other) const {
+  if (kind_ != other.kind_ || replicated_ != other.replicated_) return false;
+  return kind_ == Kind::kBox ? box_ == other.box_ : flat_ == other.flat_;
+}
+
+std::uint64_t copy_overlap(const Box& src_box, const void* src,
+                           const Box& dst_box, void* dst,
+                           std::size_t element_size) {
+  const auto common = intersect(src_box, dst_box);
+  if (!common) return 0;
+  const std::size_t rank = common->offset.size();
+  const std::uint64_t count = common->elements();
+  if (rank == 0 || count == 0) {
+    if (count) std::memcpy(dst, src, element_size);
+    return count;
+  }
+  // Coalesce trailing dimensions that all three boxes span fully, so each
+  // memcpy moves the longest contiguous run.
+  std::size_t inner = rank - 1;
+  std::uint64_t run = common->extent[inner];
+  while (inner > 0 && common->extent[inner] == src_box.extent[inner] &&
+         common->extent[inner] == dst_box.extent[inner]) {
+    --inner;
+    run *= common->extent[inner];
+  }
+  // Row-major strides (in elements) of each buffer.
+  std::vector<std::uint64_t> src_stride(rank, 1), dst_stride(rank, 1);
+  for (std::size_t d = rank - 1; d > 0; --d) {
+    src_stride[d - 1] = src_stride[d] * src_box.extent[d];
+    dst_stride[d - 1] = dst_stride[d] * dst_box.extent[d];
+  }
+  auto* out = static_cast<unsigned char*>(dst);
+  const auto* in = static_cast<const unsigned char*>(src);
+  std::vector<std::uint64_t> index(inner, 0);  // odometer over dims < inner
+  const std::size_t bytes = run * element_size;
+  for (;;) {
+    std::uint64_t s = 0, t = 0;
+    for (std::size_t d = 0; d <= inner; ++d) {
+      const std::uint64_t g = common->offset[d] + (d < inner ? index[d] : 0);
+      s += (g - src_box.offset[d]) * src_stride[d];
+      t += (g - dst_box.offset[d]) * dst_stride[d];
+    }
+    std::memcpy(out + t * element_size, in + s * element_size, bytes);
+    std::size_t d = inner;
+    while (d > 0) {
+      --d;
+      if (++index[d] < common->extent[d]) break;
+      index[d] = 0;
+      if (d == 0) return count;
+    }
+    if (inner == 0) return count;
+  }
+}
+
+std::uint64_t copy_region_overlap(const Shape& shape, const Region& src_region,
+                                  const void* src, const Region& dst_region,
+                                  void* dst, std::size_t element_size) {
+  const auto src_boxes = src_region.boxes(shape);
+  const auto dst_boxes = dst_region.boxes(shape);
+  std::uint64_t copied = 0;
+  std::uint64_t src_at = 0;
+  for (const auto& s : src_boxes) {
+    std::uint64_t dst_at = 0;
+    for (const auto& d : dst_boxes) {
+      copied += copy_overlap(
+          s, static_cast<const unsigned char*>(src) + src_at * element_size, d,
+          static_cast<unsigned char*>(dst) + dst_at * element_size,
+          element_size);
+      dst_at += d.elements();
+    }
+    src_at += s.elements();
+  }
+  return copied;
+}
+
+}  // namespace floe

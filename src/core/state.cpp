@@ -1,0 +1,106 @@
+#include "floe/state.hpp"
+
+#include <cstring>
+
+#include "floe/error.hpp"
+
+namespace floe {
+
+std::string_view group_name(TensorGroup group) {
+  return group == TensorGroup::kModel ? "model" : "optimizer";
+}
+
+std::string TensorSpec::key() const {
+  if (group == TensorGroup::kModel) return "model/" + name;
+  return "optimizer/" + name + "/" + opt_key;
+}
+
+TensorShard::TensorShard(TensorSpec spec, Region region, void* borrowed)
+    : spec_(std::move(spec)),
+      region_(std::move(region)),
+      data_(static_cast<std::byte*>(borrowed)) {}
+
+TensorShard::TensorShard(TensorSpec spec, Region region)
+    : spec_(std::move(spec)), region_(std::move(region)) {
+  const std::uint64_t bytes = nbytes();
+  owned_.reset(new std::byte[bytes ? bytes : 1]());
+  data_ = owned_.get();
+}
+
+std::uint64_t TensorShard::nbytes() const {
+  // Region::validate() ran when the shard was added, so this cannot overflow
+  // past the tensor's own (checked) byte size.
+  return region_.elements() * dtype_size(spec_.dtype);
+}
+
+TensorShard& State::add_model(const std::string& name, DType dtype,
+                              Shape shape, Region region, void* data) {
+  return add(TensorSpec{TensorGroup::kModel, name, "", dtype, std::move(shape)},
+             std::move(region), data);
+}
+
+TensorShard& State::add_optimizer(const std::string& param,
+                                  const std::string& key, DType dtype,
+                                  Shape shape, Region region, void* data) {
+  if (key.empty()) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "optimizer tensor of \"" + param + "\" needs a key");
+  }
+  return add(
+      TensorSpec{TensorGroup::kOptimizer, param, key, dtype, std::move(shape)},
+      std::move(region), data);
+}
+
+TensorShard& State::add(TensorSpec spec, Region region, void* data) {
+  const std::string key = spec.key();
+  if (spec.name.empty()) {
+    throw Error(ErrorCode::kInvalidArgument, "a tensor needs a name");
+  }
+  if (spec.name.find('\0') != std::string::npos) {
+    throw Error(ErrorCode::kInvalidArgument, "tensor name contains NUL");
+  }
+  if (index_.count(key)) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "tensor \"" + key + "\" was added twice");
+  }
+  byte_size(spec.shape, dtype_size(spec.dtype));  // throws on overflow
+  region.validate(spec.shape, key);
+  if (data == nullptr) {
+    tensors_.emplace_back(std::move(spec), std::move(region));
+  } else {
+    tensors_.emplace_back(std::move(spec), std::move(region), data);
+  }
+  index_[key] = tensors_.size() - 1;
+  return tensors_.back();
+}
+
+TensorShard* State::find(const std::string& key) {
+  auto it = index_.find(key);
+  return it == index_.end() ? nullptr : &tensors_[it->second];
+}
+
+const TensorShard* State::find(const std::string& key) const {
+  auto it = index_.find(key);
+  return it == index_.end() ? nullptr : &tensors_[it->second];
+}
+
+void State::set_scalar(const std::string& name, Scalar value) {
+  scalars_[name] = std::move(value);
+}
+
+std::optional<Scalar> State::scalar(const std::string& name) const {
+  auto it = scalars_.find(name);
+  if (it == scalars_.end()) return std::nullopt;
+  return it->second;
+}
+
+void State::set_blob(const std::string& name, std::vector<std::uint8_t> bytes) {
+  blobs_[name] = std::move(bytes);
+}
+
+const std::vector<std::uint8_t>* State::blob(const std::string& name) const {
+  auto it = blobs_.find(name);
+  return it == blobs_.end() ? nullptr : &it->second;
+}
+
+}  // namespace floe

@@ -1,0 +1,61 @@
+#include "io/checksum.hpp"
+
+#include <xxhash.h>
+
+#include <cstdio>
+
+#include "floe/error.hpp"
+
+namespace floe {
+
+std::uint64_t xxh3_64(const void* data, std::size_t size) {
+  return XXH3_64bits(data, size);
+}
+
+struct Xxh3Stream::State {
+  XXH3_state_t* state = XXH3_createState();
+  ~State() { XXH3_freeState(state); }
+};
+
+Xxh3Stream::Xxh3Stream() : state_(std::make_unique<State>()) {
+  if (state_->state == nullptr) throw std::bad_alloc();
+  XXH3_64bits_reset(state_->state);
+}
+Xxh3Stream::~Xxh3Stream() = default;
+Xxh3Stream::Xxh3Stream(Xxh3Stream&&) noexcept = default;
+Xxh3Stream& Xxh3Stream::operator=(Xxh3Stream&&) noexcept = default;
+
+void Xxh3Stream::update(const void* data, std::size_t size) {
+  XXH3_64bits_update(state_->state, data, size);
+}
+
+std::uint64_t Xxh3Stream::digest() const {
+  return XXH3_64bits_digest(state_->state);
+}
+
+std::string format_xxh3(std::uint64_t value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "xxh3:%016llx",
+                static_cast<unsigned long long>(value));
+  return text;
+}
+
+std::uint64_t parse_xxh3(const std::string& text) {
+  const std::string prefix = "xxh3:";
+  if (text.size() != prefix.size() + 16 || text.compare(0, prefix.size(), prefix)) {
+    throw Error(ErrorCode::kCorrupt, "bad checksum \"" + text +
+                                         "\" (expected xxh3: and 16 hex digits)");
+  }
+  std::uint64_t value = 0;
+  for (std::size_t i = prefix.size(); i < text.size(); ++i) {
+    const char c = text[i];
+    int digit;
+    if (c >= '0' && c <= '9') digit = c - '0';
+    else if (c >= 'a' && c <= 'f') digit = c - 'a' + 10;
+    else throw Error(ErrorCode::kCorrupt, "bad checksum \"" + text + "\"");
+    value = value << 4 | static_cast<std::uint64_t>(digit);
+  }
+  return value;
+}
+
+}  // namespace floe

@@ -1,0 +1,34 @@
+// XXH3-64 checksums of pieces of data, streaming or in one call.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace floe {
+
+std::uint64_t xxh3_64(const void* data, std::size_t size);
+
+// Checksums data that arrives in parts; digest() equals xxh3_64 of the
+// concatenation.
+class Xxh3Stream {
+ public:
+  Xxh3Stream();
+  ~Xxh3Stream();
+  Xxh3Stream(Xxh3Stream&&) noexcept;
+  Xxh3Stream& operator=(Xxh3Stream&&) noexcept;
+
+  void update(const void* data, std::size_t size);
+  std::uint64_t digest() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// "xxh3:0123456789abcdef" and back; parse throws Error(kCorrupt).
+std::string format_xxh3(std::uint64_t value);
+std::uint64_t parse_xxh3(const std::string& text);
+
+}  // namespace floe

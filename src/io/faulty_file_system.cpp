@@ -1,0 +1,42 @@
+#include "io/faulty_file_system.hpp"
+
+#include <cstring>
+
+#include "floe/error.hpp"
+
+namespace floe {
+
+std::string_view fs_op_name(FsOp op) {
+  switch (op) {
+    case FsOp::kCreateDirectories: return "mkdir";
+    case FsOp::kRemoveAll: return "remove";
+    case FsOp::kRename: return "rename";
+    case FsOp::kList: return "list";
+    case FsOp::kReadFile: return "read";
+    case FsOp::kWriteFile: return "write";
+    case FsOp::kFsyncFile: return "fsync";
+    case FsOp::kFsyncDir: return "fsync directory";
+    case FsOp::kDataWrite: return "write data";
+  }
+  return "?";
+}
+
+void FaultyFileSystem::hit(FsOp op, const fs::path& path) {
+  for (auto& armed : rules_) {
+    const FaultRule& rule = armed.rule;
+    if (rule.op != op) continue;
+    if (!rule.path_contains.empty() &&
+        path.string().find(rule.path_contains) == std::string::npos) {
+      continue;
+    }
+    if (armed.seen++ < rule.skip) continue;
+    if (rule.times >= 0 && armed.fired >= rule.times) continue;
+    ++armed.fired;
+    ++injected_;
+    throw Error(ErrorCode::kIo, "cannot " + std::string(fs_op_name(op)) + " " +
+                                    path.string() + ": " +
+                                    std::strerror(rule.error) + " (injected)");
+  }
+}
+
+}  // namespace floe

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace floe {
@@ -94,6 +95,13 @@ class Region {
   FlatRange flat_;
 };
 
+// Calls `run(a_at, b_at, count)` for each maximal contiguous run of the
+// elements where `a` and `b` overlap, in row-major order: `count` elements
+// starting at element `a_at` of a buffer laid out row-major over `a`, and at
+// element `b_at` of one laid out over `b`. Returns the elements visited.
+template <typename Run>
+std::uint64_t for_each_overlap_run(const Box& a, const Box& b, Run&& run);
+
 // Copies the elements where `src_box` and `dst_box` overlap from `src`
 // (laid out row-major over `src_box`) into `dst` (row-major over `dst_box`).
 // Returns the number of elements copied. Both boxes are of the same tensor.
@@ -106,5 +114,23 @@ std::uint64_t copy_overlap(const Box& src_box, const void* src,
 std::uint64_t copy_region_overlap(const Shape& shape, const Region& src_region,
                                   const void* src, const Region& dst_region,
                                   void* dst, std::size_t element_size);
+
+namespace detail {
+// Walks the overlap as for_each_overlap_run does; `run` is type-erased.
+std::uint64_t walk_overlap(const Box& a, const Box& b,
+                           void (*run)(void*, std::uint64_t, std::uint64_t,
+                                       std::uint64_t),
+                           void* context);
+}  // namespace detail
+
+template <typename Run>
+std::uint64_t for_each_overlap_run(const Box& a, const Box& b, Run&& run) {
+  return detail::walk_overlap(
+      a, b,
+      [](void* c, std::uint64_t a_at, std::uint64_t b_at, std::uint64_t n) {
+        (*static_cast<std::remove_reference_t<Run>*>(c))(a_at, b_at, n);
+      },
+      &run);
+}
 
 }  // namespace floe

@@ -221,53 +221,68 @@ bool Region::operator==(const Region& other) const {
   return kind_ == Kind::kBox ? box_ == other.box_ : flat_ == other.flat_;
 }
 
-std::uint64_t copy_overlap(const Box& src_box, const void* src,
-                           const Box& dst_box, void* dst,
-                           std::size_t element_size) {
-  const auto common = intersect(src_box, dst_box);
+namespace detail {
+
+std::uint64_t walk_overlap(const Box& a, const Box& b,
+                           void (*run)(void*, std::uint64_t, std::uint64_t,
+                                       std::uint64_t),
+                           void* context) {
+  const auto common = intersect(a, b);
   if (!common) return 0;
   const std::size_t rank = common->offset.size();
   const std::uint64_t count = common->elements();
-  if (rank == 0 || count == 0) {
-    if (count) std::memcpy(dst, src, element_size);
-    return count;
+  if (count == 0) return 0;
+  if (rank == 0) {
+    run(context, 0, 0, 1);
+    return 1;
   }
   // Coalesce trailing dimensions that all three boxes span fully, so each
-  // memcpy moves the longest contiguous run.
+  // run is the longest contiguous one.
   std::size_t inner = rank - 1;
-  std::uint64_t run = common->extent[inner];
-  while (inner > 0 && common->extent[inner] == src_box.extent[inner] &&
-         common->extent[inner] == dst_box.extent[inner]) {
+  std::uint64_t length = common->extent[inner];
+  while (inner > 0 && common->extent[inner] == a.extent[inner] &&
+         common->extent[inner] == b.extent[inner]) {
     --inner;
-    run *= common->extent[inner];
+    length *= common->extent[inner];
   }
   // Row-major strides (in elements) of each buffer.
-  std::vector<std::uint64_t> src_stride(rank, 1), dst_stride(rank, 1);
+  std::vector<std::uint64_t> a_stride(rank, 1), b_stride(rank, 1);
   for (std::size_t d = rank - 1; d > 0; --d) {
-    src_stride[d - 1] = src_stride[d] * src_box.extent[d];
-    dst_stride[d - 1] = dst_stride[d] * dst_box.extent[d];
+    a_stride[d - 1] = a_stride[d] * a.extent[d];
+    b_stride[d - 1] = b_stride[d] * b.extent[d];
   }
-  auto* out = static_cast<unsigned char*>(dst);
-  const auto* in = static_cast<const unsigned char*>(src);
   std::vector<std::uint64_t> index(inner, 0);  // odometer over dims < inner
-  const std::size_t bytes = run * element_size;
   for (;;) {
-    std::uint64_t s = 0, t = 0;
+    std::uint64_t a_at = 0, b_at = 0;
     for (std::size_t d = 0; d <= inner; ++d) {
       const std::uint64_t g = common->offset[d] + (d < inner ? index[d] : 0);
-      s += (g - src_box.offset[d]) * src_stride[d];
-      t += (g - dst_box.offset[d]) * dst_stride[d];
+      a_at += (g - a.offset[d]) * a_stride[d];
+      b_at += (g - b.offset[d]) * b_stride[d];
     }
-    std::memcpy(out + t * element_size, in + s * element_size, bytes);
+    run(context, a_at, b_at, length);
     std::size_t d = inner;
-    while (d > 0) {
+    for (;;) {
+      if (d == 0) return count;
       --d;
       if (++index[d] < common->extent[d]) break;
       index[d] = 0;
-      if (d == 0) return count;
     }
-    if (inner == 0) return count;
   }
+}
+
+}  // namespace detail
+
+std::uint64_t copy_overlap(const Box& src_box, const void* src,
+                           const Box& dst_box, void* dst,
+                           std::size_t element_size) {
+  const auto* in = static_cast<const unsigned char*>(src);
+  auto* out = static_cast<unsigned char*>(dst);
+  return for_each_overlap_run(
+      src_box, dst_box,
+      [&](std::uint64_t src_at, std::uint64_t dst_at, std::uint64_t n) {
+        std::memcpy(out + dst_at * element_size, in + src_at * element_size,
+                    n * element_size);
+      });
 }
 
 std::uint64_t copy_region_overlap(const Shape& shape, const Region& src_region,

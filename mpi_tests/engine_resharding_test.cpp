@@ -1,0 +1,109 @@
+// Save on k ranks, load on m ranks, for every engine that can resume and
+// every pair of rank counts this job has; values come back bit-identical.
+#include <fstream>
+
+#include "engine_fixture.hpp"
+
+namespace floe::test {
+namespace {
+
+class Resharding : public ::testing::TestWithParam<std::string> {};
+
+// Saves with the first `k` ranks under `partition`, then loads with the
+// first `m` under another partition, and checks every value.
+void save_then_load(const std::string& engine, const std::filesystem::path& dir,
+                    int k, Partition save_as, int m, Partition load_as) {
+  {
+    SubComm comm(k);
+    if (comm.member()) {
+      SimpleTrainer trainer(comm.get());
+      int rank = 0;
+      MPI_Comm_rank(comm.get(), &rank);
+      build_test_state(trainer.state(), rank, k, save_as);
+      trainer.progress_now.global_step = 10 * k + m;
+      trainer.progress_now.epoch = 2;
+      make_test_engine(trainer, engine, dir)->save();
+    }
+  }
+  SubComm comm(m);
+  if (!comm.member()) return;
+  int rank = 0;
+  MPI_Comm_rank(comm.get(), &rank);
+  SimpleTrainer trainer(comm.get());
+  build_test_state(trainer.state(), rank, m, load_as);
+  for (auto& shard : trainer.state().tensors()) {
+    std::memset(shard.data(), 0xAB, shard.nbytes());  // must be overwritten
+  }
+  trainer.state().set_scalar("lr", 1.0);
+  trainer.state().clear_blobs();
+  const Manifest manifest = make_test_engine(trainer, engine, dir)->load();
+  EXPECT_EQ(manifest.step, 10 * k + m);
+  EXPECT_EQ(manifest.epoch, 2);
+  EXPECT_EQ(manifest.world_size, k);
+  EXPECT_EQ(manifest.engine, engine);
+  EXPECT_TRUE(state_holds_expected(trainer.state()))
+      << "saved on " << k << " ranks, loaded on " << m;
+  EXPECT_EQ(std::get<double>(*trainer.state().scalar("lr")), 0.00025);
+  EXPECT_EQ(std::get<std::int64_t>(*trainer.state().scalar("optimizer_steps")), 1234);
+  EXPECT_EQ(std::get<std::string>(*trainer.state().scalar("scheduler")), "cosine");
+  EXPECT_EQ(std::get<bool>(*trainer.state().scalar("warmup_done")), true);
+  EXPECT_EQ(trainer.state().metadata()["layers"], nlohmann::json({1, 2, 3}));
+  const auto* rng = trainer.state().blob("rng");
+  if (rank < k) {
+    ASSERT_NE(rng, nullptr);
+    ASSERT_EQ(rng->size(), static_cast<std::size_t>(100 + rank));
+    EXPECT_EQ((*rng)[5], static_cast<std::uint8_t>(35 + rank));
+  } else {
+    EXPECT_EQ(rng, nullptr) << "rank " << rank << " did not exist when saving";
+  }
+}
+
+TEST_P(Resharding, EveryPairOfRankCounts) {
+  TempDir tmp;
+  const int n = world_size();
+  for (int k = 1; k <= n; ++k) {
+    for (int m = 1; m <= n; ++m) {
+      const auto dir = tmp / ("k" + std::to_string(k) + "m" + std::to_string(m));
+      run_within(std::chrono::seconds(120), [&] {
+        save_then_load(GetParam(), dir, k, Partition::kMixed, m,
+                       m % 2 ? Partition::kFlat : Partition::kDim0);
+      });
+    }
+  }
+}
+
+TEST_P(Resharding, SamePartitionRoundTrip) {
+  TempDir tmp;
+  const int n = world_size();
+  for (Partition p : {Partition::kDim0, Partition::kFlat, Partition::kMixed}) {
+    const auto dir = tmp / ("p" + std::to_string(static_cast<int>(p)));
+    save_then_load(GetParam(), dir, n, p, n, p);
+  }
+}
+
+TEST_P(Resharding, ReadsCheckpointsOfAnotherEngine) {
+  TempDir tmp;
+  const int n = world_size();
+  for (const auto& writer : resumable_engines()) {
+    const auto dir = tmp / writer;
+    {
+      SimpleTrainer trainer;
+      build_test_state(trainer.state(), world_rank(), n, Partition::kDim0);
+      trainer.progress_now.global_step = 5;
+      make_test_engine(trainer, writer, dir)->save();
+    }
+    SimpleTrainer trainer;
+    build_test_state(trainer.state(), world_rank(), n, Partition::kFlat);
+    for (auto& shard : trainer.state().tensors()) std::memset(shard.data(), 0, shard.nbytes());
+    const Manifest m = make_test_engine(trainer, GetParam(), dir)->load();
+    EXPECT_EQ(m.engine, writer);
+    EXPECT_TRUE(state_holds_expected(trainer.state()))
+        << GetParam() << " loading what " << writer << " wrote";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, Resharding, ::testing::ValuesIn(resumable_engines()),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace floe::test

@@ -1,0 +1,94 @@
+// Reads mpiio checkpoints: each requested box is assembled from the saved
+// pieces it overlaps, reading only the overlapping bytes (independent reads:
+// every run is a large contiguous one when layouts match).
+#include <map>
+
+#include "commit/paths.hpp"
+#include "engines/mpiio/mpiio_engine.hpp"
+#include "floe/error.hpp"
+#include "io/mpi_file.hpp"
+
+namespace floe {
+namespace {
+
+class MpiioReader : public CheckpointReader {
+ public:
+  explicit MpiioReader(std::filesystem::path dir) : dir_(std::move(dir)) {}
+
+  void read(const TensorRecord& tensor, const std::vector<Box>& boxes,
+            void* out) override {
+    const std::size_t element = dtype_size(tensor.spec.dtype);
+    auto* bytes = static_cast<char*>(out);
+    Pending pending;
+    std::uint64_t out_at = 0;  // elements
+    for (const Box& want : boxes) {
+      for (const auto& piece : tensor.pieces) {
+        MpiFile& file = open(piece.file);
+        std::uint64_t piece_at = 0;
+        for (const Box& have : piece.region.boxes(tensor.spec.shape)) {
+          for_each_overlap_run(have, want, [&](std::uint64_t have_at,
+                                               std::uint64_t want_at,
+                                               std::uint64_t n) {
+            pending.add(file, piece.offset + (piece_at + have_at) * element,
+                        bytes + (out_at + want_at) * element, n * element);
+          });
+          piece_at += have.elements();
+        }
+      }
+      out_at += want.elements();
+    }
+    pending.flush();
+  }
+
+  std::vector<std::uint8_t> read_blob(const BlobRecord& blob) override {
+    std::vector<std::uint8_t> bytes(blob.nbytes);
+    open(blob.file).read_at(blob.offset, bytes.data(), blob.nbytes);
+    return bytes;
+  }
+
+ private:
+  // Merges runs adjacent in both the file and memory into one read.
+  struct Pending {
+    MpiFile* file = nullptr;
+    std::uint64_t offset = 0;
+    char* memory = nullptr;
+    std::uint64_t length = 0;
+
+    void add(MpiFile& f, std::uint64_t at, char* into, std::uint64_t n) {
+      if (file == &f && offset + length == at && memory + length == into) {
+        length += n;
+        return;
+      }
+      flush();
+      file = &f;
+      offset = at;
+      memory = into;
+      length = n;
+    }
+    void flush() {
+      if (length > 0) file->read_at(offset, memory, length);
+      length = 0;
+    }
+  };
+
+  MpiFile& open(const std::string& name) {
+    auto it = files_.find(name);
+    if (it == files_.end()) {
+      const auto path = resolve_inside(dir_, name, "mpiio checkpoint");
+      it = files_.emplace(name, MpiFile(MPI_COMM_SELF, path, MpiFile::Mode::kRead,
+                                        MpiInfo())).first;
+    }
+    return it->second;
+  }
+
+  std::filesystem::path dir_;
+  std::map<std::string, MpiFile> files_;
+};
+
+}  // namespace
+
+std::unique_ptr<CheckpointReader> open_mpiio_reader(const ReadContext& ctx) {
+  return std::make_unique<MpiioReader>(ctx.dir);
+}
+
+}  // namespace floe

@@ -1,0 +1,86 @@
+// Move-only owners of MPI-IO handles (MPI_File, MPI_Info, MPI_Datatype) and
+// the chunked transfers that keep every MPI call under 2 GiB.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <mpi.h>
+
+namespace floe {
+
+// Owns an MPI_Info; frees it on destruction.
+class MpiInfo {
+ public:
+  MpiInfo();
+  ~MpiInfo();
+  MpiInfo(MpiInfo&& other) noexcept : info_(std::exchange(other.info_, MPI_INFO_NULL)) {}
+  MpiInfo& operator=(MpiInfo&&) = delete;
+  MpiInfo(const MpiInfo&) = delete;
+
+  void set(const std::string& key, const std::string& value);
+  MPI_Info get() const { return info_; }
+
+ private:
+  MPI_Info info_ = MPI_INFO_NULL;
+};
+
+// Owns a committed MPI_Datatype.
+class MpiType {
+ public:
+  MpiType() = default;
+  explicit MpiType(MPI_Datatype type) : type_(type) {}
+  ~MpiType();
+  MpiType(MpiType&& other) noexcept : type_(std::exchange(other.type_, MPI_DATATYPE_NULL)) {}
+  MpiType& operator=(MpiType&& other) noexcept;
+  MpiType(const MpiType&) = delete;
+
+  MPI_Datatype get() const { return type_; }
+
+ private:
+  MPI_Datatype type_ = MPI_DATATYPE_NULL;
+};
+
+// One contiguous run of bytes: `length` bytes at `memory` go to (or come
+// from) file offset `offset`.
+struct IoRun {
+  std::uint64_t offset = 0;
+  const void* memory = nullptr;
+  std::uint64_t length = 0;
+};
+
+// Owns an open MPI_File; closes it on destruction (errors there are
+// dropped: call close() to see them).
+class MpiFile {
+ public:
+  enum class Mode { kCreate, kRead };
+
+  // Collective over `comm`. Throws Error(kIo) naming `path`.
+  MpiFile(MPI_Comm comm, const std::filesystem::path& path, Mode mode,
+          const MpiInfo& info);
+  ~MpiFile();
+  MpiFile(MpiFile&& other) noexcept
+      : file_(std::exchange(other.file_, MPI_FILE_NULL)), path_(std::move(other.path_)) {}
+  MpiFile(const MpiFile&) = delete;
+
+  // Collective. Writes `runs` (sorted by offset, not overlapping) with as
+  // few collective calls as the 2 GiB limit allows; every rank makes the
+  // same number of calls whatever its share.
+  void write_all(MPI_Comm comm, const std::vector<IoRun>& runs);
+  // Not collective. Reads `length` bytes at `offset` into `memory`.
+  void read_at(std::uint64_t offset, void* memory, std::uint64_t length);
+  // Collective. MPI_File_sync: the data is durable when it returns.
+  void sync();
+  // Collective.
+  void close();
+  std::uint64_t size() const;
+
+ private:
+  MPI_File file_ = MPI_FILE_NULL;
+  std::filesystem::path path_;
+};
+
+}  // namespace floe

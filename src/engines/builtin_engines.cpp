@@ -15,7 +15,7 @@ EngineInfo hf_engine_info();
 
 namespace {
 
-EngineInfo left_out(const char* name, const char* description, bool resumable,
+[[maybe_unused]] EngineInfo left_out(const char* name, const char* description, bool resumable,
                     const char* option) {
   EngineInfo info;
   info.name = name;

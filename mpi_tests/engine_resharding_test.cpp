@@ -102,6 +102,16 @@ TEST_P(Resharding, ReadsCheckpointsOfAnotherEngine) {
   }
 }
 
+// At 16 ranks (CTest runs this one test there): save on all, load on 5.
+TEST_P(Resharding, ManyRanksToFewer) {
+  TempDir tmp;
+  const int n = world_size();
+  const int m = std::max(1, n * 5 / 16);
+  run_within(std::chrono::seconds(240), [&] {
+    save_then_load(GetParam(), tmp / "many", n, Partition::kFlat, m, Partition::kDim0);
+  });
+}
+
 INSTANTIATE_TEST_SUITE_P(Engines, Resharding, ::testing::ValuesIn(resumable_engines()),
                          [](const auto& info) { return info.param; });
 

@@ -1,0 +1,24 @@
+// The baseline every benchmark figure is a ratio to: plain POSIX sequential
+// writes (with fsync) and reads of the same bytes, one file per rank.
+#pragma once
+
+#include <filesystem>
+#include <vector>
+
+#include "floe/state.hpp"
+
+namespace floe::bench {
+
+// Writes every shard's bytes of `state`, in order, to `path` with write()
+// in large chunks, then fsyncs and closes. Throws floe::Error(kIo).
+void raw_write(const std::filesystem::path& path, const State& state);
+
+// Reads `path` back into the shards of `state`, in the same order.
+void raw_read(const std::filesystem::path& path, State& state);
+
+// Asks the kernel to drop the cached pages of every file under `dir`, so
+// the next read comes from the device (posix_fadvise DONTNEED; the files
+// are clean after fsync). Best effort.
+void drop_cache(const std::filesystem::path& dir);
+
+}  // namespace floe::bench

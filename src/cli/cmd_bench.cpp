@@ -1,0 +1,175 @@
+// floe bench: save and load a synthetic state with each engine, side by side
+// with a raw sequential write/read of the same bytes (fsync included in
+// both), interleaved over repetitions; prints medians and ratios.
+#include <mpi.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/bench/raw_io.hpp"
+#include "cli/cli_common.hpp"
+#include "cli/commands.hpp"
+#include "floe/floe.hpp"
+
+namespace floe::cli {
+
+const char kBenchSummary[] =
+    "Measure save/load against raw POSIX I/O of the same bytes.";
+
+namespace {
+
+struct Sample {
+  std::string engine, op;
+  std::vector<double> seconds;
+};
+
+// `count` F32 tensors of [rows, 256] totalling about `bytes`, each split in
+// dim-0 shards across the ranks.
+void build_state(State& state, std::uint64_t bytes, std::uint64_t count, int rank,
+                 int size) {
+  const std::uint64_t per = std::max<std::uint64_t>(bytes / count / 4, 1);
+  const std::uint64_t cols = per >= 256 ? 256 : per;
+  const std::uint64_t rows = std::max<std::uint64_t>(per / cols, 1);
+  for (std::uint64_t t = 0; t < count; ++t) {
+    const std::uint64_t begin = rows * rank / size, end = rows * (rank + 1) / size;
+    TensorShard& shard = state.add_model(
+        "layer." + std::to_string(t) + ".weight", DType::kF32, {rows, cols},
+        Region::box(Box{{begin, 0}, {end - begin, cols}}));
+    auto* f = shard.data_as<float>();
+    for (std::uint64_t i = 0; i < shard.region().elements(); ++i) {
+      f[i] = static_cast<float>((i * 2654435761u + t) % 1000) * 0.001f;
+    }
+  }
+}
+
+std::uint64_t state_bytes(const State& state) {
+  std::uint64_t n = 0;
+  for (const auto& s : state.tensors()) n += s.nbytes();
+  return n;
+}
+
+// Runs `fn` between barriers and returns the slowest rank's time.
+template <typename Fn>
+double timed(MPI_Comm comm, Fn&& fn) {
+  MPI_Barrier(comm);
+  const double start = MPI_Wtime();
+  fn();
+  double mine = MPI_Wtime() - start, slowest = 0;
+  MPI_Allreduce(&mine, &slowest, 1, MPI_DOUBLE, MPI_MAX, comm);
+  return slowest;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+}  // namespace
+
+int run_bench(const std::vector<std::string>& args) {
+  CommandLine line;
+  line.usage = "floe bench --dir DIR [options]   (under mpirun -np N for N ranks)";
+  line.summary = kBenchSummary;
+  line.options.add_options()
+      ("dir", po::value<std::string>()->required(), "scratch directory (emptied)")
+      ("size", po::value<std::string>()->default_value("1GiB"), "total state size")
+      ("tensors", po::value<std::uint64_t>()->default_value(16), "number of tensors")
+      ("repeat", po::value<int>()->default_value(3), "repetitions (medians reported)")
+      ("engines", po::value<std::string>()->default_value("hdf5,mpiio"),
+       "comma-separated engines to measure")
+      ("no-verify", "load without checking checksums")
+      ("json", po::value<std::string>(), "also write the results as JSON to this file");
+  line.positional.add("dir", 1);
+  const auto vm = parse_command_line(line, args);
+  if (!vm) return 0;
+
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  const std::filesystem::path dir = (*vm)["dir"].as<std::string>();
+  const std::uint64_t bytes = parse_count((*vm)["size"].as<std::string>(), "--size", true);
+  const std::uint64_t count = (*vm)["tensors"].as<std::uint64_t>();
+  const int repeat = (*vm)["repeat"].as<int>();
+  if (count == 0 || repeat <= 0) throw UsageError("--tensors and --repeat must be > 0");
+  std::vector<std::string> engines;
+  std::stringstream list((*vm)["engines"].as<std::string>());
+  for (std::string e; std::getline(list, e, ',');) engines.push_back(e);
+
+  if (rank == 0) {
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir / "raw");
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+
+  SimpleTrainer trainer;
+  build_state(trainer.state(), bytes, count, rank, size);
+  const std::uint64_t total = [&] {
+    std::uint64_t mine = state_bytes(trainer.state()), all = 0;
+    MPI_Allreduce(&mine, &all, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
+    return all;
+  }();
+  std::map<std::string, std::unique_ptr<CheckpointEngine>> made;
+  for (const auto& e : engines) {
+    nlohmann::json cfg = {{"type", e}, {"output_dir", (dir / e).string()},
+                          {"keep_last_n", 1},
+                          {"verify_on_load", vm->count("no-verify") == 0}};
+    made[e] = make_engine(trainer, parse_config(cfg));
+  }
+
+  std::vector<Sample> samples;
+  auto record = [&](const std::string& engine, const std::string& op, double s) {
+    for (auto& x : samples) {
+      if (x.engine == engine && x.op == op) return x.seconds.push_back(s);
+    }
+    samples.push_back({engine, op, {s}});
+  };
+  const auto raw_file = dir / "raw" / ("rank" + std::to_string(rank) + ".bin");
+  for (int r = 0; r < repeat; ++r) {
+    record("raw", "write", timed(MPI_COMM_WORLD, [&] { bench::raw_write(raw_file, trainer.state()); }));
+    for (auto& [name, engine] : made) {
+      trainer.progress_now.global_step = r + 1;
+      record(name, "write", timed(MPI_COMM_WORLD, [&] { engine->save(); }));
+    }
+    bench::drop_cache(dir);
+    MPI_Barrier(MPI_COMM_WORLD);
+    record("raw", "read", timed(MPI_COMM_WORLD, [&] { bench::raw_read(raw_file, trainer.state()); }));
+    for (auto& [name, engine] : made) {
+      record(name, "read", timed(MPI_COMM_WORLD, [&] { engine->load(); }));
+    }
+    out() << "repetition " << r + 1 << "/" << repeat << " done\n" << std::flush;
+  }
+
+  nlohmann::json report = {{"ranks", size}, {"bytes", total}, {"tensors", count},
+                           {"repeat", repeat}, {"verify_on_load", vm->count("no-verify") == 0},
+                           {"results", nlohmann::json::array()}};
+  std::map<std::string, double> raw;
+  for (const auto& s : samples) {
+    if (s.engine == "raw") raw[s.op] = median(s.seconds);
+  }
+  char row[200];
+  std::snprintf(row, sizeof row, "%-8s %-6s %10s %9s %12s %14s\n", "engine", "op",
+                "median s", "GB/s", "vs raw", "us/tensor");
+  out() << "\n" << size << " ranks, " << total / 1e9 << " GB in " << count
+        << " tensors, " << repeat << " repetitions\n" << row;
+  for (const auto& s : samples) {
+    const double m = median(s.seconds);
+    const double ratio = raw[s.op] / m;  // throughput ratio: >1 beats raw
+    std::snprintf(row, sizeof row, "%-8s %-6s %10.3f %9.3f %12.3f %14.1f\n",
+                  s.engine.c_str(), s.op.c_str(), m, total / m / 1e9, ratio,
+                  m / static_cast<double>(count) * 1e6);
+    out() << row;
+    report["results"].push_back({{"engine", s.engine}, {"op", s.op}, {"median_s", m},
+                                 {"all_s", s.seconds}, {"gb_per_s", total / m / 1e9},
+                                 {"throughput_vs_raw", ratio}});
+  }
+  if (vm->count("json") && rank == 0) {
+    std::ofstream((*vm)["json"].as<std::string>()) << report.dump(1) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace floe::cli

@@ -1,5 +1,6 @@
 #include "io/faulty_file_system.hpp"
 
+#include <csignal>
 #include <cstring>
 
 #include "floe/error.hpp"
@@ -33,6 +34,7 @@ void FaultyFileSystem::hit(FsOp op, const fs::path& path) {
     if (rule.times >= 0 && armed.fired >= rule.times) continue;
     ++armed.fired;
     ++injected_;
+    if (rule.kill) ::raise(SIGKILL);
     throw Error(ErrorCode::kIo, "cannot " + std::string(fs_op_name(op)) + " " +
                                     path.string() + ": " +
                                     std::strerror(rule.error) + " (injected)");

@@ -31,6 +31,7 @@ struct FaultRule {
   int error = ENOSPC;         // errno reported
   int skip = 0;               // let this many matching calls pass first
   int times = 1;              // then fail this many (-1: for ever)
+  bool kill = false;          // SIGKILL the process instead: a crash there
 };
 
 class FaultyFileSystem : public FileSystem {

@@ -2,6 +2,8 @@
 #include <cctype>
 #include <cmath>
 #include <limits>
+#include <numeric>
+#include <stdexcept>
 
 #include "core/config_schema.hpp"
 #include "floe/error.hpp"
@@ -41,6 +43,17 @@ std::string known_keys(const std::vector<OptionSpec>& a,
   return out;
 }
 
+// A count's default may be written as users write counts ("64MiB").
+nlohmann::json default_of(const OptionSpec& spec) {
+  const bool count =
+      spec.kind == OptionKind::kCount || spec.kind == OptionKind::kBytes;
+  if (count && spec.default_value.is_string()) {
+    return parse_count(spec.default_value.get<std::string>(), spec.key,
+                       spec.kind == OptionKind::kBytes);
+  }
+  return spec.default_value;
+}
+
 }  // namespace
 
 std::uint64_t parse_count(const std::string& text, const std::string& key,
@@ -62,7 +75,9 @@ std::uint64_t parse_count(const std::string& text, const std::string& key,
     fail("is not a count");
   }
   if (bytes && !suffix.empty() && suffix.back() == 'b') suffix.pop_back();
-  long double scale = 1;
+  // Exact integer arithmetic, whatever long double is: 2^64-1 and "1.5Ki"
+  // come out exact, and a thousand digits are "too large", not a crash.
+  std::uint64_t scale = 1;  // at most 1024^5 = 2^50
   if (!suffix.empty()) {
     static const std::string kLetters = "kmgtp";
     const auto power = kLetters.find(suffix[0]);
@@ -71,14 +86,39 @@ std::uint64_t parse_count(const std::string& text, const std::string& key,
         (suffix.size() == 2 && !binary)) {
       fail("has an unknown unit");
     }
-    scale = std::pow(binary ? 1024.0L : 1000.0L, static_cast<int>(power) + 1);
+    for (std::size_t p = 0; p <= power; ++p) scale *= binary ? 1024 : 1000;
   }
-  const long double value = std::stold(number) * scale;
-  if (value != std::floor(value)) fail("is not a whole number");
-  if (value > static_cast<long double>(std::numeric_limits<std::uint64_t>::max())) {
-    fail("is too large");
+  const auto dot = number.find('.');
+  std::uint64_t whole = 0;
+  for (char c : number.substr(0, dot)) {
+    if (__builtin_mul_overflow(whole, 10u, &whole) ||
+        __builtin_add_overflow(whole, static_cast<unsigned>(c - '0'), &whole)) {
+      fail("is too large");
+    }
   }
-  return static_cast<std::uint64_t>(value);
+  std::uint64_t value = 0;
+  if (__builtin_mul_overflow(whole, scale, &value)) fail("is too large");
+  std::string fraction = dot == std::string::npos ? "" : number.substr(dot + 1);
+  while (!fraction.empty() && fraction.back() == '0') fraction.pop_back();
+  if (!fraction.empty()) {
+    // numerator / 10^n * scale must be whole; 19 decimals fit in 64 bits,
+    // and no sane count has more.
+    if (fraction.size() > 19) fail("is not a whole number");
+    std::uint64_t numerator = 0, denominator = 1;
+    for (char c : fraction) {
+      numerator = numerator * 10 + static_cast<unsigned>(c - '0');
+      denominator *= 10;
+    }
+    const std::uint64_t common = std::gcd(scale, denominator);
+    const std::uint64_t divisor = denominator / common;
+    std::uint64_t part = 0;
+    if (numerator % divisor != 0) fail("is not a whole number");
+    if (__builtin_mul_overflow(numerator / divisor, scale / common, &part) ||
+        __builtin_add_overflow(value, part, &value)) {
+      fail("is too large");
+    }
+  }
+  return value;
 }
 
 nlohmann::json normalize_option(const OptionSpec& spec,
@@ -107,7 +147,11 @@ nlohmann::json normalize_option(const OptionSpec& spec,
       if (value.is_number_unsigned()) {
         out = value.get<std::uint64_t>();
       } else if (value.is_number_integer()) {
-        bad(key, "must be >= 0, got " + show(value));
+        // Signed: what json{{"keep_last_n", 2}} and to_json() make.
+        if (value.get<std::int64_t>() < 0) {
+          bad(key, "must be >= 0, got " + show(value));
+        }
+        out = static_cast<std::uint64_t>(value.get<std::int64_t>());
       } else if (value.is_number_float()) {
         const double v = value.get<double>();
         if (v < 0) bad(key, "must be >= 0, got " + show(value));
@@ -178,7 +222,7 @@ CheckpointConfig parse_config(const nlohmann::json& json) {
 
   nlohmann::json values = nlohmann::json::object();
   for (const auto* specs : {&common, &engine->options}) {
-    for (const auto& spec : *specs) values[spec.key] = spec.default_value;
+    for (const auto& spec : *specs) values[spec.key] = default_of(spec);
   }
   for (const auto& [key, value] : json.items()) {
     const OptionSpec* spec = find_spec(common, key);
@@ -266,7 +310,8 @@ nlohmann::json config_json_from_flags(
       bad(key, "unknown key for engine \"" + type + "\" (known: " +
                    known_keys(common, *engine_options) + ")");
     }
-    out[key] = option_from_text(*spec, value);
+    // Checked here, so a bad flag is reported as the flag it is.
+    out[key] = normalize_option(*spec, option_from_text(*spec, value));
   }
   return out;
 }

@@ -68,6 +68,8 @@ void decompose(const Shape& shape, std::size_t dim, Shape& prefix,
 }  // namespace
 
 std::uint64_t num_elements(const Shape& shape) {
+  // A zero dimension makes the product 0 wherever it stands: nothing overflows.
+  if (std::find(shape.begin(), shape.end(), 0) != shape.end()) return 0;
   std::uint64_t n = 1;
   for (auto d : shape) n = checked_mul(n, d, "the tensor's element count");
   return n;

@@ -1,0 +1,355 @@
+// exchange_layout: every rank builds the same global layout from the ranks'
+// states, with one writer per piece of data, or every rank throws the same
+// error naming the tensor.
+#include "floe/layout.hpp"
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "test_util.hpp"
+
+namespace floe {
+namespace {
+
+using namespace std::chrono_literals;
+using test::catch_error;
+using test::Caught;
+using test::dim0_shard;
+using test::replicated_whole;
+using test::run_within;
+using test::same_on_all_ranks;
+using test::zero_flat_shard;
+
+// A text form of everything in a layout, to compare across ranks.
+std::string describe(const GlobalLayout& layout) {
+  std::string out = "world_size=" + std::to_string(layout.world_size) + "\n";
+  for (const auto& t : layout.tensors) {
+    out += t.spec.key() + " " + std::string(dtype_name(t.spec.dtype)) + "[";
+    for (std::size_t i = 0; i < t.spec.shape.size(); ++i) {
+      out += (i ? "," : "") + std::to_string(t.spec.shape[i]);
+    }
+    out += "]:";
+    for (const auto& p : t.pieces) {
+      out += " " + std::to_string(p.rank) + "=" + p.region.to_string() +
+             (p.writer ? "(w)" : "");
+    }
+    out += "\n";
+  }
+  return out;
+}
+
+class Layout : public ::testing::Test {
+ protected:
+  const int rank = test::world_rank();
+  const int size = test::world_size();
+  State state;
+
+  GlobalLayout exchange() {
+    GlobalLayout layout;
+    run_within(60s, [&] { layout = exchange_layout(state, MPI_COMM_WORLD); });
+    return layout;
+  }
+
+  // What exchange_layout threw here, after checking every rank threw the same.
+  Caught exchange_error() {
+    const Caught c = catch_error([&] { (void)exchange(); });
+    EXPECT_TRUE(same_on_all_ranks(std::to_string(c.thrown) + " " +
+                                  std::string(error_code_name(c.code)) + ": " +
+                                  c.message));
+    return c;
+  }
+};
+
+// Each piece of `t`, by rank, has the region `want(rank)` and writer flag.
+void expect_pieces(const TensorLayout& t, int size,
+                   Region (*want)(const Shape&, int, int)) {
+  ASSERT_EQ(t.pieces.size(), static_cast<std::size_t>(size)) << t.spec.key();
+  for (int r = 0; r < size; ++r) {
+    EXPECT_EQ(t.pieces[r].rank, r) << t.spec.key();
+    EXPECT_EQ(t.pieces[r].region, want(t.spec.shape, r, size))
+        << t.spec.key() << " rank " << r << ": "
+        << t.pieces[r].region.to_string();
+    EXPECT_TRUE(t.pieces[r].writer) << t.spec.key() << " rank " << r;
+  }
+  EXPECT_EQ(t.writers().size(), static_cast<std::size_t>(size));
+}
+
+TEST_F(Layout, Dim0ShardsUnevenAcrossRanks) {
+  // 10 rows over 1..4 ranks: 10 / 5,5 / 4,3,3 / 3,3,2,2. And 3 rows, which
+  // leaves rank 3 of 4 an empty shard.
+  state.add_model("w", DType::kF32, {10, 3}, dim0_shard({10, 3}, rank, size));
+  state.add_model("short", DType::kBF16, {3, 8},
+                  dim0_shard({3, 8}, rank, size));
+  const GlobalLayout layout = exchange();
+  EXPECT_EQ(layout.world_size, size);
+  ASSERT_EQ(layout.tensors.size(), 2u);
+  EXPECT_EQ(layout.tensors[0].spec.key(), "model/w");
+  EXPECT_EQ(layout.tensors[0].spec.dtype, DType::kF32);
+  EXPECT_EQ(layout.tensors[0].spec.shape, (Shape{10, 3}));
+  expect_pieces(layout.tensors[0], size, dim0_shard);
+  expect_pieces(layout.tensors[1], size, dim0_shard);
+  if (size == 4) {
+    EXPECT_EQ(layout.tensors[0].pieces[3].region.to_string(), "box[8:10,0:3]");
+    EXPECT_EQ(layout.tensors[1].pieces[3].region.elements(), 0u);
+  }
+  EXPECT_TRUE(same_on_all_ranks(describe(layout)));
+}
+
+TEST_F(Layout, ZeroStyleFlatRanges) {
+  // 35 elements: slices of ceil(35 / size); the last may be short or empty.
+  state.add_optimizer("w", "exp_avg", DType::kF32, {7, 5},
+                      zero_flat_shard({7, 5}, rank, size));
+  state.add_optimizer("w", "exp_avg_sq", DType::kF32, {7, 5},
+                      zero_flat_shard({7, 5}, rank, size));
+  const GlobalLayout layout = exchange();
+  ASSERT_EQ(layout.tensors.size(), 2u);
+  EXPECT_EQ(layout.tensors[0].spec.key(), "optimizer/w/exp_avg");
+  EXPECT_EQ(layout.tensors[1].spec.key(), "optimizer/w/exp_avg_sq");
+  expect_pieces(layout.tensors[0], size, zero_flat_shard);
+  expect_pieces(layout.tensors[1], size, zero_flat_shard);
+  std::uint64_t covered = 0;
+  for (const auto* p : layout.tensors[0].writers())
+    covered += p->region.elements();
+  EXPECT_EQ(covered, 35u);
+  EXPECT_TRUE(same_on_all_ranks(describe(layout)));
+}
+
+TEST_F(Layout, ReplicatedWholeTensorIsWrittenByRankZero) {
+  state.add_model("embed", DType::kF16, {4, 6}, replicated_whole({4, 6}));
+  state.add_model("step_scale", DType::kF32, {},
+                  replicated_whole({}));  // a scalar
+  const GlobalLayout layout = exchange();
+  ASSERT_EQ(layout.tensors.size(), 2u);
+  for (const auto& t : layout.tensors) {
+    ASSERT_EQ(t.pieces.size(), static_cast<std::size_t>(size)) << t.spec.key();
+    for (int r = 0; r < size; ++r) {
+      EXPECT_EQ(t.pieces[r].rank, r);
+      EXPECT_TRUE(t.pieces[r].region.is_replicated());
+      EXPECT_EQ(t.pieces[r].writer, r == 0) << t.spec.key() << " rank " << r;
+    }
+    const auto writers = t.writers();
+    ASSERT_EQ(writers.size(), 1u);
+    EXPECT_EQ(writers[0]->rank, 0);
+  }
+  EXPECT_TRUE(same_on_all_ranks(describe(layout)));
+}
+
+TEST_F(Layout, ReplicatedTensorRankZeroLacksIsWrittenByTheLowestHolder) {
+  const int first_holder = size > 1 ? 1 : 0;
+  if (rank >= first_holder)
+    state.add_model("head", DType::kF32, {5}, replicated_whole({5}));
+  const GlobalLayout layout = exchange();
+  ASSERT_EQ(layout.tensors.size(), 1u);
+  const auto writers = layout.tensors[0].writers();
+  ASSERT_EQ(writers.size(), 1u);
+  EXPECT_EQ(writers[0]->rank, first_holder);
+  EXPECT_EQ(layout.tensors[0].pieces.size(),
+            static_cast<std::size_t>(size - first_holder));
+}
+
+TEST_F(Layout, ReplicatedGroupsEachWriteOnce) {
+  // Ranks pair up (0,1), (2,3): each pair holds one dim-0 shard, replicated
+  // within the pair (data parallel over tensor parallel). The lower rank of
+  // each pair writes.
+  const int groups = (size + 1) / 2;
+  const Shape shape{9, 2};
+  state.add_model("w", DType::kF64, shape,
+                  dim0_shard(shape, rank / 2, groups).replicated());
+  const GlobalLayout layout = exchange();
+  ASSERT_EQ(layout.tensors.size(), 1u);
+  const auto& t = layout.tensors[0];
+  ASSERT_EQ(t.pieces.size(), static_cast<std::size_t>(size));
+  for (int r = 0; r < size; ++r)
+    EXPECT_EQ(t.pieces[r].writer, r % 2 == 0) << "rank " << r;
+  std::uint64_t written = 0;
+  for (const auto* p : t.writers()) written += p->region.elements();
+  EXPECT_EQ(written, 18u);
+  EXPECT_TRUE(same_on_all_ranks(describe(layout)));
+}
+
+TEST_F(Layout, MixedPartitionsKeepRankZerosOrder) {
+  // Rank 0 adds a, b, c, d; the other ranks add them in reverse. Ranks from 1
+  // on also hold "late", which rank 0 lacks: it comes after rank 0's tensors.
+  const Shape s{6, 4};
+  auto add_a = [&] {
+    state.add_model("a", DType::kF32, s, dim0_shard(s, rank, size));
+  };
+  auto add_b = [&] {
+    state.add_model("b", DType::kF32, s, zero_flat_shard(s, rank, size));
+  };
+  auto add_c = [&] {
+    state.add_model("c", DType::kI64, {3}, replicated_whole({3}));
+  };
+  auto add_d = [&] {
+    state.add_optimizer("a", "exp_avg", DType::kF32, s,
+                        zero_flat_shard(s, rank, size));
+  };
+  if (rank == 0) {
+    add_a();
+    add_b();
+    add_c();
+    add_d();
+  } else {
+    add_d();
+    add_c();
+    add_b();
+    add_a();
+    if (rank == 1)
+      state.add_model("late", DType::kU8, {2, 2}, Region::whole({2, 2}));
+  }
+  const GlobalLayout layout = exchange();
+  std::vector<std::string> keys;
+  for (const auto& t : layout.tensors) keys.push_back(t.spec.key());
+  std::vector<std::string> want = {"model/a", "model/b", "model/c",
+                                   "optimizer/a/exp_avg"};
+  if (size > 1) want.push_back("model/late");
+  EXPECT_EQ(keys, want);
+  EXPECT_EQ(layout.find("model/c"), 2);
+  EXPECT_EQ(layout.find("optimizer/a/exp_avg"), 3);
+  EXPECT_EQ(layout.find("model/nope"), -1);
+  expect_pieces(layout.tensors[0], size, dim0_shard);
+  expect_pieces(layout.tensors[1], size, zero_flat_shard);
+  EXPECT_EQ(layout.tensors[2].writers().size(), 1u);
+  if (size > 1) {
+    ASSERT_EQ(layout.tensors[4].pieces.size(), 1u);
+    EXPECT_EQ(layout.tensors[4].pieces[0].rank, 1);
+  }
+  EXPECT_TRUE(same_on_all_ranks(describe(layout)));
+}
+
+TEST_F(Layout, EmptyStateAndZeroSizeTensors) {
+  EXPECT_TRUE(exchange().tensors.empty());
+  // Every rank holds all of a zero-size tensor: no element is held twice.
+  state.add_model("empty", DType::kF32, {0, 4}, Region::whole({0, 4}));
+  const GlobalLayout layout = exchange();
+  ASSERT_EQ(layout.tensors.size(), 1u);
+  EXPECT_EQ(layout.tensors[0].pieces.size(), static_cast<std::size_t>(size));
+}
+
+// ---- Errors, identical on every rank ----------------------------------------
+
+TEST_F(Layout, DtypeDisagreementNamesTheTensor) {
+  if (size < 2) GTEST_SKIP() << "needs two ranks to disagree";
+  state.add_model("ok", DType::kF32, {4}, replicated_whole({4}));
+  state.add_model("w", rank == size - 1 ? DType::kF64 : DType::kF32, {8, 2},
+                  dim0_shard({8, 2}, rank, size));
+  const Caught c = exchange_error();
+  EXPECT_TRUE(test::is_error(c, ErrorCode::kMismatch,
+                             {"\"model/w\"", "F32[8,2]", "F64[8,2]",
+                              "rank " + std::to_string(size - 1)}));
+}
+
+TEST_F(Layout, ShapeDisagreementNamesTheTensor) {
+  if (size < 2) GTEST_SKIP() << "needs two ranks to disagree";
+  const Shape shape = rank == 1 ? Shape{8, 3} : Shape{8, 2};
+  state.add_optimizer("w", "exp_avg", DType::kF32, shape,
+                      zero_flat_shard(shape, rank, size));
+  const Caught c = exchange_error();
+  EXPECT_TRUE(
+      test::is_error(c, ErrorCode::kMismatch,
+                     {"\"optimizer/w/exp_avg\"", "[8,2]", "[8,3]", "rank 1"}));
+}
+
+TEST_F(Layout, OverlappingRegionsNameTheTensorAndRanks) {
+  if (size < 2) GTEST_SKIP() << "needs two ranks to overlap";
+  // Every rank claims the whole tensor without marking it replicated.
+  state.add_model("w", DType::kF32, {4, 4}, Region::whole({4, 4}));
+  Caught c = exchange_error();
+  EXPECT_TRUE(test::is_error(
+      c, ErrorCode::kMismatch,
+      {"\"model/w\"", "ranks 0 and 1", "overlap", "replicated"}));
+
+  // Shards that overlap by one row: rank 1 also takes rank 0's last row.
+  State shards;
+  Region mine = dim0_shard({8, 2}, rank, size);
+  if (rank == 1) {
+    Box box = mine.as_box();
+    box.offset[0] -= 1;
+    box.extent[0] += 1;
+    mine = Region::box(box);
+  }
+  shards.add_model("v", DType::kF32, {8, 2}, mine);
+  state = std::move(shards);
+  c = exchange_error();
+  EXPECT_TRUE(test::is_error(c, ErrorCode::kMismatch,
+                             {"\"model/v\"", "ranks 0 and 1"}));
+}
+
+TEST_F(Layout, OverlapOfFlatRangesAndBoxes) {
+  if (size < 2) GTEST_SKIP() << "needs two ranks to overlap";
+  // Rank 0 holds flat [0, 13) of a 4x5 tensor; the others split rows 2..3,
+  // and rank 1 holds row 1 too, which rank 0's range partly covers.
+  const Shape s{4, 5};
+  Region mine = Region::flat(FlatRange{0, 13});
+  if (rank > 0) {
+    const auto [begin, end] = test::even_split(2, rank - 1, size - 1);
+    mine = Region::box(Box{{2 + begin, 0}, {end - begin, 5}});
+    if (rank == 1) mine = Region::box(Box{{1, 0}, {1 + end - begin, 5}});
+  }
+  state.add_model("m", DType::kF32, s, mine);
+  const Caught c = exchange_error();
+  EXPECT_TRUE(
+      test::is_error(c, ErrorCode::kMismatch, {"\"model/m\"", "overlap"}));
+}
+
+TEST_F(Layout, DifferingReplicatedRegionsOverlap) {
+  if (size < 2) GTEST_SKIP() << "needs two ranks";
+  // "Replicated" promises identical regions; these differ, so both would be
+  // written, and they overlap.
+  const Region mine = rank == 0 ? Region::box(Box{{0, 0}, {6, 2}}).replicated()
+                                : replicated_whole({10, 2});
+  state.add_model("r", DType::kF32, {10, 2}, mine);
+  const Caught c = exchange_error();
+  EXPECT_TRUE(
+      test::is_error(c, ErrorCode::kMismatch, {"\"model/r\"", "overlap"}));
+}
+
+TEST_F(Layout, PlainScalarHeldByEveryRankOverlaps) {
+  if (size < 2) GTEST_SKIP() << "needs two ranks";
+  state.add_model("lr", DType::kF64, {}, Region::whole({}));
+  const Caught c = exchange_error();
+  EXPECT_TRUE(
+      test::is_error(c, ErrorCode::kMismatch, {"\"model/lr\"", "overlap"}));
+}
+
+TEST_F(Layout, IncompleteCoverageNamesTheTensorAndCounts) {
+  // The ranks hold size of size+1 dim-0 shards of 12 rows x 3: the last
+  // shard's rows are nobody's.
+  const Shape s{12, 3};
+  state.add_model("ok", DType::kF32, s, dim0_shard(s, rank, size));
+  state.add_model("w", DType::kF32, s, dim0_shard(s, rank, size + 1));
+  const auto [lost_begin, lost_end] = test::even_split(12, size, size + 1);
+  const std::uint64_t covered = 36 - 3 * (lost_end - lost_begin);
+  const Caught c = exchange_error();
+  EXPECT_TRUE(test::is_error(
+      c, ErrorCode::kMismatch,
+      {"\"model/w\"", "cover " + std::to_string(covered) + " of its 36",
+       "elements"}));
+}
+
+TEST_F(Layout, IncompleteFlatCoverage) {
+  // Flat ranges that stop one element short of the end.
+  const Shape s{5, 5};
+  const auto [begin, end] = test::even_split(24, rank, size);
+  state.add_optimizer("p", "exp_avg", DType::kF32, s,
+                      Region::flat(FlatRange{begin, end}));
+  const Caught c = exchange_error();
+  EXPECT_TRUE(
+      test::is_error(c, ErrorCode::kMismatch,
+                     {"\"optimizer/p/exp_avg\"", "cover 24 of its 25"}));
+}
+
+TEST_F(Layout, ATensorNobodyCoversWhenRankZeroLacksIt) {
+  // Only the last rank holds "tail", and only half of it.
+  if (rank == size - 1)
+    state.add_model("tail", DType::kF32, {4}, Region::box(Box{{0}, {2}}));
+  const Caught c = exchange_error();
+  EXPECT_TRUE(test::is_error(c, ErrorCode::kMismatch,
+                             {"\"model/tail\"", "cover 2 of its 4"}));
+}
+
+}  // namespace
+}  // namespace floe

@@ -14,8 +14,8 @@ namespace floe {
 
 // How an option's value is read and checked.
 enum class OptionKind {
-  kBool,    // true/false (flags: true/false/1/0/yes/no)
-  kCount,   // integer >= 0; "1k" = 1000, "4Ki" = 4096 (k M G T, Ki Mi Gi Ti)
+  kBool,    // true/false (flags: true/false/1/0/yes/no/on/off)
+  kCount,   // integer >= 0; "1k" = 1000, "4Ki" = 4096 (k M G T P, Ki .. Pi)
   kBytes,   // like kCount, and also "5GB" = 5e9, "64MiB" = 64 * 2^20
   kString,  // any string
   kNumber,  // a finite number >= 0
@@ -68,8 +68,8 @@ struct CheckpointConfig {
 };
 
 // Parses and validates one engine's config. Throws Error(kInvalidConfig)
-// naming the key on an unknown key, a wrong type or an impossible value, and
-// Error(kNotFound) listing the known engines on an unknown `type`.
+// naming the key on an unknown key, a wrong type or an impossible value, or
+// an unknown `type` (the message lists the known engines).
 CheckpointConfig parse_config(const nlohmann::json& json);
 
 // Parses a trainer's list of checkpoint configs (one object is a list of

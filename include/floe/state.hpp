@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -84,8 +85,9 @@ class State {
                              void* data = nullptr);
   TensorShard& add(TensorSpec spec, Region region, void* data = nullptr);
 
-  std::vector<TensorShard>& tensors() { return tensors_; }
-  const std::vector<TensorShard>& tensors() const { return tensors_; }
+  // A deque: references returned by add*() stay valid as more are added.
+  std::deque<TensorShard>& tensors() { return tensors_; }
+  const std::deque<TensorShard>& tensors() const { return tensors_; }
   // The shard whose TensorSpec::key() is `key`, or nullptr.
   TensorShard* find(const std::string& key);
   const TensorShard* find(const std::string& key) const;
@@ -109,7 +111,7 @@ class State {
   const nlohmann::json& metadata() const { return metadata_; }
 
  private:
-  std::vector<TensorShard> tensors_;
+  std::deque<TensorShard> tensors_;
   std::map<std::string, std::size_t> index_;
   std::map<std::string, Scalar> scalars_;
   std::map<std::string, std::vector<std::uint8_t>> blobs_;

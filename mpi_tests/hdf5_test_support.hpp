@@ -1,0 +1,132 @@
+// Helpers of the hdf5 engine's suites: calling the engine's write step
+// directly, a state with every kind of region, and the expected bytes of any
+// boxes of a test tensor.
+#pragma once
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <hdf5.h>
+
+#include "engine_fixture.hpp"
+#include "engines/hdf5/hdf5_engine.hpp"
+#include "engines/hdf5/hdf5_reader.hpp"
+
+namespace floe::test {
+
+namespace fs = std::filesystem;
+
+inline std::uint64_t u(int value) { return static_cast<std::uint64_t>(value); }
+
+// write_state, callable from a test.
+class DirectHdf5 : public Hdf5Engine {
+ public:
+  using Hdf5Engine::Hdf5Engine;
+  using Hdf5Engine::write_state;
+};
+
+inline CheckpointConfig hdf5_config(const fs::path& dir,
+                                    nlohmann::json extra = {}) {
+  nlohmann::json json = {{"type", "hdf5"}, {"output_dir", dir.string()}};
+  if (extra.is_object()) json.update(extra);
+  return parse_config(json);
+}
+
+// A directory the engine can write into as if it were the staging one.
+inline fs::path make_dir(const fs::path& dir) {
+  if (world_rank() == 0) fs::create_directories(dir);
+  MPI_Barrier(MPI_COMM_WORLD);
+  return dir;
+}
+
+// Calls write_state directly on `trainer`'s state and returns the result.
+inline WriteResult write_direct(SimpleTrainer& trainer, const fs::path& dir,
+                                nlohmann::json extra = {},
+                                h5::TransferStats* stats = nullptr) {
+  DirectHdf5 engine(trainer, hdf5_config(dir, extra));
+  const GlobalLayout layout = exchange_layout(trainer.state(), trainer.comm());
+  auto files = posix_file_system();
+  int rank = 0, size = 1;
+  MPI_Comm_rank(trainer.comm(), &rank);
+  MPI_Comm_size(trainer.comm(), &size);
+  SaveContext ctx{dir,  layout, trainer.state(), trainer.comm(),
+                  rank, size,   *files};
+  WriteResult result = engine.write_state(ctx);
+  if (stats) *stats = engine.last_save_stats();
+  return result;
+}
+
+inline Manifest manifest_of(const WriteResult& result) {
+  Manifest manifest;
+  manifest.engine = "hdf5";
+  manifest.tensors = result.tensors;
+  manifest.blobs = result.blobs;
+  return manifest;
+}
+
+inline const TensorRecord& record_of(const Manifest& manifest,
+                                     const std::string& key) {
+  const TensorRecord* record = manifest.find(key);
+  if (!record) throw std::runtime_error("no record of " + key);
+  return *record;
+}
+
+// The expected bytes of `boxes` of tensor `spec`, box after box.
+inline std::vector<unsigned char> expected_bytes(
+    const TensorSpec& spec, const std::vector<Box>& boxes) {
+  const std::size_t size = dtype_size(spec.dtype);
+  std::vector<unsigned char> out;
+  for (const Box& box : boxes) {
+    const std::size_t at = out.size();
+    out.resize(at + box.elements() * size);
+    for_each_element(spec.shape, Region::box(box),
+                     [&](std::uint64_t global, std::uint64_t local) {
+                       expected_element(spec.dtype, spec.key(), global,
+                                        out.data() + at + local * size);
+                     });
+  }
+  return out;
+}
+
+// Reads `boxes` of `key` through `reader` and compares with the expected
+// values. Collective.
+inline ::testing::AssertionResult reads_expected(
+    CheckpointReader& reader, const Manifest& manifest, const std::string& key,
+    const std::vector<Box>& boxes) {
+  const TensorRecord& record = record_of(manifest, key);
+  const auto want = expected_bytes(record.spec, boxes);
+  std::vector<unsigned char> got(want.size(), 0xAB);
+  reader.read(record, boxes, got.data());
+  if (got == want) return ::testing::AssertionSuccess();
+  std::size_t first = 0;
+  while (got[first] == want[first]) ++first;
+  return ::testing::AssertionFailure()
+         << key << ": read differs at byte " << first << " of " << want.size();
+}
+
+inline const DType kAllDtypes[] = {
+    DType::kBool, DType::kU8,   DType::kI8,  DType::kU16,    DType::kI16,
+    DType::kF16,  DType::kBF16, DType::kU32, DType::kI32,    DType::kF32,
+    DType::kU64,  DType::kI64,  DType::kF64, DType::kF8E4M3, DType::kF8E5M2};
+
+// One tensor of every kind of region: dim-0 shards (some empty on 4 ranks),
+// a ZeRO flat range cutting rows, a replicated tensor, a rank-0 tensor held
+// by the last rank only, a zero-size one, and names with '.' and '/'.
+inline void build_region_kinds(State& state, int rank, int size) {
+  const Shape rows{3, 5}, cube{4, 3, 5}, bias{6};
+  state.add_model("model.layers.0.mlp.weight", DType::kF32, rows,
+                  dim0_shard(rows, rank, size));
+  state.add_optimizer("model.layers.0.mlp.weight", "exp_avg", DType::kF32, cube,
+                      zero_flat_shard(cube, rank, size));
+  state.add_model("model.bias", DType::kBF16, bias, replicated_whole(bias));
+  if (rank == size - 1) {
+    state.add_model("model.temperature", DType::kF64, {}, Region::whole({}));
+  }
+  state.add_model("model.empty", DType::kI32, {0, 4}, replicated_whole({0, 4}));
+  state.add_model("encoder/block.0/scale", DType::kF16, rows,
+                  dim0_shard(rows, rank, size));
+  for (auto& shard : state.tensors()) fill_expected(shard);
+}
+
+}  // namespace floe::test

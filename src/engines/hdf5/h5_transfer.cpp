@@ -1,0 +1,93 @@
+#include "engines/hdf5/h5_transfer.hpp"
+
+#include "engines/hdf5/h5_handle.hpp"
+
+namespace floe::h5 {
+namespace {
+
+std::string cause_text(std::uint32_t cause) {
+  static const std::pair<std::uint32_t, const char*> kCauses[] = {
+      {H5D_MPIO_SET_INDEPENDENT, "independent I/O was requested"},
+      {H5D_MPIO_DATATYPE_CONVERSION, "a datatype conversion"},
+      {H5D_MPIO_DATA_TRANSFORMS, "a data transform"},
+      {H5D_MPIO_MPI_OPT_TYPES_ENV_VAR_DISABLED,
+       "HDF5_MPI_OPT_TYPES disables MPI derived types"},
+      {H5D_MPIO_NOT_SIMPLE_OR_SCALAR_DATASPACES,
+       "a dataspace that is not simple or scalar"},
+      {H5D_MPIO_NOT_CONTIGUOUS_OR_CHUNKED_DATASET,
+       "a dataset neither contiguous nor chunked"},
+      {H5D_MPIO_PARALLEL_FILTERED_WRITES_DISABLED,
+       "filtered writes in parallel are disabled"},
+      {H5D_MPIO_ERROR_WHILE_CHECKING_COLLECTIVE_POSSIBLE,
+       "an error while checking whether collective I/O is possible"},
+  };
+  std::string out;
+  for (const auto& [bit, text] : kCauses) {
+    if (cause & bit) out += (out.empty() ? "" : ", ") + std::string(text);
+  }
+  return out.empty() ? "no cause reported" : out;
+}
+
+void record(hid_t dxpl, TransferStats& stats) {
+  ++stats.transfers;
+  H5D_mpio_actual_io_mode_t mode = H5D_MPIO_NO_COLLECTIVE;
+  check(H5Pget_mpio_actual_io_mode(dxpl, &mode), "H5Pget_mpio_actual_io_mode");
+  if (mode == H5D_MPIO_CONTIGUOUS_COLLECTIVE ||
+      mode == H5D_MPIO_CHUNK_COLLECTIVE) {
+    ++stats.collective;
+    return;
+  }
+  if (!stats.first_cause.empty()) return;
+  std::uint32_t local = 0, global = 0;
+  check(H5Pget_mpio_no_collective_cause(dxpl, &local, &global),
+        "H5Pget_mpio_no_collective_cause");
+  stats.first_cause = cause_text(local | global);
+}
+
+}  // namespace
+
+void collective_transfer(Direction direction, hid_t dataset, hid_t type,
+                         const Shape& shape, const Transfer* transfer,
+                         void* buffer, std::size_t element_size,
+                         TransferStats& stats, const std::string& what,
+                         ErrorCode code) {
+  Space file_space(
+      check_id(H5Dget_space(dataset), "H5Dget_space (" + what + ")", code));
+  Space memory_space;
+  unsigned char* at = nullptr;
+  if (transfer) {
+    select_boxes(file_space.get(), shape, transfer->boxes);
+    const hsize_t count = transfer->elements;
+    memory_space = Space(check_id(H5Screate_simple(1, &count, nullptr),
+                                  "H5Screate_simple (" + what + ")"));
+    at = static_cast<unsigned char*>(buffer) +
+         transfer->buffer_offset * element_size;
+  } else {
+    check(H5Sselect_none(file_space.get()), "H5Sselect_none (" + what + ")");
+    memory_space =
+        Space(check_id(H5Scopy(file_space.get()), "H5Scopy (" + what + ")"));
+  }
+  Plist dxpl(check_id(H5Pcreate(H5P_DATASET_XFER), "H5Pcreate (transfer)"));
+  check(H5Pset_dxpl_mpio(dxpl.get(), H5FD_MPIO_COLLECTIVE), "H5Pset_dxpl_mpio");
+  if (direction == Direction::kWrite) {
+    check(H5Dwrite(dataset, type, memory_space.get(), file_space.get(),
+                   dxpl.get(), at),
+          "H5Dwrite (" + what + ")", code);
+  } else {
+    check(H5Dread(dataset, type, memory_space.get(), file_space.get(),
+                  dxpl.get(), at),
+          "H5Dread (" + what + ")", code);
+  }
+  record(dxpl.get(), stats);
+}
+
+void independent_read_all(hid_t dataset, hid_t type, void* buffer,
+                          const std::string& what, ErrorCode code) {
+  Plist dxpl(check_id(H5Pcreate(H5P_DATASET_XFER), "H5Pcreate (transfer)"));
+  check(H5Pset_dxpl_mpio(dxpl.get(), H5FD_MPIO_INDEPENDENT),
+        "H5Pset_dxpl_mpio");
+  check(H5Dread(dataset, type, H5S_ALL, H5S_ALL, dxpl.get(), buffer),
+        "H5Dread (" + what + ")", code);
+}
+
+}  // namespace floe::h5

@@ -1,0 +1,43 @@
+// One collective HDF5 transfer (H5Dwrite or H5Dread) of one rank's share,
+// and what HDF5 reports it actually did: collective I/O is verified, not
+// assumed.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "engines/hdf5/h5_selection.hpp"
+#include "floe/error.hpp"
+
+namespace floe::h5 {
+
+// Counts of the transfers a rank made, as HDF5 reports them
+// (H5Pget_mpio_actual_io_mode / H5Pget_mpio_no_collective_cause).
+struct TransferStats {
+  std::uint64_t transfers = 0;   // H5Dwrite / H5Dread calls
+  std::uint64_t collective = 0;  // ... that HDF5 did as collective I/O
+  std::string first_cause;       // why the first other one was not
+
+  bool all_collective() const { return collective == transfers; }
+};
+
+enum class Direction { kWrite, kRead };
+
+// Collective over the dataset's file: every rank calls it for the same
+// dataset, each with its own `transfer` (nullptr: this rank moves nothing
+// and only takes part). Moves the transfer's elements between `buffer` (its
+// start, element_size bytes per element) and dataset `dataset` of `shape`,
+// whose stored type `type` is also the memory type, asking for collective
+// I/O; records in `stats` what HDF5 did. Throws Error(code) naming `what`.
+void collective_transfer(Direction direction, hid_t dataset, hid_t type,
+                         const Shape& shape, const Transfer* transfer,
+                         void* buffer, std::size_t element_size,
+                         TransferStats& stats, const std::string& what,
+                         ErrorCode code);
+
+// One non-collective read of all of `dataset` (of `elements` elements of
+// `type`) into `buffer`, for blobs that one rank reads alone.
+void independent_read_all(hid_t dataset, hid_t type, void* buffer,
+                          const std::string& what, ErrorCode code);
+
+}  // namespace floe::h5

@@ -1,0 +1,39 @@
+// The `hdf5` engine (the default, resumable): one parallel-HDF5 file per
+// checkpoint whose datasets keep each tensor's global shape, so h5py and
+// h5dump read it without Floe (docs/hdf5_layout.md).
+#pragma once
+
+#include <string_view>
+
+#include "engines/hdf5/h5_transfer.hpp"
+#include "engines/hdf5/hdf5_options.hpp"
+#include "floe/engine.hpp"
+#include "floe/registry.hpp"
+
+namespace floe {
+
+class Hdf5Engine : public CheckpointEngine {
+ public:
+  // Throws Error(kInvalidConfig) naming the key on a bad engine option; a
+  // config made by hand without the engine's keys gets their defaults.
+  Hdf5Engine(TrainerView& trainer, CheckpointConfig config);
+
+  std::string_view name() const override { return "hdf5"; }
+  const h5::Hdf5Options& options() const { return options_; }
+
+  // This rank's tensor transfers in its last save, as HDF5 reported them:
+  // whether each one really was collective.
+  const h5::TransferStats& last_save_stats() const { return last_save_stats_; }
+
+ protected:
+  WriteResult write_state(const SaveContext& ctx) override;
+
+ private:
+  h5::Hdf5Options options_;
+  h5::TransferStats last_save_stats_;
+};
+
+// The registry entry: name, options, engine and reader factories.
+EngineInfo hdf5_engine_info();
+
+}  // namespace floe

@@ -1,0 +1,37 @@
+// What each rank tells the others before a save writes anything: the
+// checksums of the pieces it writes and of its blobs, and (rank 0) the
+// scalars and metadata every rank then writes as attributes.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/comm.hpp"
+#include "floe/engine.hpp"
+
+namespace floe::h5 {
+
+struct RankReport {
+  struct Blob {
+    std::string name;
+    std::uint64_t nbytes = 0;
+    std::uint64_t xxh3 = 0;
+  };
+  std::map<std::uint64_t, std::uint64_t> piece_xxh3;  // by tensor index
+  std::vector<Blob> blobs;
+  std::map<std::string, Scalar> scalars;  // rank 0's only
+  std::string metadata;                   // rank 0's only (JSON)
+};
+
+// The shard of `spec` in `state`; Error(kInternal) when the layout lists a
+// piece the state lacks.
+const TensorShard& shard_of(const State& state, const TensorSpec& spec);
+
+// Collective over ctx.comm: every rank's report, indexed by rank. Computes
+// XXH3-64 of this rank's written pieces (its shard buffers) and blobs; costs
+// one allgather. Throws the same Error on every rank.
+std::vector<RankReport> exchange_reports(const SaveContext& ctx);
+
+}  // namespace floe::h5

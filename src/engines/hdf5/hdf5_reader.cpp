@@ -1,0 +1,284 @@
+#include "engines/hdf5/hdf5_reader.hpp"
+
+#include <algorithm>
+
+#include "commit/paths.hpp"
+#include "core/comm.hpp"
+#include "engines/hdf5/h5_types.hpp"
+#include "engines/hdf5/hdf5_format.hpp"
+#include "engines/hdf5/hdf5_options.hpp"
+
+namespace floe::h5 {
+namespace {
+
+// Reads move at most this much per rank and transfer.
+constexpr std::uint64_t kMaxReadBytes = 1ull << 30;
+
+std::string shape_text(const Shape& shape) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    out += (i ? "," : "") + std::to_string(shape[i]);
+  }
+  return out + "]";
+}
+
+// The one data file the manifest's pieces and blobs name (checkpoint.h5
+// when they name none).
+std::string data_file_name(const Manifest& manifest) {
+  std::vector<std::string> names;
+  auto add = [&](const std::string& name) {
+    if (std::find(names.begin(), names.end(), name) == names.end())
+      names.push_back(name);
+  };
+  for (const auto& tensor : manifest.tensors) {
+    for (const auto& piece : tensor.pieces) add(piece.file);
+  }
+  for (const auto& blob : manifest.blobs) add(blob.file);
+  if (names.empty()) return kFileName;
+  if (names.size() > 1) {
+    throw Error(ErrorCode::kCorrupt,
+                "an hdf5 checkpoint has one data file, but "
+                "its manifest names \"" +
+                    names[0] + "\" and \"" + names[1] + "\"");
+  }
+  check_relative_path(names[0], "hdf5 data file");
+  return names[0];
+}
+
+// True when every link of `path` exists (H5Lexists checks only the last).
+bool dataset_exists(hid_t file, const std::string& path, hid_t access,
+                    const std::string& where) {
+  if (path.empty() || path[0] != '/') return false;
+  for (std::size_t slash = path.find('/', 1);;
+       slash = path.find('/', slash + 1)) {
+    const std::string prefix = path.substr(0, slash);
+    if (!check_tri(H5Lexists(file, prefix.c_str(), access),
+                   "H5Lexists (" + where + ")", ErrorCode::kCorrupt)) {
+      return false;
+    }
+    if (slash == std::string::npos) return true;
+  }
+}
+
+Dataset open_dataset(hid_t file, const std::string& path, hid_t access,
+                     const std::string& file_text, const std::string& owner) {
+  const std::string where = "dataset " + path + " in " + file_text;
+  if (!dataset_exists(file, path, access, where)) {
+    throw Error(ErrorCode::kCorrupt,
+                file_text + " has no dataset " + path + " (" + owner + ")");
+  }
+  return Dataset(check_id(H5Dopen2(file, path.c_str(), access),
+                          "H5Dopen2 (" + where + ")", ErrorCode::kCorrupt));
+}
+
+// The dataset's extent; Shape{} for a scalar dataspace.
+Shape extent_of(hid_t dataset, const std::string& where) {
+  Space space(check_id(H5Dget_space(dataset), "H5Dget_space (" + where + ")",
+                       ErrorCode::kCorrupt));
+  const int rank = H5Sget_simple_extent_ndims(space.get());
+  if (rank < 0)
+    throw Error(ErrorCode::kCorrupt, where + " has no simple dataspace");
+  std::vector<hsize_t> dims(static_cast<std::size_t>(rank));
+  check(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr),
+        "H5Sget_simple_extent_dims (" + where + ")", ErrorCode::kCorrupt);
+  return Shape(dims.begin(), dims.end());
+}
+
+// Throws Error(kCorrupt) naming the dataset unless it holds what `spec` says.
+void check_dataset(hid_t dataset, const TensorSpec& spec,
+                   const std::string& where) {
+  const std::string recorded(dtype_name(spec.dtype));
+  const std::string stored = read_string_attribute(dataset, kDtypeAttribute,
+                                                   where, ErrorCode::kCorrupt);
+  if (stored != recorded) {
+    throw Error(ErrorCode::kCorrupt,
+                where + " holds " + kDtypeAttribute + " \"" + stored +
+                    "\" but the manifest records " + recorded);
+  }
+  Type type(check_id(H5Dget_type(dataset), "H5Dget_type (" + where + ")",
+                     ErrorCode::kCorrupt));
+  if (!check_tri(H5Tequal(type.get(), stored_type(spec.dtype).get()),
+                 "H5Tequal (" + where + ")", ErrorCode::kCorrupt)) {
+    throw Error(ErrorCode::kCorrupt,
+                where + " is not stored as Floe stores " + recorded);
+  }
+  const Shape shape = extent_of(dataset, where);
+  if (shape != spec.shape) {
+    throw Error(ErrorCode::kCorrupt, where + " has shape " + shape_text(shape) +
+                                         " but the manifest records " +
+                                         shape_text(spec.shape));
+  }
+}
+
+File open_file(const std::filesystem::path& path, MPI_Comm comm) {
+  const Plist fapl = file_access(comm, Hdf5Options{}, /*for_writing=*/false);
+  return File(check_id(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()),
+                       "H5Fopen " + path.string(), ErrorCode::kCorrupt));
+}
+
+void check_format(hid_t file, const std::string& file_text) {
+  const std::string format = read_string_attribute(
+      file, kFormatAttribute, file_text, ErrorCode::kCorrupt);
+  if (format != kFormatName) {
+    throw Error(ErrorCode::kCorrupt, file_text + " is a \"" + format +
+                                         "\" file, not a Floe hdf5 checkpoint");
+  }
+  Attribute version(check_id(
+      H5Aopen(file, kFormatVersionAttribute, H5P_DEFAULT),
+      std::string("H5Aopen ") + kFormatVersionAttribute + " of " + file_text,
+      ErrorCode::kCorrupt));
+  std::int64_t value = 0;
+  check(H5Aread(version.get(), H5T_NATIVE_INT64, &value),
+        std::string("H5Aread ") + kFormatVersionAttribute + " of " + file_text,
+        ErrorCode::kCorrupt);
+  if (value > kFormatVersion) {
+    throw Error(ErrorCode::kUnsupported, file_text + " has format version " +
+                                             std::to_string(value) +
+                                             "; this Floe reads up to " +
+                                             std::to_string(kFormatVersion));
+  }
+}
+
+}  // namespace
+
+Hdf5Reader::Hdf5Reader(const ReadContext& ctx)
+    : comm_(ctx.comm), dir_(ctx.dir) {
+  const QuietErrors quiet;
+  const Comm comm(comm_);
+  std::filesystem::path path;
+  collectively(comm, [&] {
+    const std::string name = data_file_name(ctx.manifest);
+    path = ctx.dir / name;
+    file_text_ = path.string();
+    if (comm.rank() != 0) return;
+    resolve_inside(ctx.dir, name, "hdf5 data file");
+    if (!ctx.fs.exists(path)) {
+      throw Error(ErrorCode::kCorrupt, file_text_ + " is missing");
+    }
+    if (!check_tri(H5Fis_hdf5(path.c_str()), "H5Fis_hdf5 " + file_text_,
+                   ErrorCode::kCorrupt)) {
+      throw Error(ErrorCode::kCorrupt, file_text_ + " is not an HDF5 file");
+    }
+  });
+  collectively(comm, [&] {
+    file_ = open_file(path, comm_);
+    check_format(file_.get(), file_text_);
+    dataset_access_ = Plist(
+        check_id(H5Pcreate(H5P_DATASET_ACCESS), "H5Pcreate (dataset access)"));
+    // Per operation, collective metadata reads work in HDF5 1.10.8 (rank 0
+    // reads, the others receive a broadcast); file-wide they do not
+    // (HDFFV-11260), and blobs need independent opens anyway.
+    if (Hdf5Options{}.collective_metadata) {
+      check(H5Pset_all_coll_metadata_ops(dataset_access_.get(), true),
+            "H5Pset_all_coll_metadata_ops");
+    }
+  });
+}
+
+Hdf5Reader::~Hdf5Reader() {
+  const QuietErrors quiet;
+  blob_file_.reset();
+  dataset_access_.reset();
+  file_.reset();
+}
+
+void Hdf5Reader::read(const TensorRecord& tensor, const std::vector<Box>& boxes,
+                      void* out) {
+  const QuietErrors quiet;
+  const Comm comm(comm_);
+  const TensorSpec& spec = tensor.spec;
+  const std::size_t element_size = dtype_size(spec.dtype);
+
+  // Each rank checks and plans its own request; one allreduce then carries
+  // both whether any rank failed and how many transfers every rank makes.
+  std::vector<Transfer> plan;
+  std::exception_ptr error;
+  try {
+    std::uint64_t elements = 0;
+    for (const Box& box : boxes) {
+      Region::box(box).validate(spec.shape, spec.key());
+      elements += box.elements();
+    }
+    if (elements > 0 && out == nullptr) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "tensor \"" + spec.key() + "\": read into a null buffer");
+    }
+    plan = plan_transfers(
+        spec.shape, boxes,
+        std::max<std::uint64_t>(1, kMaxReadBytes / element_size));
+  } catch (...) {
+    error = std::current_exception();
+  }
+  const std::uint64_t local[2] = {error ? 1u : 0u, plan.size()};
+  std::uint64_t global[2] = {0, 0};
+  check_mpi(MPI_Allreduce(local, global, 2, MPI_UINT64_T, MPI_MAX, comm_),
+            "MPI_Allreduce");
+  if (global[0] != 0) agree_on_error(comm, error);  // throws on every rank
+  const std::uint64_t rounds = global[1];
+
+  const std::string where = "dataset " + tensor.dataset + " in " + file_text_;
+  const Type type = stored_type(spec.dtype);
+  Dataset dataset;
+  const std::uint64_t steps = std::max<std::uint64_t>(rounds, 1);
+  for (std::uint64_t k = 0; k < steps; ++k) {
+    collectively(comm, [&] {
+      if (k == 0) {
+        dataset =
+            open_dataset(file_.get(), tensor.dataset, dataset_access_.get(),
+                         file_text_, "tensor \"" + spec.key() + "\"");
+        check_dataset(dataset.get(), spec, where);
+      }
+      if (k < rounds) {
+        collective_transfer(Direction::kRead, dataset.get(), type.get(),
+                            spec.shape, k < plan.size() ? &plan[k] : nullptr,
+                            out, element_size, stats_, where,
+                            ErrorCode::kCorrupt);
+      }
+      if (k + 1 == steps) dataset.close("H5Dclose (" + where + ")");
+    });
+  }
+}
+
+std::vector<std::uint8_t> Hdf5Reader::read_blob(const BlobRecord& blob) {
+  const QuietErrors quiet;
+  if (!blob_file_ || blob.file != blob_file_name_) {
+    blob_file_.reset();
+    const auto path =
+        resolve_inside(dir_, blob.file, "blob \"" + blob.name + "\"");
+    blob_file_ = open_file(path, MPI_COMM_SELF);
+    blob_file_name_ = blob.file;
+  }
+  const std::string file_text = (dir_ / blob.file).string();
+  const std::string path = blob_path(blob.rank, blob.name);
+  const std::string where = "dataset " + path + " in " + file_text;
+  Dataset dataset = open_dataset(
+      blob_file_.get(), path, H5P_DEFAULT, file_text,
+      "blob \"" + blob.name + "\" of rank " + std::to_string(blob.rank));
+  Type type(check_id(H5Dget_type(dataset.get()), "H5Dget_type (" + where + ")",
+                     ErrorCode::kCorrupt));
+  const Shape shape = extent_of(dataset.get(), where);
+  if (!check_tri(H5Tequal(type.get(), H5T_STD_U8LE), "H5Tequal (" + where + ")",
+                 ErrorCode::kCorrupt) ||
+      shape.size() != 1) {
+    throw Error(ErrorCode::kCorrupt, where + " is not a 1-d array of bytes");
+  }
+  if (shape[0] != blob.nbytes) {
+    throw Error(ErrorCode::kCorrupt, where + " holds " +
+                                         std::to_string(shape[0]) +
+                                         " bytes but the manifest records " +
+                                         std::to_string(blob.nbytes));
+  }
+  std::vector<std::uint8_t> bytes(blob.nbytes);
+  if (!bytes.empty()) {
+    independent_read_all(dataset.get(), H5T_STD_U8LE, bytes.data(), where,
+                         ErrorCode::kCorrupt);
+  }
+  dataset.close("H5Dclose (" + where + ")");
+  return bytes;
+}
+
+std::unique_ptr<CheckpointReader> open_hdf5_reader(const ReadContext& ctx) {
+  return std::make_unique<Hdf5Reader>(ctx);
+}
+
+}  // namespace floe::h5

@@ -1,0 +1,339 @@
+#include "engines/hdf5/hdf5_writer.hpp"
+
+#include <algorithm>
+
+#include "core/comm.hpp"
+#include "engines/hdf5/h5_types.hpp"
+#include "engines/hdf5/hdf5_format.hpp"
+#include "engines/hdf5/hdf5_rank_report.hpp"
+
+namespace floe::h5 {
+namespace {
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "datasets are stored little-endian and transfers do not convert");
+
+std::uint64_t bytes_written_by(const SaveContext& ctx) {
+  std::uint64_t bytes = 0;
+  for (const auto& tensor : ctx.layout.tensors) {
+    for (const Piece& piece : tensor.pieces) {
+      if (piece.rank == ctx.rank && piece.writer) {
+        bytes += piece.region.elements() * dtype_size(tensor.spec.dtype);
+      }
+    }
+  }
+  for (const auto& [name, blob] : ctx.state.blobs()) bytes += blob.size();
+  return bytes;
+}
+
+void check_paths(const GlobalLayout& layout,
+                 const std::vector<RankReport>& reports) {
+  std::vector<NamedPath> paths;
+  for (const auto& tensor : layout.tensors) {
+    paths.push_back(
+        {dataset_path(tensor.spec), "tensor \"" + tensor.spec.key() + "\""});
+  }
+  for (std::size_t r = 0; r < reports.size(); ++r) {
+    for (const auto& blob : reports[r].blobs) {
+      paths.push_back(
+          {blob_path(static_cast<int>(r), blob.name),
+           "blob \"" + blob.name + "\" of rank " + std::to_string(r)});
+    }
+  }
+  for (const auto& [name, value] : reports[0].scalars) {
+    if (name.empty() || name.find('\0') != std::string::npos) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "scalar \"" + name +
+                      "\": an HDF5 attribute name must be "
+                      "non-empty and free of NUL");
+    }
+  }
+  check_dataset_paths(paths);
+}
+
+// The property lists every dataset of the file is created with.
+struct CreateLists {
+  Plist link;     // makes the groups a '/' in a name asks for
+  Plist dataset;  // contiguous, allocated at creation, never filled
+};
+
+CreateLists create_lists() {
+  CreateLists lists;
+  lists.link = Plist(check_id(H5Pcreate(H5P_LINK_CREATE), "H5Pcreate (link)"));
+  check(H5Pset_create_intermediate_group(lists.link.get(), 1),
+        "H5Pset_create_intermediate_group");
+  check(H5Pset_char_encoding(lists.link.get(), H5T_CSET_UTF8),
+        "H5Pset_char_encoding");
+  lists.dataset =
+      Plist(check_id(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate (dataset)"));
+  check(H5Pset_layout(lists.dataset.get(), H5D_CONTIGUOUS), "H5Pset_layout");
+  // Parallel HDF5 allocates early anyway; fill values would be one more
+  // collective write of every byte.
+  check(H5Pset_alloc_time(lists.dataset.get(), H5D_ALLOC_TIME_EARLY),
+        "H5Pset_alloc_time");
+  check(H5Pset_fill_time(lists.dataset.get(), H5D_FILL_TIME_NEVER),
+        "H5Pset_fill_time");
+  return lists;
+}
+
+Dataset create_dataset(hid_t file, const CreateLists& lists,
+                       const std::string& path, hid_t type, const Shape& shape,
+                       const std::string& where) {
+  Space space;
+  if (shape.empty()) {
+    space = Space(check_id(H5Screate(H5S_SCALAR), "H5Screate (" + where + ")"));
+  } else {
+    const std::vector<hsize_t> dims(shape.begin(), shape.end());
+    space = Space(check_id(
+        H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
+        "H5Screate_simple (" + where + ")"));
+  }
+  return Dataset(
+      check_id(H5Dcreate2(file, path.c_str(), type, space.get(),
+                          lists.link.get(), lists.dataset.get(), H5P_DEFAULT),
+               "H5Dcreate2 (" + where + ")"));
+}
+
+// /model and /optimizer list their members in creation (state-dict) order
+// for h5py; /scalars holds the scalars as attributes; /ranks the blobs.
+void create_top_groups(hid_t file, const std::string& where) {
+  Plist ordered(check_id(H5Pcreate(H5P_GROUP_CREATE), "H5Pcreate (group)"));
+  check(H5Pset_link_creation_order(
+            ordered.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED),
+        "H5Pset_link_creation_order");
+  for (const char* name : {"/model", "/optimizer", "/scalars", "/ranks"}) {
+    const bool tensors = name[1] == 'm' || name[1] == 'o';
+    Group group(
+        check_id(H5Gcreate2(file, name, H5P_DEFAULT,
+                            tensors ? ordered.get() : H5P_DEFAULT, H5P_DEFAULT),
+                 std::string("H5Gcreate2 ") + name + " (" + where + ")"));
+    group.close(std::string("H5Gclose ") + name);
+  }
+}
+
+void write_root_attributes(hid_t file, const GlobalLayout& layout,
+                           const RankReport& root, const std::string& where) {
+  write_string_attribute(file, kFormatAttribute, kFormatName, where);
+  write_scalar_attribute(file, kFormatVersionAttribute,
+                         static_cast<std::int64_t>(kFormatVersion), where);
+  write_scalar_attribute(file, kWorldSizeAttribute,
+                         static_cast<std::int64_t>(layout.world_size), where);
+  write_string_attribute(file, kMetadataAttribute, root.metadata, where);
+  Group scalars(
+      check_id(H5Gopen2(file, "/scalars", H5P_DEFAULT), "H5Gopen2 /scalars"));
+  for (const auto& [name, value] : root.scalars) {
+    write_scalar_attribute(scalars.get(), name, value, "/scalars in " + where);
+  }
+  scalars.close("H5Gclose /scalars");
+}
+
+File create_file(const std::filesystem::path& path, MPI_Comm comm,
+                 const Hdf5Options& options) {
+  const Plist fapl = file_access(comm, options, /*for_writing=*/true);
+  return File(
+      check_id(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()),
+               "H5Fcreate " + path.string()));
+}
+
+// The most elements of `dtype` one transfer moves (0: no limit).
+std::uint64_t max_elements(const Hdf5Options& options, DType dtype) {
+  if (options.max_transfer_bytes == 0) return 0;
+  return std::max<std::uint64_t>(
+      1, options.max_transfer_bytes / dtype_size(dtype));
+}
+
+// How many transfers the writer of `piece` makes: its boxes form one run in
+// row-major order, so plan_transfers cuts only at the size limit.
+std::uint64_t transfers_of(const Piece& piece, std::uint64_t max_elements) {
+  const std::uint64_t n = piece.region.elements();
+  if (n == 0) return 0;
+  return max_elements == 0 ? 1 : (n + max_elements - 1) / max_elements;
+}
+
+// What writing one tensor takes: how many collective transfers every rank
+// makes, and this rank's own ones (none when it writes nothing of it).
+struct TensorPlan {
+  std::uint64_t rounds = 0;
+  std::vector<Transfer> mine;
+  void* buffer = nullptr;  // H5Dwrite only reads it
+};
+
+// Local: planned before any collective HDF5 call, so nothing that can fail
+// on one rank alone happens between them.
+std::vector<TensorPlan> plan_writes(const SaveContext& ctx,
+                                    const Hdf5Options& options) {
+  std::vector<TensorPlan> plans;
+  for (const TensorLayout& tensor : ctx.layout.tensors) {
+    const TensorSpec& spec = tensor.spec;
+    const std::uint64_t limit = max_elements(options, spec.dtype);
+    TensorPlan plan;
+    for (const Piece* piece : tensor.writers()) {
+      plan.rounds = std::max(plan.rounds, transfers_of(*piece, limit));
+      if (piece->rank != ctx.rank) continue;
+      plan.buffer = const_cast<std::byte*>(shard_of(ctx.state, spec).data());
+      plan.mine =
+          plan_transfers(spec.shape, piece->region.boxes(spec.shape), limit);
+      if (plan.mine.size() != transfers_of(*piece, limit)) {
+        throw Error(ErrorCode::kInternal,
+                    "tensor \"" + spec.key() +
+                        "\": its writer's transfers were miscounted");
+      }
+    }
+    plans.push_back(std::move(plan));
+  }
+  return plans;
+}
+
+void write_tensor(const Comm& comm, hid_t file, const CreateLists& lists,
+                  const TensorSpec& spec, const TensorPlan& plan,
+                  const std::string& file_text, TransferStats& stats) {
+  const std::string path = dataset_path(spec);
+  const std::string where = "dataset " + path + " in " + file_text;
+  const std::uint64_t rounds = plan.rounds;
+  const auto& mine = plan.mine;
+
+  Type type;
+  Dataset dataset;
+  // Each step is agreed on before the next collective starts, so a rank that
+  // fails never leaves the others waiting inside HDF5.
+  const std::uint64_t steps = std::max<std::uint64_t>(rounds, 1);
+  for (std::uint64_t k = 0; k < steps; ++k) {
+    collectively(comm, [&] {
+      if (k == 0) {
+        type = stored_type(spec.dtype);
+        dataset =
+            create_dataset(file, lists, path, type.get(), spec.shape, where);
+        write_string_attribute(dataset.get(), kDtypeAttribute,
+                               std::string(dtype_name(spec.dtype)), where);
+      }
+      if (k < rounds) {
+        collective_transfer(Direction::kWrite, dataset.get(), type.get(),
+                            spec.shape, k < mine.size() ? &mine[k] : nullptr,
+                            plan.buffer, dtype_size(spec.dtype), stats, where,
+                            ErrorCode::kIo);
+      }
+      if (k + 1 == steps) dataset.close("H5Dclose (" + where + ")");
+    });
+  }
+}
+
+// Blobs are small and each belongs to one rank: every rank creates every
+// blob dataset (metadata is collective), then each writes its own
+// independently, with no collective per blob.
+void write_blobs(const Comm& comm, hid_t file, const CreateLists& lists,
+                 const std::vector<RankReport>& reports, const State& state,
+                 const std::string& file_text) {
+  const Type type = stored_type(DType::kU8);
+  std::vector<std::pair<Dataset, const std::vector<std::uint8_t>*>> mine;
+  collectively(comm, [&] {
+    for (std::size_t r = 0; r < reports.size(); ++r) {
+      for (const auto& blob : reports[r].blobs) {
+        const std::string path = blob_path(static_cast<int>(r), blob.name);
+        const std::string where = "dataset " + path + " in " + file_text;
+        Dataset dataset =
+            create_dataset(file, lists, path, type.get(), {blob.nbytes}, where);
+        if (static_cast<int>(r) == comm.rank() && blob.nbytes > 0) {
+          mine.emplace_back(std::move(dataset), state.blob(blob.name));
+        } else {
+          dataset.close("H5Dclose (" + where + ")");
+        }
+      }
+    }
+  });
+  collectively(comm, [&] {
+    Plist dxpl(check_id(H5Pcreate(H5P_DATASET_XFER), "H5Pcreate (transfer)"));
+    check(H5Pset_dxpl_mpio(dxpl.get(), H5FD_MPIO_INDEPENDENT),
+          "H5Pset_dxpl_mpio");
+    for (auto& [dataset, bytes] : mine) {
+      check(H5Dwrite(dataset.get(), type.get(), H5S_ALL, H5S_ALL, dxpl.get(),
+                     bytes->data()),
+            "H5Dwrite (blob of rank " + std::to_string(comm.rank()) + " in " +
+                file_text + ")");
+      dataset.close("H5Dclose (blob in " + file_text + ")");
+    }
+  });
+}
+
+WriteResult make_result(const GlobalLayout& layout,
+                        const std::vector<RankReport>& reports,
+                        const Hdf5Options& options) {
+  WriteResult out;
+  for (std::size_t t = 0; t < layout.tensors.size(); ++t) {
+    const TensorLayout& tensor = layout.tensors[t];
+    TensorRecord record{tensor.spec, dataset_path(tensor.spec), {}};
+    for (const Piece* piece : tensor.writers()) {
+      const auto& sums = reports[piece->rank].piece_xxh3;
+      const auto it = sums.find(t);
+      if (it == sums.end()) {
+        throw Error(ErrorCode::kInternal,
+                    "rank " + std::to_string(piece->rank) +
+                        " sent no checksum for tensor \"" + tensor.spec.key() +
+                        "\"");
+      }
+      record.pieces.push_back(
+          PieceRecord{piece->rank, piece->region, kFileName, 0,
+                      piece->region.elements() * dtype_size(tensor.spec.dtype),
+                      it->second});
+    }
+    out.tensors.push_back(std::move(record));
+  }
+  for (std::size_t r = 0; r < reports.size(); ++r) {
+    for (const auto& blob : reports[r].blobs) {
+      out.blobs.push_back(BlobRecord{static_cast<int>(r), blob.name, kFileName,
+                                     0, blob.nbytes, blob.xxh3});
+    }
+  }
+  out.files = {kFileName};
+  out.engine_info = {
+      {"format", kFormatName},
+      {"format_version", kFormatVersion},
+      {"file", kFileName},
+      {"hdf5_version", hdf5_library_version()},
+      {"alignment", options.alignment},
+      {"alignment_threshold", options.alignment_threshold},
+  };
+  return out;
+}
+
+}  // namespace
+
+WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
+                             TransferStats& stats) {
+  const QuietErrors quiet;
+  const Comm comm(ctx.comm);
+  const std::filesystem::path path = ctx.dir / kFileName;
+  const std::string file_text = path.string();
+
+  const std::vector<RankReport> reports = exchange_reports(ctx);
+  std::vector<TensorPlan> plans;
+  collectively(comm, [&] {
+    check_paths(ctx.layout, reports);
+    plans = plan_writes(ctx, options);
+  });
+  collectively(comm,
+               [&] { ctx.fs.before_data_write(path, bytes_written_by(ctx)); });
+
+  File file;
+  CreateLists lists;
+  collectively(comm, [&] {
+    lists = create_lists();
+    file = create_file(path, ctx.comm, options);
+    create_top_groups(file.get(), file_text);
+    write_root_attributes(file.get(), ctx.layout, reports[0], file_text);
+  });
+  for (std::size_t t = 0; t < plans.size(); ++t) {
+    write_tensor(comm, file.get(), lists, ctx.layout.tensors[t].spec, plans[t],
+                 file_text, stats);
+  }
+  write_blobs(comm, file.get(), lists, reports, ctx.state, file_text);
+  collectively(comm, [&] {
+    // H5Fflush(GLOBAL) ends in MPI_File_sync: the data is durable.
+    check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "H5Fflush " + file_text);
+    file.close("H5Fclose " + file_text);
+  });
+  // Whatever the close still wrote (rank 0 writes the superblock).
+  if (comm.rank() == 0) ctx.fs.fsync_file(path);
+  return make_result(ctx.layout, reports, options);
+}
+
+}  // namespace floe::h5

@@ -1,0 +1,91 @@
+# shellcheck shell=bash
+# Shared by scripts/test.sh and scripts/demo.sh (source it, do not run it):
+# installs the Debian packages Floe needs, configures and builds.
+#
+# The caller sets FLOE_ROOT (the repository root) and cds there. Reads:
+#   BUILD_DIR        build directory, relative to the root (default: build)
+#   FLOE_CMAKE_ARGS  extra arguments for the configure step (word-split)
+
+BUILD_DIR="${BUILD_DIR:-build}"
+
+FLOE_DEBIAN_PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config
+  libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
+  libtorch-dev libboost-program-options-dev nlohmann-json3-dev
+  libxxhash-dev libgtest-dev
+  python3-h5py python3-numpy python3-venv clang
+)
+
+# Prints a phase header: "==> <what> (<seconds since start>s)".
+floe_phase() {
+  printf '\n==> %s  [%ds]\n' "$*" "${SECONDS}"
+}
+
+floe_die() {
+  printf 'error: %s\n' "$*" >&2
+  exit 1
+}
+
+floe_nproc() {
+  nproc 2>/dev/null || echo 2
+}
+
+# Installs whichever of FLOE_DEBIAN_PACKAGES are missing; runs apt-get update
+# only when something is.
+floe_install_packages() {
+  floe_phase "install: checking ${#FLOE_DEBIAN_PACKAGES[@]} Debian packages"
+  command -v dpkg-query >/dev/null ||
+    floe_die "dpkg-query not found: not a Debian system. Install the" \
+      "dependencies yourself (README.md, 'On a cluster') and pass --no-install."
+  local missing=() pkg
+  for pkg in "${FLOE_DEBIAN_PACKAGES[@]}"; do
+    if [[ "$(dpkg-query -W -f='${db:Status-Status}' "${pkg}" 2>/dev/null)" \
+          != installed ]]; then
+      missing+=("${pkg}")
+    fi
+  done
+  if ((${#missing[@]} == 0)); then
+    echo "all present"
+    return 0
+  fi
+  echo "missing: ${missing[*]}"
+  local sudo=()
+  if ((EUID != 0)); then
+    command -v sudo >/dev/null ||
+      floe_die "installing packages needs root (or sudo); or pass --no-install"
+    sudo=(sudo)
+  fi
+  floe_phase "install: apt-get update && apt-get install ${missing[*]}"
+  "${sudo[@]}" apt-get update
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y "${missing[@]}"
+}
+
+# Configures BUILD_DIR: Ninja when the build directory is new and ninja is
+# installed; an existing build directory keeps its generator.
+floe_configure() {
+  local args=(-S "${FLOE_ROOT}" -B "${BUILD_DIR}")
+  if [[ ! -f "${BUILD_DIR}/CMakeCache.txt" ]] && command -v ninja >/dev/null; then
+    args+=(-G Ninja)
+  fi
+  # shellcheck disable=SC2206  # word splitting is the point
+  args+=(${FLOE_CMAKE_ARGS:-})
+  floe_phase "configure: cmake ${args[*]}"
+  cmake "${args[@]}"
+}
+
+floe_build() {
+  floe_phase "build: cmake --build ${BUILD_DIR} -j $(floe_nproc)"
+  cmake --build "${BUILD_DIR}" -j "$(floe_nproc)"
+}
+
+# Install (unless $1 is "no-install"), configure, build.
+floe_setup() {
+  if [[ "${1:-}" != no-install ]]; then
+    floe_install_packages
+  else
+    floe_phase "install: skipped (--no-install)"
+  fi
+  floe_configure
+  floe_build
+}

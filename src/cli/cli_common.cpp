@@ -1,0 +1,70 @@
+#include "cli/cli_common.hpp"
+
+#include <iostream>
+
+#include <mpi.h>
+
+namespace floe::cli {
+
+MpiSession::MpiSession(int* argc, char*** argv) {
+  int provided = 0;
+  // MPI's default error handler aborts on failure, so there is nothing to
+  // check here. A lower `provided` level is fine for the CLI's own thread.
+  MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided);
+}
+
+MpiSession::~MpiSession() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+int world_rank() {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) return 0;
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
+
+namespace {
+
+// A stream that drops everything written to it (no buffer: badbit is set,
+// and writes are discarded).
+std::ostream& null_stream() {
+  static std::ostream stream(nullptr);
+  return stream;
+}
+
+}  // namespace
+
+std::ostream& out() { return world_rank() == 0 ? std::cout : null_stream(); }
+std::ostream& err() { return world_rank() == 0 ? std::cerr : null_stream(); }
+
+std::optional<po::variables_map> parse_command_line(
+    const CommandLine& line, const std::vector<std::string>& args) {
+  po::options_description all;
+  all.add_options()("help,h", "Show this help and exit.");
+  all.add(line.options);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args)
+                  .options(all)
+                  .positional(line.positional)
+                  .run(),
+              vm);
+    if (vm.count("help")) {
+      out() << "Usage: " << line.usage << "\n\n"
+            << line.summary << "\n\n"
+            << all;
+      return std::nullopt;
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw UsageError(e.what());
+  }
+  return vm;
+}
+
+}  // namespace floe::cli

@@ -1,8 +1,10 @@
 // Reading committed checkpoints without a trainer: open, verify, list.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,11 +41,17 @@ struct VerifyReport {
   bool ok() const { return problems.empty(); }
 };
 
+// Called on every rank after each tensor is checked, with the tensors done
+// and the total (the blobs count as one last step), e.g. to show progress.
+// It must not throw: the other ranks would be left in the next collective.
+using VerifyProgress = std::function<void(std::size_t done, std::size_t total)>;
+
 // Collective. Reads every saved piece and blob once, split across the ranks,
 // and checks its checksum. Problems found in the data are reported, not
 // thrown; an unreadable checkpoint (no manifest, a truncated file) throws
 // as open_checkpoint does. Every rank returns the same report.
 VerifyReport verify_checkpoint(const std::filesystem::path& dir, MPI_Comm comm,
-                               FileSystem& fs = *posix_file_system());
+                               FileSystem& fs = *posix_file_system(),
+                               const VerifyProgress& progress = {});
 
 }  // namespace floe

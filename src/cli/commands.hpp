@@ -13,9 +13,25 @@ namespace floe::cli {
 int run_bench(const std::vector<std::string>& args);
 extern const char kBenchSummary[];
 
+// floe diff: compares two checkpoints' tensors, scalars and blobs by value.
+int run_diff(const std::vector<std::string>& args);
+extern const char kDiffSummary[];
+
 // floe engines: the registered checkpoint engines and their options.
 int run_engines(const std::vector<std::string>& args);
 extern const char kEnginesSummary[];
+
+// floe inspect: a checkpoint's manifest, tensor by tensor.
+int run_inspect(const std::vector<std::string>& args);
+extern const char kInspectSummary[];
+
+// floe list: the checkpoints (and leftovers) in an output directory.
+int run_list(const std::vector<std::string>& args);
+extern const char kListSummary[];
+
+// floe verify: checks every checksum of a checkpoint.
+int run_verify(const std::vector<std::string>& args);
+extern const char kVerifySummary[];
 
 // floe version: "floe <version>".
 int run_version(const std::vector<std::string>& args);

@@ -22,7 +22,11 @@ struct Command {
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
       {"bench", kBenchSummary, run_bench},
+      {"diff", kDiffSummary, run_diff},
       {"engines", kEnginesSummary, run_engines},
+      {"inspect", kInspectSummary, run_inspect},
+      {"list", kListSummary, run_list},
+      {"verify", kVerifySummary, run_verify},
       {"version", kVersionSummary, run_version},
   };
   return table;

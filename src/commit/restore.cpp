@@ -182,11 +182,12 @@ OpenCheckpoint open_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_co
 }
 
 VerifyReport verify_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_comm,
-                               FileSystem& fs) {
+                               FileSystem& fs, const VerifyProgress& progress) {
   const Comm comm(mpi_comm);
   const OpenCheckpoint checkpoint = open_checkpoint(dir, mpi_comm, fs);
   const Manifest& manifest = checkpoint.manifest;
   const Assignment who = assign_checks(manifest, nullptr, comm.size());
+  const std::size_t steps = manifest.tensors.size() + 1;  // blobs: the last
   VerifyReport report;
   std::vector<std::string> problems;
   for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
@@ -194,6 +195,7 @@ VerifyReport verify_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_co
       check_pieces(*checkpoint.reader, manifest.tensors[t], who[t], comm.rank(),
                    problems, report.pieces_checked, report.bytes_checked);
     });
+    if (progress) progress(t + 1, steps);
   }
   collectively(comm, [&] {
     for (std::size_t i = 0; i < manifest.blobs.size(); ++i) {
@@ -208,6 +210,7 @@ VerifyReport verify_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_co
       report.bytes_checked += blob.nbytes;
     }
   });
+  if (progress) progress(steps, steps);
   std::string joined;
   for (const auto& p : problems) joined += p + '\n';
   for (const auto& part : comm.allgather_bytes(joined)) {

@@ -1,5 +1,7 @@
 #include "cli/cli_common.hpp"
 
+#include <cstdlib>
+
 #include <iostream>
 
 #include <mpi.h>
@@ -7,6 +9,12 @@
 namespace floe::cli {
 
 MpiSession::MpiSession(int* argc, char*** argv) {
+#ifdef OPEN_MPI
+  // Open MPI 4.1's default MPI-IO component (OMPIO) wrote checkpoints at
+  // 0.34-0.41 of raw POSIX throughput here, ROMIO at 0.87 (BENCHMARKS.md):
+  // prefer ROMIO unless the user chose a component.
+  ::setenv("OMPI_MCA_io", "romio321", /*overwrite=*/0);
+#endif
   int provided = 0;
   // MPI's default error handler aborts on failure, so there is nothing to
   // check here. A lower `provided` level is fine for the CLI's own thread.

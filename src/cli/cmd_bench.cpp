@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 
@@ -153,8 +154,11 @@ int run_bench(const std::vector<std::string>& args) {
   char row[200];
   std::snprintf(row, sizeof row, "%-8s %-6s %10s %9s %12s %14s\n", "engine", "op",
                 "median s", "GB/s", "vs raw", "us/tensor");
+  const char* io = std::getenv("OMPI_MCA_io");
+  report["mpi_io_component"] = io ? io : "default";
   out() << "\n" << size << " ranks, " << total / 1e9 << " GB in " << count
-        << " tensors, " << repeat << " repetitions\n" << row;
+        << " tensors, " << repeat << " repetitions, MPI-IO component: "
+        << (io ? io : "default") << "\n" << row;
   for (const auto& s : samples) {
     const double m = median(s.seconds);
     const double ratio = raw[s.op] / m;  // throughput ratio: >1 beats raw

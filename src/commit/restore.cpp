@@ -1,6 +1,7 @@
 #include "commit/restore.hpp"
 
 #include <map>
+#include <unordered_map>
 
 #include "commit/coordinator.hpp"
 #include "commit/paths.hpp"
@@ -31,16 +32,26 @@ std::string describe_piece(const TensorRecord& t, const PieceRecord& p) {
 // turn. Indexed [tensor][piece]; -1 - r means "rank r, inline".
 using Assignment = std::vector<std::vector<int>>;
 
+// Tensors by key: the finds of a load are O(1), so 20,000 tensors cost
+// 20,000 lookups, not 20,000 squared.
+std::unordered_map<std::string, const TensorLayout*> index_of(const GlobalLayout& layout) {
+  std::unordered_map<std::string, const TensorLayout*> out;
+  for (const auto& t : layout.tensors) out.emplace(t.spec.key(), &t);
+  return out;
+}
+
 Assignment assign_checks(const Manifest& manifest, const GlobalLayout* asked,
                          int world_size) {
   Assignment out(manifest.tensors.size());
   int turn = 0;
+  const auto asked_index = asked ? index_of(*asked)
+                                 : std::unordered_map<std::string, const TensorLayout*>{};
   for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
     const TensorRecord& record = manifest.tensors[t];
     const TensorLayout* wanted = nullptr;
     if (asked) {
-      const long i = asked->find(record.spec.key());
-      if (i >= 0) wanted = &asked->tensors[i];
+      auto it = asked_index.find(record.spec.key());
+      if (it != asked_index.end()) wanted = it->second;
     }
     for (const auto& piece : record.pieces) {
       const auto piece_boxes = piece.region.boxes(record.spec.shape);
@@ -89,6 +100,18 @@ void check_pieces(CheckpointReader& reader, const TensorRecord& t,
   }
 }
 
+// Joins `calls` collective reads of `t` with nothing to read, after this
+// rank failed: other ranks may be inside HDF5's collective transfer.
+void idle_read(CheckpointReader& reader, const TensorRecord& t, int calls) {
+  for (int i = 0; i < calls; ++i) {
+    try {
+      reader.read(t, {}, nullptr);
+    } catch (...) {
+      // This rank already has its error; the agreement reports it.
+    }
+  }
+}
+
 bool any_dedicated(const std::vector<int>& who) {
   for (int w : who) {
     if (w >= 0) return true;
@@ -110,9 +133,12 @@ void throw_if_problems(const Comm& comm, const std::vector<std::string>& problem
 void check_names(const Manifest& manifest, const State& state,
                  const GlobalLayout& asked, const OpenCheckpoint& checkpoint,
                  const LoadOptions& options) {
+  std::unordered_map<std::string, const TensorRecord*> records;
+  for (const auto& r : manifest.tensors) records.emplace(r.spec.key(), &r);
   for (const auto& shard : state.tensors()) {
     const TensorSpec& spec = shard.spec();
-    const TensorRecord* record = manifest.find(spec.key());
+    auto it = records.find(spec.key());
+    const TensorRecord* record = it == records.end() ? nullptr : it->second;
     if (!record) {
       throw Error(ErrorCode::kMismatch, "tensor \"" + spec.key() +
                                             "\" is not in checkpoint " +
@@ -127,8 +153,9 @@ void check_names(const Manifest& manifest, const State& state,
     }
   }
   if (options.allow_extra_tensors) return;
+  const auto asked_index = index_of(asked);
   for (const auto& record : manifest.tensors) {
-    if (asked.find(record.spec.key()) < 0) {
+    if (!asked_index.count(record.spec.key())) {
       throw Error(ErrorCode::kMismatch,
                   "checkpoint " + checkpoint.dir.string() + " has tensor \"" +
                       record.spec.key() +
@@ -190,19 +217,29 @@ VerifyReport verify_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_co
   const std::size_t steps = manifest.tensors.size() + 1;  // blobs: the last
   VerifyReport report;
   std::vector<std::string> problems;
+  // One agreement for the whole pass: a rank whose read fails keeps joining
+  // each tensor's (collective) read with nothing to read, so none waits.
+  std::exception_ptr error;
   for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
-    try {
-      collectively(comm, [&] {
+    if (!error) {
+      try {
         check_pieces(*checkpoint.reader, manifest.tensors[t], who[t], comm.rank(),
                      problems, report.pieces_checked, report.bytes_checked);
-      });
-    } catch (const Error& e) {
-      // A reader that finds the file's own structures damaged (HDF5's
-      // metadata checksums) reports it for this tensor; verify goes on.
-      if (e.code() != ErrorCode::kCorrupt) throw;
-      if (comm.rank() == 0) problems.push_back(e.what());
+      } catch (...) {
+        error = std::current_exception();
+      }
+    } else {
+      idle_read(*checkpoint.reader, manifest.tensors[t], 1);
     }
     if (progress) progress(t + 1, steps);
+  }
+  try {
+    agree_on_error(comm, error);
+  } catch (const Error& e) {
+    // A reader that finds the file's own structures damaged (HDF5's
+    // metadata checksums) reports it; verify reports it as a problem.
+    if (e.code() != ErrorCode::kCorrupt) throw;
+    if (comm.rank() == 0) problems.push_back(e.what());
   }
   collectively(comm, [&] {
     for (std::size_t i = 0; i < manifest.blobs.size(); ++i) {
@@ -244,27 +281,37 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
       verify ? assign_checks(manifest, &asked, comm.size()) : Assignment{};
   std::vector<std::string> problems;
   std::uint64_t pieces = 0, bytes = 0;
+  std::exception_ptr error;  // one agreement for the pass, as in verify
   for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
     const TensorRecord& record = manifest.tensors[t];
-    TensorShard* shard = state.find(record.spec.key());
-    collectively(comm, [&] {
+    const bool dedicated = verify && any_dedicated(who[t]);
+    if (error) {
+      idle_read(*checkpoint.reader, record, dedicated ? 2 : 1);
+      continue;
+    }
+    try {
+      TensorShard* shard = state.find(record.spec.key());
       std::vector<Box> boxes;
       if (shard) boxes = shard->region().boxes(record.spec.shape);
       checkpoint.reader->read(record, boxes, shard ? shard->data() : nullptr);
-      if (!verify) return;
-      for (std::size_t k = 0; k < record.pieces.size(); ++k) {
-        if (who[t][k] != -1 - comm.rank()) continue;
-        const PieceRecord& p = record.pieces[k];
-        if (xxh3_64(shard->data(), shard->nbytes()) != p.xxh3) {
-          problems.push_back(describe_piece(record, p));
+      if (verify) {
+        for (std::size_t k = 0; k < record.pieces.size(); ++k) {
+          if (who[t][k] != -1 - comm.rank()) continue;
+          const PieceRecord& p = record.pieces[k];
+          if (xxh3_64(shard->data(), shard->nbytes()) != p.xxh3) {
+            problems.push_back(describe_piece(record, p));
+          }
         }
       }
-      if (any_dedicated(who[t])) {
+      if (dedicated) {
         check_pieces(*checkpoint.reader, record, who[t], comm.rank(), problems,
                      pieces, bytes);
       }
-    });
+    } catch (...) {
+      error = std::current_exception();
+    }
   }
+  agree_on_error(comm, error);
   throw_if_problems(comm, problems);
 
   state.metadata() = manifest.metadata;

@@ -1,0 +1,130 @@
+// The "hf" engine through the ordinary save(): a committed directory that is
+// a Hugging Face export plus Floe's manifest describing the safetensors data.
+#include <gtest/gtest.h>
+
+#include "engines/hf/safetensors_index.hpp"
+#include "floe/manifest.hpp"
+#include "floe/registry.hpp"
+#include "hf_test_model.hpp"
+#include "hf_test_util.hpp"
+#include "io/checksum.hpp"
+#include "io/faulty_file_system.hpp"
+
+namespace floe::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+nlohmann::json hf_config(const fs::path& out) {
+  return {{"type", "hf"},
+          {"output_dir", out.string()},
+          {"max_shard_size", "2kB"},
+          {"strip_prefix", "layers."},
+          {"dtype", "F32"}};
+}
+
+TEST(HfEngine, SavesAnExportWithAManifestOfTheSafetensorsData) {
+  TempDir dir;
+  run_within(std::chrono::seconds(120), [&] {
+    if (world_rank() == 0)
+      write_bytes(dir / "config.json", R"({"model_type":"test"})");
+    nlohmann::json config = hf_config(dir / "out");
+    config["copy_files"] = (dir / "config.json").string() + " , ";
+    SimpleTrainer trainer;
+    trainer.progress_now.global_step = 5;
+    add_model(trainer.state_now, sample_model(), world_rank(), world_size());
+    auto engine = make_engine(trainer, parse_config(config));
+    EXPECT_FALSE(engine->resumable());
+    engine->save();
+    const fs::path saved = dir / "out" / "global_step_5";
+    const Caught load = catch_error([&] { engine->load(saved); });
+    EXPECT_TRUE(is_error(load, ErrorCode::kUnsupported,
+                         {"\"hf\"", "cannot be loaded"}));
+    if (world_rank() != 0) return;
+    EXPECT_EQ(read_bytes(saved / "config.json"), R"({"model_type":"test"})");
+    const Manifest m = Manifest::read(saved);
+    EXPECT_EQ(m.engine, "hf");
+    EXPECT_EQ(m.step, 5);
+    EXPECT_TRUE(m.blobs.empty());
+    EXPECT_EQ(m.engine_info["index"], hf::kIndexFileName);
+    EXPECT_EQ(m.engine_info["renamed_from"]["0.norm"], "layers.0.norm");
+    ASSERT_EQ(m.tensors.size(), sample_model().size());  // no optimizer state
+    bool listed_config = false;
+    for (const auto& f : m.files) listed_config |= f.path == "config.json";
+    EXPECT_TRUE(listed_config);
+    const hf::HfDirectory weights(saved);
+    for (const auto& record : m.tensors) {
+      ASSERT_EQ(record.pieces.size(), 1u);
+      const PieceRecord& p = record.pieces[0];
+      EXPECT_EQ(p.region, Region::whole(record.spec.shape));
+      const auto* at = weights.find(record.spec.name);
+      ASSERT_NE(at, nullptr) << record.spec.name;
+      EXPECT_EQ(weights.files()[at->file]->path().filename(), p.file);
+      EXPECT_EQ(at->tensor->file_offset, p.offset);
+      EXPECT_EQ(at->tensor->nbytes(), p.nbytes);
+      const std::string bytes =
+          read_bytes(saved / p.file).substr(p.offset, p.nbytes);
+      EXPECT_EQ(xxh3_64(bytes.data(), bytes.size()), p.xxh3)
+          << record.spec.name;
+    }
+    EXPECT_NE(weights.find("0.attn.qkv"), nullptr);
+    EXPECT_EQ(weights.find("0.attn.qkv")->tensor->dtype,
+              DType::kF32);  // BF16 cast up
+    EXPECT_EQ(weights.find("tokens")->tensor->dtype, DType::kU8);
+  });
+}
+
+TEST(HfEngine, ValidatesItsOptions) {
+  const auto bad = [](const char* key, nlohmann::json value) {
+    nlohmann::json config = hf_config("/tmp/unused");
+    config[key] = std::move(value);
+    return throws_error([&] { parse_config(config); },
+                        ErrorCode::kInvalidConfig,
+                        {std::string("\"") + key + "\""});
+  };
+  EXPECT_TRUE(bad("dtype", "I8"));
+  EXPECT_TRUE(bad("dtype", "F8_E4M3"));
+  EXPECT_TRUE(bad("max_shard_size", 0));
+  EXPECT_TRUE(bad("max_shard_size", "lots"));
+  EXPECT_TRUE(bad("auto_resume", true));
+  const EngineInfo& info = engine_info("hf");
+  EXPECT_FALSE(info.resumable);
+  EXPECT_FALSE(info.reader);
+  EXPECT_TRUE(info.factory);
+  const CheckpointConfig parsed =
+      parse_config({{"type", "hf"}, {"output_dir", "/x"}});
+  EXPECT_EQ(parsed.options.get_count("max_shard_size"), 5'000'000'000ULL);
+  EXPECT_EQ(parse_config(hf_config("/x")).options.get_count("max_shard_size"),
+            2000u);
+}
+
+TEST(HfEngine, AFailedWriteLeavesNoCheckpoint) {
+  TempDir dir;
+  run_within(std::chrono::seconds(120), [&] {
+    SimpleTrainer trainer;
+    trainer.progress_now.global_step = 3;
+    add_model(trainer.state_now, sample_model(), world_rank(), world_size());
+    auto engine = make_engine(trainer, parse_config(hf_config(dir / "out")));
+    auto faulty = std::make_shared<FaultyFileSystem>();
+    // The second data file fails on the last rank, after the first was written.
+    if (world_rank() == world_size() - 1) {
+      faulty->add_rule(FaultRule{FsOp::kDataWrite, "-of-", ENOSPC, 1, 1});
+    }
+    engine->set_file_system(faulty);
+    const Caught c = catch_error([&] { engine->save(); });
+    EXPECT_TRUE(is_error(c, ErrorCode::kIo));
+    EXPECT_TRUE(same_on_all_ranks(c.message));
+    if (world_rank() == 0) {
+      EXPECT_FALSE(fs::exists(dir / "out" / "global_step_3"));
+      EXPECT_FALSE(fs::exists(dir / "out" / "latest"));
+    }
+    engine->set_file_system(posix_file_system());
+    engine->save();  // and the next save works
+    if (world_rank() == 0) {
+      EXPECT_TRUE(fs::exists(dir / "out" / "global_step_3" / "manifest.json"));
+    }
+  });
+}
+
+}  // namespace
+}  // namespace floe::test

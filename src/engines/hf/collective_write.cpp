@@ -1,0 +1,166 @@
+#include "engines/hf/collective_write.hpp"
+
+#include <algorithm>
+#include <climits>
+#include <exception>
+#include <string>
+#include <utility>
+
+#include "core/comm.hpp"
+#include "floe/error.hpp"
+
+namespace floe::hf {
+namespace {
+
+constexpr std::uint64_t kMaxBlock = 1ull << 30;  // bytes per hindexed block
+
+std::string mpi_message(int rc) {
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  MPI_Error_string(rc, text, &length);
+  return std::string(text, static_cast<std::size_t>(length));
+}
+
+// An MPI_Datatype that is freed when it goes out of scope.
+class OwnedType {
+ public:
+  OwnedType() = default;
+  ~OwnedType() {
+    if (type_ != MPI_DATATYPE_NULL) MPI_Type_free(&type_);
+  }
+  OwnedType(const OwnedType&) = delete;
+  OwnedType& operator=(const OwnedType&) = delete;
+  MPI_Datatype* out() { return &type_; }
+  MPI_Datatype get() const { return type_; }
+
+ private:
+  MPI_Datatype type_ = MPI_DATATYPE_NULL;
+};
+
+// The first failure on this rank; later MPI calls still run (with no data),
+// so every rank makes the same collective calls, and the failure is agreed
+// on once the file is closed.
+class Failure {
+ public:
+  explicit Failure(std::string path) : path_(std::move(path)) {}
+  bool check(int rc, const char* call) {
+    if (rc != MPI_SUCCESS && message_.empty()) {
+      message_ = path_ + ": " + call + " failed: " + mpi_message(rc);
+    }
+    return rc == MPI_SUCCESS;
+  }
+  void set(const std::string& why) {
+    if (message_.empty()) message_ = path_ + ": " + why;
+  }
+  bool failed() const { return !message_.empty(); }
+  std::exception_ptr error() const {
+    return failed() ? std::make_exception_ptr(Error(ErrorCode::kIo, message_))
+                    : nullptr;
+  }
+
+ private:
+  std::string path_;
+  std::string message_;
+};
+
+// The file type covering `runs`: adjacent runs merged, blocks of <= 1 GiB.
+void build_file_type(const std::vector<WriteRun>& runs, OwnedType& type,
+                     Failure& failure) {
+  std::vector<int> lengths;
+  std::vector<MPI_Aint> offsets;
+  std::uint64_t open_end = 0;
+  for (const WriteRun& r : runs) {
+    std::uint64_t at = r.file_offset, left = r.bytes();
+    if (!lengths.empty() && at == open_end &&
+        static_cast<std::uint64_t>(lengths.back()) + left <= kMaxBlock) {
+      lengths.back() += static_cast<int>(left);
+      open_end += left;
+      continue;
+    }
+    while (left > 0) {
+      const std::uint64_t block = std::min(left, kMaxBlock);
+      lengths.push_back(static_cast<int>(block));
+      offsets.push_back(static_cast<MPI_Aint>(at));
+      at += block;
+      left -= block;
+    }
+    open_end = at;
+    if (lengths.size() > static_cast<std::size_t>(INT_MAX)) {
+      failure.set("more than INT_MAX separate runs for one rank");
+      return;
+    }
+  }
+  if (lengths.empty()) return;  // the caller views the file as bytes
+  if (failure.check(MPI_Type_create_hindexed(static_cast<int>(lengths.size()),
+                                             lengths.data(), offsets.data(),
+                                             MPI_BYTE, type.out()),
+                    "MPI_Type_create_hindexed")) {
+    failure.check(MPI_Type_commit(type.out()), "MPI_Type_commit");
+  }
+}
+
+}  // namespace
+
+void write_file_collectively(MPI_Comm mpi_comm,
+                             const std::filesystem::path& path,
+                             std::uint64_t file_size,
+                             const std::vector<WriteRun>& runs,
+                             std::uint64_t round_bytes,
+                             std::vector<unsigned char>& staging) {
+  const Comm comm(mpi_comm);
+  Failure failure(path.string());
+  const std::uint64_t my_bytes = run_bytes(runs);
+  const std::uint64_t rounds =
+      comm.allreduce_max(rounds_needed(my_bytes, round_bytes));
+  if (staging.size() < std::min(round_bytes, my_bytes))
+    staging.resize(std::min(round_bytes, my_bytes));
+
+  MPI_File fh = MPI_FILE_NULL;
+  failure.check(
+      MPI_File_open(mpi_comm, path.c_str(), MPI_MODE_CREATE | MPI_MODE_WRONLY,
+                    MPI_INFO_NULL, &fh),
+      "MPI_File_open");
+  // The rest is collective on the file: if any rank could not open it, none
+  // go on (a rank that did keeps its handle open rather than wait in a
+  // close the others never reach; open fails alike on all ranks in practice).
+  if (comm.allreduce_max(failure.failed() ? 1 : 0) != 0) {
+    agree_on_error(comm, failure.error());
+    throw Error(ErrorCode::kIo,
+                path.string() + ": MPI_File_open failed on another rank");
+  }
+  failure.check(MPI_File_set_size(fh, static_cast<MPI_Offset>(file_size)),
+                "MPI_File_set_size");
+  OwnedType type;
+  build_file_type(runs, type, failure);
+  const MPI_Datatype view =
+      type.get() != MPI_DATATYPE_NULL ? type.get() : MPI_BYTE;
+  failure.check(
+      MPI_File_set_view(fh, 0, MPI_BYTE, view, "native", MPI_INFO_NULL),
+      "MPI_File_set_view");
+  RunPacker packer(runs);
+  for (std::uint64_t round = 0; round < rounds; ++round) {
+    // After a failure this rank still joins every round, with no data. The
+    // packer never takes more than the runs hold, which fits `staging`.
+    const std::uint64_t n =
+        failure.failed() ? 0 : packer.pack(staging.data(), round_bytes);
+    MPI_Status status;
+    if (failure.check(
+            MPI_File_write_all(fh, staging.data(), static_cast<int>(n),
+                               MPI_BYTE, &status),
+            "MPI_File_write_all")) {
+      int written = 0;
+      MPI_Get_count(&status, MPI_BYTE, &written);
+      if (static_cast<std::uint64_t>(written) != n) {
+        failure.set("MPI_File_write_all wrote " + std::to_string(written) +
+                    " of " + std::to_string(n) + " bytes");
+      }
+    }
+  }
+  if (!failure.failed() && !packer.done())
+    failure.set("internal error: data left after the last round");
+  failure.check(MPI_File_sync(fh), "MPI_File_sync");
+  failure.check(MPI_File_close(&fh), "MPI_File_close");
+  agree_on_error(comm, failure.error());
+}
+
+}  // namespace floe::hf

@@ -77,6 +77,8 @@ struct Manifest {
   // checkpoint directory. Throws Error(kCorrupt) naming the field, or
   // Error(kUnsupported) for a newer format version.
   static Manifest from_json(const nlohmann::json& json);
+  // Parses the text of a manifest.json as from_json does; errors name `path`.
+  static Manifest parse(const std::string& text, const std::filesystem::path& path);
   // Reads and parses `<dir>/manifest.json`; errors name the file.
   static Manifest read(const std::filesystem::path& checkpoint_dir,
                        FileSystem& fs = *posix_file_system());

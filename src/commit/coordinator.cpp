@@ -77,7 +77,7 @@ void Coordinator::commit(const fs::path& staging, Manifest& manifest,
       fs_.fsync_file(path);
       manifest.files.push_back(FileRecord{file, fs_.file_size(path)});
     }
-    fs_.replace_file_atomically(staging / kManifestName, manifest.to_json().dump(1));
+    fs_.replace_file_atomically(staging / kManifestName, manifest.to_json().dump());
     const fs::path final_dir = output_dir_ / manifest.tag;
     const fs::path replaced = output_dir_ / (kReplacedPrefix + manifest.tag);
     const bool replacing = fs_.exists(final_dir);
@@ -160,13 +160,17 @@ std::vector<CheckpointEntry> Coordinator::list() {
 }
 
 Manifest Coordinator::read_manifest(const fs::path& dir) {
+  // Rank 0 reads and validates the file, so a bad manifest fails with its
+  // reason on every rank; the others parse the same bytes it read.
   std::string text;
+  Manifest manifest;
   on_root([&] {
-    // Parse on rank 0 first, so a bad manifest fails there with its reason.
-    text = Manifest::read(dir, fs_).to_json().dump();
+    text = fs_.read_file(dir / kManifestName, kMaxManifestBytes);
+    manifest = Manifest::parse(text, dir / kManifestName);
   });
   text = comm_.broadcast_bytes(text, 0);
-  return Manifest::from_json(nlohmann::json::parse(text));
+  if (comm_.rank() != 0) manifest = Manifest::parse(text, dir / kManifestName);
+  return manifest;
 }
 
 fs::path Coordinator::set_aside(const std::string& tag,

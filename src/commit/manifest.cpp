@@ -14,8 +14,6 @@ namespace {
 
 using nlohmann::json;
 
-constexpr std::uint64_t kMaxManifestBytes = 1ull << 31;
-
 json region_to_json(const Region& region) {
   json out;
   if (region.kind() == Region::Kind::kFlatRange) {
@@ -254,7 +252,10 @@ Manifest Manifest::from_json(const json& j) {
 
 Manifest Manifest::read(const std::filesystem::path& dir, FileSystem& fs) {
   const auto path = dir / kManifestName;
-  const std::string text = fs.read_file(path, kMaxManifestBytes);
+  return parse(fs.read_file(path, kMaxManifestBytes), path);
+}
+
+Manifest Manifest::parse(const std::string& text, const std::filesystem::path& path) {
   try {
     return from_json(parse_untrusted_json(text, path.string()));
   } catch (const Error& e) {

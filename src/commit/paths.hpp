@@ -15,6 +15,8 @@ inline constexpr const char* kStagingPrefix = ".staging-";
 inline constexpr const char* kReplacedPrefix = ".replaced-";
 inline constexpr const char* kDeletingPrefix = ".deleting-";
 inline constexpr const char* kSetAsideSuffix = ".corrupt";
+// The largest manifest.json a reader accepts.
+inline constexpr std::uint64_t kMaxManifestBytes = 1ull << 31;
 
 // "global_step_<step>".
 std::string tag_for_step(std::int64_t step);

@@ -86,6 +86,12 @@ floe_setup() {
   else
     floe_phase "install: skipped (--no-install)"
   fi
+  # The reference checks (safetensors' own reader) need a venv from PyPI;
+  # without one CTest reports them as skipped.
+  # shellcheck source=scripts/lib/pyenv.sh
+  source "${FLOE_ROOT}/scripts/lib/pyenv.sh"
+  floe_phase "python: venv for reference checks"
+  floe_pyenv "${FLOE_ROOT}" || echo "setup: no Python venv; reference checks will be skipped" >&2
   floe_configure
   floe_build
 }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The figures in BENCHMARKS.md: floe bench at 1, 2 and 4 ranks on a ~1 GiB
+# state (engines side by side with raw POSIX I/O of the same bytes, fsync
+# included in both), and 20,000 small tensors for the per-tensor cost.
+# Usage: bash scripts/bench.sh [--no-install] [--size 1GiB] [--repeat 3]
+#        [--ranks "1 2 4"] [--dir SCRATCH]   (results: $BENCH_OUT, default bench-results/)
+set -euo pipefail
+FLOE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${FLOE_ROOT}"
+install=install size=1GiB repeat=3 ranks="1 2 4" scratch=/tmp/floe-bench
+while (($#)); do
+  case "$1" in
+    --no-install) install=no-install ;;
+    --size) size=$2; shift ;;
+    --repeat) repeat=$2; shift ;;
+    --ranks) ranks=$2; shift ;;
+    --dir) scratch=$2; shift ;;
+    *) echo "bench.sh: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+  shift
+done
+# shellcheck source=scripts/lib/setup.sh
+source scripts/lib/setup.sh
+floe_setup "${install}"
+out="${BENCH_OUT:-${FLOE_ROOT}/bench-results}"
+mkdir -p "${out}"
+floe="${BUILD_DIR}/src/cli/floe"
+mpi=(mpirun --oversubscribe)
+[[ $(id -u) -eq 0 ]] && mpi+=(--allow-run-as-root)
+floe_phase "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(df -h "$(dirname "${scratch}")" | awk 'NR==2 {print $1}')"
+for n in ${ranks}; do
+  floe_phase "bench: ${n} ranks, ${size}, 16 tensors"
+  "${mpi[@]}" -np "${n}" "${floe}" bench --dir "${scratch}" --size "${size}" \
+    --tensors 16 --repeat "${repeat}" --json "${out}/large_np${n}.json"
+done
+floe_phase "bench: 2 ranks, 20000 small tensors"
+"${mpi[@]}" -np 2 "${floe}" bench --dir "${scratch}" --size 20MiB --tensors 20000 \
+  --repeat 1 --json "${out}/small_np2.json"
+rm -rf "${scratch}"
+floe_phase "done: results in ${out}"

@@ -1,6 +1,6 @@
 #include "engines/hdf5/h5_transfer.hpp"
 
-#include "engines/hdf5/h5_handle.hpp"
+#include <vector>
 
 namespace floe::h5 {
 namespace {
@@ -46,39 +46,66 @@ void record(hid_t dxpl, TransferStats& stats) {
 
 }  // namespace
 
+PreparedTransfer prepare_transfer(const Shape& shape, const Transfer* transfer,
+                                  void* buffer, std::size_t element_size,
+                                  const std::string& what, ErrorCode code) {
+  PreparedTransfer out;
+  if (shape.empty()) {
+    out.file_space =
+        Space(check_id(H5Screate(H5S_SCALAR), "H5Screate (" + what + ")", code));
+  } else {
+    const std::vector<hsize_t> dims(shape.begin(), shape.end());
+    out.file_space = Space(check_id(
+        H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
+        "H5Screate_simple (" + what + ")", code));
+  }
+  if (transfer) {
+    select_boxes(out.file_space.get(), shape, transfer->boxes);
+    const hsize_t count = transfer->elements;
+    out.memory_space = Space(check_id(H5Screate_simple(1, &count, nullptr),
+                                      "H5Screate_simple (" + what + ")"));
+    out.at = static_cast<unsigned char*>(buffer) +
+             transfer->buffer_offset * element_size;
+  } else {
+    check(H5Sselect_none(out.file_space.get()),
+          "H5Sselect_none (" + what + ")");
+    out.memory_space = Space(
+        check_id(H5Scopy(out.file_space.get()), "H5Scopy (" + what + ")"));
+  }
+  return out;
+}
+
+Plist collective_dxpl() {
+  Plist dxpl(check_id(H5Pcreate(H5P_DATASET_XFER), "H5Pcreate (transfer)"));
+  check(H5Pset_dxpl_mpio(dxpl.get(), H5FD_MPIO_COLLECTIVE), "H5Pset_dxpl_mpio");
+  return dxpl;
+}
+
+void run_transfer(Direction direction, hid_t dataset, hid_t type, hid_t dxpl,
+                  const PreparedTransfer& prepared, TransferStats& stats,
+                  const std::string& what, ErrorCode code) {
+  if (direction == Direction::kWrite) {
+    check(H5Dwrite(dataset, type, prepared.memory_space.get(),
+                   prepared.file_space.get(), dxpl, prepared.at),
+          "H5Dwrite (" + what + ")", code);
+  } else {
+    check(H5Dread(dataset, type, prepared.memory_space.get(),
+                  prepared.file_space.get(), dxpl, prepared.at),
+          "H5Dread (" + what + ")", code);
+  }
+  record(dxpl, stats);
+}
+
 void collective_transfer(Direction direction, hid_t dataset, hid_t type,
                          const Shape& shape, const Transfer* transfer,
                          void* buffer, std::size_t element_size,
                          TransferStats& stats, const std::string& what,
                          ErrorCode code) {
-  Space file_space(
-      check_id(H5Dget_space(dataset), "H5Dget_space (" + what + ")", code));
-  Space memory_space;
-  unsigned char* at = nullptr;
-  if (transfer) {
-    select_boxes(file_space.get(), shape, transfer->boxes);
-    const hsize_t count = transfer->elements;
-    memory_space = Space(check_id(H5Screate_simple(1, &count, nullptr),
-                                  "H5Screate_simple (" + what + ")"));
-    at = static_cast<unsigned char*>(buffer) +
-         transfer->buffer_offset * element_size;
-  } else {
-    check(H5Sselect_none(file_space.get()), "H5Sselect_none (" + what + ")");
-    memory_space =
-        Space(check_id(H5Scopy(file_space.get()), "H5Scopy (" + what + ")"));
-  }
-  Plist dxpl(check_id(H5Pcreate(H5P_DATASET_XFER), "H5Pcreate (transfer)"));
-  check(H5Pset_dxpl_mpio(dxpl.get(), H5FD_MPIO_COLLECTIVE), "H5Pset_dxpl_mpio");
-  if (direction == Direction::kWrite) {
-    check(H5Dwrite(dataset, type, memory_space.get(), file_space.get(),
-                   dxpl.get(), at),
-          "H5Dwrite (" + what + ")", code);
-  } else {
-    check(H5Dread(dataset, type, memory_space.get(), file_space.get(),
-                  dxpl.get(), at),
-          "H5Dread (" + what + ")", code);
-  }
-  record(dxpl.get(), stats);
+  const PreparedTransfer prepared =
+      prepare_transfer(shape, transfer, buffer, element_size, what, code);
+  const Plist dxpl = collective_dxpl();
+  run_transfer(direction, dataset, type, dxpl.get(), prepared, stats, what,
+               code);
 }
 
 void independent_read_all(hid_t dataset, hid_t type, void* buffer,

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "engines/hdf5/h5_handle.hpp"
 #include "engines/hdf5/h5_selection.hpp"
 #include "floe/error.hpp"
 
@@ -23,12 +24,35 @@ struct TransferStats {
 
 enum class Direction { kWrite, kRead };
 
+// One rank's side of one collective transfer, built before the collective
+// call (everything that can fail on one rank alone happens here): the file
+// selection, the memory space and where in the buffer it starts.
+struct PreparedTransfer {
+  Space file_space;
+  Space memory_space;
+  unsigned char* at = nullptr;
+};
+
+// Local. Prepares `transfer` (nullptr: this rank moves nothing and only
+// takes part) of a dataset of `shape` for `buffer` (its start, element_size
+// bytes per element). Throws Error(code) naming `what`.
+PreparedTransfer prepare_transfer(const Shape& shape, const Transfer* transfer,
+                                  void* buffer, std::size_t element_size,
+                                  const std::string& what, ErrorCode code);
+
+// A transfer property list asking for collective I/O; reusable.
+Plist collective_dxpl();
+
 // Collective over the dataset's file: every rank calls it for the same
-// dataset, each with its own `transfer` (nullptr: this rank moves nothing
-// and only takes part). Moves the transfer's elements between `buffer` (its
-// start, element_size bytes per element) and dataset `dataset` of `shape`,
-// whose stored type `type` is also the memory type, asking for collective
-// I/O; records in `stats` what HDF5 did. Throws Error(code) naming `what`.
+// dataset with its own prepared share. Moves it between the buffer and
+// dataset `dataset`, whose stored type `type` is also the memory type, with
+// `dxpl` (collective_dxpl()); records in `stats` what HDF5 did. Throws
+// Error(code) naming `what`.
+void run_transfer(Direction direction, hid_t dataset, hid_t type, hid_t dxpl,
+                  const PreparedTransfer& prepared, TransferStats& stats,
+                  const std::string& what, ErrorCode code);
+
+// Both of the above with a fresh transfer property list.
 void collective_transfer(Direction direction, hid_t dataset, hid_t type,
                          const Shape& shape, const Transfer* transfer,
                          void* buffer, std::size_t element_size,

@@ -1,6 +1,7 @@
 #include "engines/hdf5/hdf5_reader.hpp"
 
 #include <algorithm>
+#include <map>
 
 #include "commit/paths.hpp"
 #include "core/comm.hpp"
@@ -63,12 +64,16 @@ bool dataset_exists(hid_t file, const std::string& path, hid_t access,
 Dataset open_dataset(hid_t file, const std::string& path, hid_t access,
                      const std::string& file_text, const std::string& owner) {
   const std::string where = "dataset " + path + " in " + file_text;
+  // Open first; the link-by-link existence check (a few more metadata
+  // lookups) only runs to explain a failed open.
+  const hid_t id = H5Dopen2(file, path.c_str(), access);
+  if (id >= 0) return Dataset(id);
+  const std::string stack = error_stack();
   if (!dataset_exists(file, path, access, where)) {
     throw Error(ErrorCode::kCorrupt,
                 file_text + " has no dataset " + path + " (" + owner + ")");
   }
-  return Dataset(check_id(H5Dopen2(file, path.c_str(), access),
-                          "H5Dopen2 (" + where + ")", ErrorCode::kCorrupt));
+  throw Error(ErrorCode::kCorrupt, "H5Dopen2 (" + where + "): " + stack);
 }
 
 // The dataset's extent; Shape{} for a scalar dataspace.
@@ -188,10 +193,14 @@ void Hdf5Reader::read(const TensorRecord& tensor, const std::vector<Box>& boxes,
   const Comm comm(comm_);
   const TensorSpec& spec = tensor.spec;
   const std::size_t element_size = dtype_size(spec.dtype);
+  const std::string where = "dataset " + tensor.dataset + " in " + file_text_;
 
-  // Each rank checks and plans its own request; one allreduce then carries
-  // both whether any rank failed and how many transfers every rank makes.
+  // Each rank checks and prepares its own request (local), then every rank
+  // opens and checks the dataset (collective metadata reads, which fail
+  // alike on every rank); one allreduce then carries both whether any rank
+  // failed and how many transfers every rank makes.
   std::vector<Transfer> plan;
+  std::vector<PreparedTransfer> prepared;
   std::exception_ptr error;
   try {
     std::uint64_t elements = 0;
@@ -206,37 +215,58 @@ void Hdf5Reader::read(const TensorRecord& tensor, const std::vector<Box>& boxes,
     plan = plan_transfers(
         spec.shape, boxes,
         std::max<std::uint64_t>(1, kMaxReadBytes / element_size));
+    for (const Transfer& transfer : plan) {
+      prepared.push_back(prepare_transfer(spec.shape, &transfer, out,
+                                          element_size, where,
+                                          ErrorCode::kCorrupt));
+    }
+    if (!transfer_list_) transfer_list_ = collective_dxpl();
   } catch (...) {
     error = std::current_exception();
+    plan.clear();
+    prepared.clear();
+  }
+  Dataset dataset;
+  try {
+    dataset = open_dataset(file_.get(), tensor.dataset, dataset_access_.get(),
+                           file_text_, "tensor \"" + spec.key() + "\"");
+    check_dataset(dataset.get(), spec, where);
+  } catch (...) {
+    if (!error) error = std::current_exception();
   }
   const std::uint64_t local[2] = {error ? 1u : 0u, plan.size()};
   std::uint64_t global[2] = {0, 0};
   check_mpi(MPI_Allreduce(local, global, 2, MPI_UINT64_T, MPI_MAX, comm_),
             "MPI_Allreduce");
-  if (global[0] != 0) agree_on_error(comm, error);  // throws on every rank
+  if (global[0] != 0) {
+    dataset.reset();
+    agree_on_error(comm, error);  // throws on every rank
+  }
   const std::uint64_t rounds = global[1];
 
-  const std::string where = "dataset " + tensor.dataset + " in " + file_text_;
-  const Type type = stored_type(spec.dtype);
-  Dataset dataset;
-  const std::uint64_t steps = std::max<std::uint64_t>(rounds, 1);
-  for (std::uint64_t k = 0; k < steps; ++k) {
-    collectively(comm, [&] {
-      if (k == 0) {
-        dataset =
-            open_dataset(file_.get(), tensor.dataset, dataset_access_.get(),
-                         file_text_, "tensor \"" + spec.key() + "\"");
-        check_dataset(dataset.get(), spec, where);
-      }
-      if (k < rounds) {
-        collective_transfer(Direction::kRead, dataset.get(), type.get(),
-                            spec.shape, k < plan.size() ? &plan[k] : nullptr,
-                            out, element_size, stats_, where,
-                            ErrorCode::kCorrupt);
-      }
-      if (k + 1 == steps) dataset.close("H5Dclose (" + where + ")");
-    });
+  // Only the collective H5Dreads are left: an HDF5 failure inside one is
+  // the same on every rank, so no further agreement is needed.
+  if (rounds > prepared.size()) {
+    const Shape& shape = spec.shape;
+    const std::size_t have = prepared.size();
+    for (std::uint64_t k = have; k < rounds; ++k) {
+      prepared.push_back(prepare_transfer(shape, nullptr, out, element_size,
+                                          where, ErrorCode::kCorrupt));
+    }
   }
+  const Type& type = type_of(spec.dtype);
+  for (std::uint64_t k = 0; k < rounds; ++k) {
+    run_transfer(Direction::kRead, dataset.get(), type.get(),
+                 transfer_list_.get(), prepared[k], stats_, where,
+                 ErrorCode::kCorrupt);
+  }
+  dataset.close("H5Dclose (" + where + ")");
+}
+
+const Type& Hdf5Reader::type_of(DType dtype) {
+  auto it = types_.find(dtype);
+  if (it == types_.end()) it = types_.emplace(dtype, stored_type(dtype)).first;
+  return it->second;
 }
 
 std::vector<std::uint8_t> Hdf5Reader::read_blob(const BlobRecord& blob) {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -54,6 +55,9 @@ class Hdf5Reader : public CheckpointReader {
   std::string blob_file_name_;
   File blob_file_;
   TransferStats stats_;
+  Plist transfer_list_;  // collective transfers, made once
+  std::map<DType, Type> types_;
+  const Type& type_of(DType dtype);
 };
 
 // Collective. The ReaderFactory registered for "hdf5".

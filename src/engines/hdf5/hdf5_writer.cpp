@@ -1,6 +1,7 @@
 #include "engines/hdf5/hdf5_writer.hpp"
 
 #include <algorithm>
+#include <map>
 
 #include "core/comm.hpp"
 #include "engines/hdf5/h5_types.hpp"
@@ -184,37 +185,105 @@ std::vector<TensorPlan> plan_writes(const SaveContext& ctx,
   return plans;
 }
 
-void write_tensor(const Comm& comm, hid_t file, const CreateLists& lists,
-                  const TensorSpec& spec, const TensorPlan& plan,
-                  const std::string& file_text, TransferStats& stats) {
-  const std::string path = dataset_path(spec);
-  const std::string where = "dataset " + path + " in " + file_text;
-  const std::uint64_t rounds = plan.rounds;
-  const auto& mine = plan.mine;
-
-  Type type;
+// One tensor's dataset, open from its creation until its last transfer, and
+// this rank's side of each of its collective transfers.
+struct TensorWrite {
   Dataset dataset;
-  // Each step is agreed on before the next collective starts, so a rank that
-  // fails never leaves the others waiting inside HDF5.
-  const std::uint64_t steps = std::max<std::uint64_t>(rounds, 1);
-  for (std::uint64_t k = 0; k < steps; ++k) {
-    collectively(comm, [&] {
-      if (k == 0) {
-        type = stored_type(spec.dtype);
-        dataset =
-            create_dataset(file, lists, path, type.get(), spec.shape, where);
-        write_string_attribute(dataset.get(), kDtypeAttribute,
-                               std::string(dtype_name(spec.dtype)), where);
-      }
-      if (k < rounds) {
-        collective_transfer(Direction::kWrite, dataset.get(), type.get(),
-                            spec.shape, k < mine.size() ? &mine[k] : nullptr,
-                            plan.buffer, dtype_size(spec.dtype), stats, where,
-                            ErrorCode::kIo);
-      }
-      if (k + 1 == steps) dataset.close("H5Dclose (" + where + ")");
-    });
+  hid_t type = H5I_INVALID_HID;  // owned by the TypeCache
+  std::vector<PreparedTransfer> transfers;
+};
+
+// One stored type per dtype, made once per save.
+class TypeCache {
+ public:
+  hid_t get(DType dtype) {
+    auto it = types_.find(dtype);
+    if (it == types_.end()) it = types_.emplace(dtype, stored_type(dtype)).first;
+    return it->second.get();
   }
+
+ private:
+  std::map<DType, Type> types_;
+};
+
+std::string where_of(const std::string& path, const std::string& file_text) {
+  return "dataset " + path + " in " + file_text;
+}
+
+// Local: this rank's side of every tensor's transfers and the stored types,
+// prepared before any dataset is created.
+std::vector<TensorWrite> prepare_tensors(const GlobalLayout& layout,
+                                         const std::vector<TensorPlan>& plans,
+                                         TypeCache& types,
+                                         const std::string& file_text) {
+  std::vector<TensorWrite> out(plans.size());
+  for (std::size_t t = 0; t < plans.size(); ++t) {
+    const TensorSpec& spec = layout.tensors[t].spec;
+    const TensorPlan& plan = plans[t];
+    TensorWrite& w = out[t];
+    w.type = types.get(spec.dtype);
+    w.transfers.reserve(plan.rounds);
+    for (std::uint64_t k = 0; k < plan.rounds; ++k) {
+      w.transfers.push_back(prepare_transfer(
+          spec.shape, k < plan.mine.size() ? &plan.mine[k] : nullptr,
+          plan.buffer, dtype_size(spec.dtype),
+          where_of(dataset_path(spec), file_text), ErrorCode::kIo));
+    }
+  }
+  return out;
+}
+
+// Collective (metadata operations are): creates every tensor's dataset and
+// its floe_dtype attribute, in layout order, with HDF5 calls only. Nothing
+// here is agreed on tensor by tensor: the caller agrees once on the phase.
+void create_tensors(hid_t file, const CreateLists& lists,
+                    const GlobalLayout& layout,
+                    std::vector<TensorWrite>& writes,
+                    const std::string& file_text) {
+  for (std::size_t t = 0; t < writes.size(); ++t) {
+    const TensorSpec& spec = layout.tensors[t].spec;
+    const std::string path = dataset_path(spec);
+    const std::string where = where_of(path, file_text);
+    TensorWrite& w = writes[t];
+    w.dataset = create_dataset(file, lists, path, w.type, spec.shape, where);
+    write_string_attribute(w.dataset.get(), kDtypeAttribute,
+                           std::string(dtype_name(spec.dtype)), where);
+  }
+}
+
+// Collective: every rank makes every tensor's collective writes in layout
+// order, then closes its dataset. A rank whose write fails keeps making the
+// remaining ones (the others may be inside them) and returns its first
+// error; the caller agrees on it once for the whole phase. (An HDF5 failure
+// inside a collective call is the same on every rank in practice.)
+std::exception_ptr write_tensors(const GlobalLayout& layout,
+                                 std::vector<TensorWrite>& writes, hid_t dxpl,
+                                 const std::string& file_text,
+                                 TransferStats& stats) {
+  std::exception_ptr error;
+  for (std::size_t t = 0; t < writes.size(); ++t) {
+    TensorWrite& w = writes[t];
+    for (const PreparedTransfer& transfer : w.transfers) {
+      try {
+        run_transfer(Direction::kWrite, w.dataset.get(), w.type, dxpl, transfer,
+                     stats,
+                     where_of(dataset_path(layout.tensors[t].spec), file_text),
+                     ErrorCode::kIo);
+      } catch (...) {
+        if (!error) error = std::current_exception();
+      }
+    }
+    w.transfers.clear();
+    try {
+      w.dataset.close("H5Dclose (" +
+                      where_of(dataset_path(layout.tensors[t].spec),
+                               file_text) +
+                      ")");
+    } catch (...) {
+      if (!error) error = std::current_exception();
+    }
+  }
+  return error;
 }
 
 // Blobs are small and each belongs to one rank: every rank creates every
@@ -321,10 +390,21 @@ WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
     create_top_groups(file.get(), file_text);
     write_root_attributes(file.get(), ctx.layout, reports[0], file_text);
   });
-  for (std::size_t t = 0; t < plans.size(); ++t) {
-    write_tensor(comm, file.get(), lists, ctx.layout.tensors[t].spec, plans[t],
-                 file_text, stats);
-  }
+  // Phases, each agreed on once: prepare the transfers (local), create every
+  // dataset, write every tensor, then the blobs.
+  TypeCache types;
+  std::vector<TensorWrite> writes;
+  Plist dxpl;
+  collectively(comm, [&] {
+    dxpl = collective_dxpl();
+    writes = prepare_tensors(ctx.layout, plans, types, file_text);
+  });
+  collectively(comm, [&] {
+    create_tensors(file.get(), lists, ctx.layout, writes, file_text);
+  });
+  agree_on_error(comm, write_tensors(ctx.layout, writes, dxpl.get(), file_text,
+                                     stats));
+  writes.clear();
   write_blobs(comm, file.get(), lists, reports, ctx.state, file_text);
   collectively(comm, [&] {
     // H5Fflush(GLOBAL) ends in MPI_File_sync: the data is durable.

@@ -135,7 +135,7 @@ std::vector<std::string> check_names(const GlobalLayout& asked,
 
 std::uint64_t read_own_regions(State& state, const Table& table,
                                const HfLoadOptions& options) {
-  std::map<std::size_t, std::unique_ptr<hf::ReadOnlyFile>> open;
+  std::map<std::size_t, std::unique_ptr<ReadOnlyFile>> open;
   std::uint64_t bytes = 0;
   for (TensorShard& shard : state.tensors()) {
     const TensorSpec& spec = shard.spec();
@@ -145,7 +145,7 @@ std::uint64_t read_own_regions(State& state, const Table& table,
     auto& file = open[t.file];
     if (!file) {
       const Table::File& f = table.files[t.file];
-      file = std::make_unique<hf::ReadOnlyFile>(f.path);
+      file = std::make_unique<ReadOnlyFile>(f.path);
       if (file->size() != f.size) {
         throw Error(ErrorCode::kCorrupt,
                     f.path + " changed while loading: it was " +

@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <string>
 
-#include "engines/hf/read_only_file.hpp"
+#include "io/read_only_file.hpp"
 #include "engines/hf/safetensors_header.hpp"
 #include "floe/dtype.hpp"
 #include "floe/region.hpp"

@@ -8,7 +8,7 @@
 #include "core/comm.hpp"
 #include "core/wire.hpp"
 #include "engines/hf/collective_write.hpp"
-#include "engines/hf/read_only_file.hpp"
+#include "io/read_only_file.hpp"
 #include "engines/hf/safetensors_index.hpp"
 #include "engines/hf/write_runs.hpp"
 #include "floe/error.hpp"

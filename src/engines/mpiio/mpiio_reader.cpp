@@ -1,12 +1,13 @@
 // Reads mpiio checkpoints: each requested box is assembled from the saved
-// pieces it overlaps, reading only the overlapping bytes (independent reads:
-// every run is a large contiguous one when layouts match).
+// pieces it overlaps, reading only the overlapping bytes. Reads are
+// independent, so they go through plain bounds-checked pread: every run is
+// a large contiguous one when layouts match, and MPI-IO adds nothing there.
 #include <map>
 
 #include "commit/paths.hpp"
 #include "engines/mpiio/mpiio_engine.hpp"
 #include "floe/error.hpp"
-#include "io/mpi_file.hpp"
+#include "io/read_only_file.hpp"
 
 namespace floe {
 namespace {
@@ -23,7 +24,7 @@ class MpiioReader : public CheckpointReader {
     std::uint64_t out_at = 0;  // elements
     for (const Box& want : boxes) {
       for (const auto& piece : tensor.pieces) {
-        MpiFile& file = open(piece.file);
+        const ReadOnlyFile& file = open(piece.file);
         std::uint64_t piece_at = 0;
         for (const Box& have : piece.region.boxes(tensor.spec.shape)) {
           for_each_overlap_run(have, want, [&](std::uint64_t have_at,
@@ -42,19 +43,19 @@ class MpiioReader : public CheckpointReader {
 
   std::vector<std::uint8_t> read_blob(const BlobRecord& blob) override {
     std::vector<std::uint8_t> bytes(blob.nbytes);
-    open(blob.file).read_at(blob.offset, bytes.data(), blob.nbytes);
+    open(blob.file).read_exact(blob.offset, blob.nbytes, bytes.data());
     return bytes;
   }
 
  private:
   // Merges runs adjacent in both the file and memory into one read.
   struct Pending {
-    MpiFile* file = nullptr;
+    const ReadOnlyFile* file = nullptr;
     std::uint64_t offset = 0;
     char* memory = nullptr;
     std::uint64_t length = 0;
 
-    void add(MpiFile& f, std::uint64_t at, char* into, std::uint64_t n) {
+    void add(const ReadOnlyFile& f, std::uint64_t at, char* into, std::uint64_t n) {
       if (file == &f && offset + length == at && memory + length == into) {
         length += n;
         return;
@@ -66,23 +67,22 @@ class MpiioReader : public CheckpointReader {
       length = n;
     }
     void flush() {
-      if (length > 0) file->read_at(offset, memory, length);
+      if (length > 0) file->read_exact(offset, length, memory);
       length = 0;
     }
   };
 
-  MpiFile& open(const std::string& name) {
+  const ReadOnlyFile& open(const std::string& name) {
     auto it = files_.find(name);
     if (it == files_.end()) {
       const auto path = resolve_inside(dir_, name, "mpiio checkpoint");
-      it = files_.emplace(name, MpiFile(MPI_COMM_SELF, path, MpiFile::Mode::kRead,
-                                        MpiInfo())).first;
+      it = files_.emplace(name, ReadOnlyFile(path)).first;
     }
     return it->second;
   }
 
   std::filesystem::path dir_;
-  std::map<std::string, MpiFile> files_;
+  std::map<std::string, ReadOnlyFile> files_;
 };
 
 }  // namespace

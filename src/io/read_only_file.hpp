@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <string>
 
-namespace floe::hf {
+namespace floe {
 
 class ReadOnlyFile {
  public:
@@ -34,4 +34,4 @@ class ReadOnlyFile {
   std::uint64_t size_ = 0;
 };
 
-}  // namespace floe::hf
+}  // namespace floe

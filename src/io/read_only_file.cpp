@@ -1,4 +1,4 @@
-#include "engines/hf/read_only_file.hpp"
+#include "io/read_only_file.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -11,7 +11,7 @@
 
 #include "floe/error.hpp"
 
-namespace floe::hf {
+namespace floe {
 
 ReadOnlyFile::ReadOnlyFile(const std::filesystem::path& path) : path_(path) {
   fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -85,4 +85,4 @@ void ReadOnlyFile::read_exact(std::uint64_t offset, std::uint64_t bytes,
   }
 }
 
-}  // namespace floe::hf
+}  // namespace floe

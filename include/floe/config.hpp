@@ -62,6 +62,9 @@ struct CheckpointConfig {
   bool auto_resume = false;   // Default: false. Load `latest` at start.
   std::int64_t keep_last_n = 0;  // Default: 0 (keep every checkpoint).
   bool verify_on_load = true;    // Default: true. Check checksums on load.
+  // Default: false. save() stages the state and returns; the write and the
+  // commit go on in the background (see engine.hpp).
+  bool async = false;
   EngineOptions options;         // The engine's own keys, with defaults.
 
   nlohmann::json to_json() const;

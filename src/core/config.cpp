@@ -17,6 +17,8 @@ const std::vector<OptionSpec>& common_options() {
       {"auto_resume", OptionKind::kBool, false, "load `latest` at start"},
       {"keep_last_n", OptionKind::kCount, 0, "keep the newest N checkpoints (0: all)"},
       {"verify_on_load", OptionKind::kBool, true, "check checksums on load"},
+      {"async", OptionKind::kBool, false,
+       "save() returns once the state is staged; the write goes on in the background"},
   };
   return kOptions;
 }
@@ -54,6 +56,7 @@ nlohmann::json CheckpointConfig::to_json() const {
   out["auto_resume"] = auto_resume;
   out["keep_last_n"] = keep_last_n;
   out["verify_on_load"] = verify_on_load;
+  out["async"] = async;
   return out;
 }
 

@@ -252,6 +252,7 @@ CheckpointConfig parse_config(const nlohmann::json& json) {
   config.auto_resume = values["auto_resume"].get<bool>();
   config.keep_last_n = count("keep_last_n");
   config.verify_on_load = values["verify_on_load"].get<bool>();
+  config.async = values["async"].get<bool>();
   if (config.auto_resume && !engine->resumable) {
     bad("auto_resume", "engine \"" + type +
                            "\" writes checkpoints that cannot be resumed from");

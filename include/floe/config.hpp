@@ -65,6 +65,10 @@ struct CheckpointConfig {
   // Default: false. save() stages the state and returns; the write and the
   // commit go on in the background (see engine.hpp).
   bool async = false;
+  // Default: 0 (no cap). The most bytes of host staging memory one rank may
+  // allocate (asynchronous saves, device tensors); a state that needs more
+  // fails to save with Error(kIo) naming both sizes, nothing written.
+  std::uint64_t staging_pool_limit = 0;
   EngineOptions options;         // The engine's own keys, with defaults.
 
   nlohmann::json to_json() const;

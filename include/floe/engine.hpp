@@ -20,7 +20,7 @@
 
 namespace floe {
 
-
+class Comm;
 
 // Events a callback can attach to (the seed's CallbackMixin).
 enum class CallbackEvent { kPreSave, kPostSave, kPreLoad, kPostLoad };
@@ -109,7 +109,8 @@ class CheckpointEngine {
   std::filesystem::path checkpoint_dir() const;
 
   // Collective. True when output_dir has a `latest` naming a directory with
-  // a manifest (rank 0 looks; every rank gets its answer).
+  // a manifest (rank 0 looks; every rank gets its answer). Waits for an
+  // asynchronous save in flight first (see wait()).
   bool latest_checkpoint_exists() const;
 
   // Collective. Saves the trainer's state as checkpoint_dir() with the
@@ -118,7 +119,29 @@ class CheckpointEngine {
   // the previous checkpoints and `latest` untouched. Saves whenever called
   // (`enabled` only gates do_checkpoint()). The first save(), load() or
   // resume() of an engine removes what interrupted saves left behind.
+  //
+  // With `async: true` (docs/async.md) save() first waits for the previous
+  // save (see wait()), then copies the state into the engine's staging pool
+  // and returns: the trainer may change its tensors at once. A background
+  // thread writes and commits the copy; the checkpoint exists only once it
+  // is committed. Errors of the staging step (a pool that cannot be
+  // allocated: kIo) are thrown here, the same on every rank, with nothing
+  // written; errors of the background write surface at the next wait().
+  //
+  // Tensors on a GPU (device() "cuda" or "cuda:<N>", pointers that CUDA
+  // reports as device memory) are copied to the page-locked staging pool on
+  // a stream of the engine's own, in both modes, after the work queued on
+  // the legacy default stream: a trainer computing on other streams
+  // synchronizes them before save().
   void save();
+
+  // Waits for the asynchronous save in flight, if any, and throws its Error
+  // (the same on every rank: the background write agreed on it), after which
+  // it is forgotten. On success runs the post-save callbacks, on this thread.
+  // Not collective: each rank waits for its own I/O thread. save(), load(),
+  // resume(), latest_checkpoint_exists() and set_file_system() call it
+  // first, so the call that surfaces an error does not do its own work.
+  void wait();
 
   // Collective. Loads `checkpoint` (a checkpoint directory; by default the
   // one `latest` names) into the trainer's state, whatever world size and
@@ -143,10 +166,17 @@ class CheckpointEngine {
   void add_callback(CallbackEvent event,
                     std::function<void(CheckpointEngine&)> callback);
 
-  // Replaces the file system (tests inject faults through it).
+  // Replaces the file system (tests inject faults through it). Waits for an
+  // asynchronous save in flight first (see wait()).
   void set_file_system(std::shared_ptr<FileSystem> fs);
 
  protected:
+  // Waits for an asynchronous save in flight, logging (never throwing) its
+  // error; post-save callbacks do not run. The base destructor calls it, but
+  // by then a derived engine's members are gone: an engine whose
+  // write_state() reads its own members calls this first in its destructor.
+  void finish_pending_save() noexcept;
+
   // Collective. Writes the state's data into files under ctx.dir and makes
   // it durable (MPI_File_sync, H5Fflush) before returning. Rank 0's
   // WriteResult must describe every rank's pieces and blobs; it becomes the
@@ -157,8 +187,14 @@ class CheckpointEngine {
   FileSystem& fs() { return *fs_; }
 
  private:
+  struct Staging;  // the staging pool, device copier and I/O thread
+
   void run_callbacks(CallbackEvent event);
   void recover_once();
+  // Collective over `comm`: exchange_layout, the engine's write step and the
+  // commit of `state` as the checkpoint of `progress`.
+  void write_and_commit(const Comm& comm, State& state, const Progress& progress);
+  Staging& staging();
 
   TrainerView& trainer_;
   CheckpointConfig config_;
@@ -169,6 +205,8 @@ class CheckpointEngine {
   std::string loaded_tag_;  // retention never deletes the checkpoint loaded
   std::vector<std::pair<CallbackEvent, std::function<void(CheckpointEngine&)>>>
       callbacks_;
+  std::unique_ptr<Staging> staging_;  // made at the first staged save or load
+  bool post_save_pending_ = false;    // an asynchronous save awaits its callbacks
 };
 
 }  // namespace floe

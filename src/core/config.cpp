@@ -19,6 +19,8 @@ const std::vector<OptionSpec>& common_options() {
       {"verify_on_load", OptionKind::kBool, true, "check checksums on load"},
       {"async", OptionKind::kBool, false,
        "save() returns once the state is staged; the write goes on in the background"},
+      {"staging_pool_limit", OptionKind::kBytes, 0,
+       "most bytes of staging memory per rank (async saves, GPU tensors; 0: no cap)"},
   };
   return kOptions;
 }
@@ -57,6 +59,7 @@ nlohmann::json CheckpointConfig::to_json() const {
   out["keep_last_n"] = keep_last_n;
   out["verify_on_load"] = verify_on_load;
   out["async"] = async;
+  out["staging_pool_limit"] = staging_pool_limit;
   return out;
 }
 

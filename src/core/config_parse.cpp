@@ -253,6 +253,12 @@ CheckpointConfig parse_config(const nlohmann::json& json) {
   config.keep_last_n = count("keep_last_n");
   config.verify_on_load = values["verify_on_load"].get<bool>();
   config.async = values["async"].get<bool>();
+  config.staging_pool_limit = values["staging_pool_limit"].get<std::uint64_t>();
+  if (config.async && !engine->resumable) {
+    bad("async", "engine \"" + type +
+                     "\" exports in one synchronous pass; asynchronous saves are "
+                     "for the resumable engines (hdf5, mpiio)");
+  }
   if (config.auto_resume && !engine->resumable) {
     bad("auto_resume", "engine \"" + type +
                            "\" writes checkpoints that cannot be resumed from");

@@ -1,5 +1,6 @@
 // CheckpointEngine: when to save, and the save/load sequence around an
-// engine's write step (commit protocol in src/commit).
+// engine's write step (commit protocol in src/commit), synchronous or staged
+// and written in the background (docs/async.md).
 #include "floe/engine.hpp"
 
 #include <chrono>
@@ -8,7 +9,10 @@
 #include "commit/coordinator.hpp"
 #include "commit/paths.hpp"
 #include "commit/restore.hpp"
+#include "core/async_save.hpp"
 #include "core/comm.hpp"
+#include "core/state_snapshot.hpp"
+#include "cuda/device_copy.hpp"
 #include "floe/checkpoint.hpp"
 #include "floe/error.hpp"
 #include "floe/log.hpp"
@@ -40,14 +44,61 @@ std::uint64_t bytes_this_rank_writes(const GlobalLayout& layout, int rank) {
 
 }  // namespace
 
+// What staged saves and device loads keep between calls. Members are
+// destroyed in reverse order: the I/O thread is joined first, the pool is
+// freed before the copier whose pinned memory it may hold.
+struct CheckpointEngine::Staging {
+  std::unique_ptr<DeviceCopier> copier;  // made at the first device tensor
+  StagingPool pool;
+  StateSnapshot snapshot;
+  std::unique_ptr<BackgroundSave> background;  // made at the first async save
+
+  DeviceCopier* copier_for(const std::string& device) {
+    if (!is_cuda_device(device)) return nullptr;
+    if (!copier) copier = make_device_copier(device);
+    return copier.get();
+  }
+};
+
 CheckpointEngine::CheckpointEngine(TrainerView& trainer, CheckpointConfig config)
     : trainer_(trainer), config_(std::move(config)), fs_(posix_file_system()) {
   const Comm comm(trainer_.comm());
   rank_ = comm.rank();
   world_size_ = comm.size();
+  // Local and the same on every rank of one program: fail before any save.
+  if (config_.async) check_async_thread_level(mpi_thread_level());
 }
 
-CheckpointEngine::~CheckpointEngine() = default;
+CheckpointEngine::~CheckpointEngine() { finish_pending_save(); }
+
+CheckpointEngine::Staging& CheckpointEngine::staging() {
+  if (!staging_) staging_ = std::make_unique<Staging>();
+  return *staging_;
+}
+
+void CheckpointEngine::wait() {
+  if (!staging_ || !staging_->background) return;
+  const std::exception_ptr error = staging_->background->wait();
+  const bool completed = post_save_pending_;
+  post_save_pending_ = false;
+  if (error) std::rethrow_exception(error);
+  if (completed) run_callbacks(CallbackEvent::kPostSave);
+}
+
+void CheckpointEngine::finish_pending_save() noexcept {
+  if (!staging_ || !staging_->background) return;
+  const std::exception_ptr error = staging_->background->wait();
+  post_save_pending_ = false;
+  if (!error || rank_ != 0) return;
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    log_message(LogLevel::kWarning,
+                std::string("an asynchronous save failed and nobody waited for it "
+                            "(the engine was destroyed first): ") + e.what());
+  } catch (...) {
+  }
+}
 
 bool CheckpointEngine::do_checkpoint() const {
   if (!config_.enabled) return false;
@@ -66,6 +117,9 @@ std::filesystem::path CheckpointEngine::checkpoint_dir() const {
 }
 
 bool CheckpointEngine::latest_checkpoint_exists() const {
+  // Engines are never const objects; waiting changes no observable state
+  // but the callbacks it runs.
+  const_cast<CheckpointEngine*>(this)->wait();
   const Comm comm(trainer_.comm());
   Coordinator coordinator(*fs_, comm, config_.output_dir);
   const auto tag = coordinator.latest();
@@ -83,6 +137,7 @@ void CheckpointEngine::add_callback(CallbackEvent event,
 
 void CheckpointEngine::set_file_system(std::shared_ptr<FileSystem> fs) {
   if (!fs) throw Error(ErrorCode::kInvalidArgument, "set_file_system(nullptr)");
+  wait();  // the I/O thread may be using the current one
   fs_ = std::move(fs);
 }
 
@@ -100,12 +155,46 @@ void CheckpointEngine::recover_once() {
 }
 
 void CheckpointEngine::save() {
+  wait();
+  if (config_.async && !resumable()) {
+    throw Error(ErrorCode::kUnsupported,
+                "config key \"async\": engine \"" + std::string(name()) +
+                    "\" exports in one synchronous pass; asynchronous saves are "
+                    "for the resumable engines (hdf5, mpiio)");
+  }
   const Comm comm(trainer_.comm());
   run_callbacks(CallbackEvent::kPreSave);
   recover_once();
-  Coordinator coordinator(*fs_, comm, config_.output_dir);
   State& state = trainer_.state();
   const Progress progress = trainer_.progress();
+  const std::string device = trainer_.device();
+  if (!config_.async && !is_cuda_device(device)) {
+    write_and_commit(comm, state, progress);
+    run_callbacks(CallbackEvent::kPostSave);
+    return;
+  }
+  // Stage: copy the state into the pool. A rank that cannot (no memory for
+  // the pool, a CUDA error) fails every rank here, before anything is written.
+  Staging& s = staging();
+  State* staged = collectively(comm, [&] {
+    return &s.snapshot.capture(state, s.pool, s.copier_for(device),
+                               config_.staging_pool_limit);
+  });
+  if (!config_.async) {
+    write_and_commit(comm, *staged, progress);
+    run_callbacks(CallbackEvent::kPostSave);
+    return;
+  }
+  if (!s.background) s.background = std::make_unique<BackgroundSave>(comm.get());
+  s.background->start([this, staged, progress](MPI_Comm io_comm) {
+    write_and_commit(Comm(io_comm), *staged, progress);
+  });
+  post_save_pending_ = true;
+}
+
+void CheckpointEngine::write_and_commit(const Comm& comm, State& state,
+                                        const Progress& progress) {
+  Coordinator coordinator(*fs_, comm, config_.output_dir);
   // Deterministic on every rank: a bad layout throws the same Error on all.
   const GlobalLayout layout = exchange_layout(state, comm.get());
 
@@ -140,11 +229,11 @@ void CheckpointEngine::save() {
     coordinator.abort(staging);
     throw;
   }
-  run_callbacks(CallbackEvent::kPostSave);
 }
 
 Manifest CheckpointEngine::load(const std::optional<std::filesystem::path>& checkpoint,
                                 const LoadOptions& options) {
+  wait();
   const Comm comm(trainer_.comm());
   if (!resumable()) {
     throw Error(ErrorCode::kUnsupported,
@@ -168,13 +257,26 @@ Manifest CheckpointEngine::load(const std::optional<std::filesystem::path>& chec
     dir = config_.output_dir / *tag;
   }
   const OpenCheckpoint opened = open_checkpoint(dir, comm.get(), *fs_);
-  restore_state(opened, trainer_.state(), comm, config_.verify_on_load, options);
+  const std::string device = trainer_.device();
+  if (!is_cuda_device(device)) {
+    restore_state(opened, trainer_.state(), comm, config_.verify_on_load, options);
+  } else {
+    // Device tensors: read into the pinned pool, then copy to the GPU.
+    Staging& s = staging();
+    State* mirror = collectively(comm, [&] {
+      return &s.snapshot.mirror(trainer_.state(), s.pool, s.copier_for(device),
+                                config_.staging_pool_limit);
+    });
+    restore_state(opened, *mirror, comm, config_.verify_on_load, options);
+    collectively(comm, [&] { s.snapshot.copy_back(trainer_.state(), s.copier.get()); });
+  }
   loaded_tag_ = opened.manifest.tag;
   run_callbacks(CallbackEvent::kPostLoad);
   return opened.manifest;
 }
 
 std::optional<Manifest> CheckpointEngine::resume(const LoadOptions& options) {
+  wait();
   const Comm comm(trainer_.comm());
   recover_once();
   Coordinator coordinator(*fs_, comm, config_.output_dir);

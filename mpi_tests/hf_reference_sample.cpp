@@ -1,6 +1,9 @@
 // Writes sample exports for hf_reference_check.py, which loads them with
 // safetensors' own (Rust) reader and recomputes every value. Usage, at any
 // rank count:  mpirun -n N hf_reference_sample <dir>
+// or, to save the same model as a checkpoint of a resumable engine (which
+// `floe export-hf` then exports):
+//   mpirun -n N hf_reference_sample --checkpoint <engine> <output dir>
 // Values follow formulas Python can repeat: element i of the k-th tensor is
 // ((i * 37 + k * 11) % 1024) / 8 - 64 for floats (computed in F32, rounded
 // to the state's dtype, then to the exported one), (i * 37 + k * 11) % 251
@@ -14,6 +17,7 @@
 #include "engines/hf/float_cast.hpp"
 #include "floe/error.hpp"
 #include "floe/hf.hpp"
+#include "floe/registry.hpp"
 #include "hf_test_model.hpp"
 
 namespace floe::test {
@@ -55,16 +59,40 @@ void fill(TensorShard& shard, std::uint64_t k) {
       });
 }
 
-void write_sample(const std::filesystem::path& dir, std::vector<TensorDef> defs,
-                  const HfExportOptions& options) {
+void build_sample(State& state, const std::vector<TensorDef>& defs) {
   const int rank = world_rank(), size = world_size();
-  State state;
   for (std::size_t k = 0; k < defs.size(); ++k) {
     const auto region = region_for(defs[k], defs[k].split, rank, size);
     if (!region) continue;
     fill(state.add_model(defs[k].name, defs[k].dtype, defs[k].shape, *region),
          k);
   }
+}
+
+// The model as step 1 of a checkpoint in `output_dir`, with optimizer state
+// beside it (which an export leaves out).
+void save_checkpoint(const std::string& engine,
+                     const std::filesystem::path& output_dir,
+                     const std::vector<TensorDef>& defs) {
+  SimpleTrainer trainer;
+  build_sample(trainer.state_now, defs);
+  const int rank = world_rank(), size = world_size();
+  const auto& w = defs.front();  // an F32 matrix, dim-0 split
+  if (const auto region = region_for(w, Split::kFlat, rank, size)) {
+    trainer.state_now.add_optimizer(w.name, "exp_avg", DType::kF32, w.shape,
+                                    *region);
+  }
+  trainer.progress_now.global_step = 1;
+  make_engine(trainer, parse_config({{"type", engine},
+                                     {"output_dir", output_dir.string()}}))
+      ->save();
+}
+
+void write_sample(const std::filesystem::path& dir, std::vector<TensorDef> defs,
+                  const HfExportOptions& options) {
+  const int rank = world_rank();
+  State state;
+  build_sample(state, defs);
   export_hf(state, dir, MPI_COMM_WORLD, options);
   if (rank != 0) return;
   nlohmann::json spec = nlohmann::json::array();
@@ -88,7 +116,16 @@ int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   int status = 0;
   try {
-    if (argc != 2) throw std::runtime_error("usage: hf_reference_sample <dir>");
+    if (argc == 4 && std::string(argv[1]) == "--checkpoint") {
+      floe::test::save_checkpoint(argv[2], argv[3],
+                                  floe::test::reference_model());
+      MPI_Finalize();
+      return 0;
+    }
+    if (argc != 2) {
+      throw std::runtime_error(
+          "usage: hf_reference_sample <dir> | --checkpoint <engine> <output dir>");
+    }
     const std::filesystem::path root = argv[1];
     using floe::test::write_sample;
     floe::HfExportOptions plain, sharded, bf16, f16;

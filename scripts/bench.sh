@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The figures in BENCHMARKS.md: floe bench at 1, 2 and 4 ranks on a ~1 GiB
 # state (engines side by side with raw POSIX I/O of the same bytes, fsync
-# included in both), and 20,000 small tensors for the per-tensor cost.
+# included in both), the Hugging Face export (floe bench --export) at the
+# same rank counts, and 20,000 small tensors for the per-tensor cost.
 # Usage: bash scripts/bench.sh [--no-install] [--size 1GiB] [--repeat 3]
 #        [--ranks "1 2 4"] [--dir SCRATCH]   (results: $BENCH_OUT, default bench-results/)
 set -euo pipefail
@@ -32,6 +33,25 @@ for n in ${ranks}; do
   floe_phase "bench: ${n} ranks, ${size}, 16 tensors"
   "${mpi[@]}" -np "${n}" "${floe}" bench --dir "${scratch}" --size "${size}" \
     --tensors 16 --repeat "${repeat}" --json "${out}/large_np${n}.json"
+done
+for n in ${ranks}; do
+  floe_phase "bench: Hugging Face export, ${n} ranks, ${size}, 16 tensors"
+  "${mpi[@]}" -np "${n}" "${floe}" bench --export --dir "${scratch}" --size "${size}" \
+    --tensors 16 --repeat "${repeat}" --json "${out}/export_np${n}.json"
+done
+for n in ${ranks}; do
+  floe_phase "bench: ${n} ranks, ${size}: async save() blocking vs memcpy"
+  "${mpi[@]}" -np "${n}" "${floe}" bench --async --dir "${scratch}" --size "${size}" \
+    --tensors 16 --repeat "${repeat}" --json "${out}/async_np${n}.json"
+  # Peers (torch.save/load per rank, h5py, DCP when the torch here has it),
+  # each against its own raw write/read in the same run.
+  if /usr/bin/python3 -c 'import torch, h5py' 2>/dev/null; then
+    floe_phase "bench: ${n} ranks, ${size}: peers (scripts/bench_peers.py)"
+    "${mpi[@]}" -np "${n}" /usr/bin/python3 scripts/bench_peers.py --dir "${scratch}" \
+      --size "${size}" --tensors 16 --repeat "${repeat}" --json "${out}/peers_np${n}.json"
+  else
+    floe_phase "peers skipped: /usr/bin/python3 lacks torch or h5py (apt-get install python3-torch python3-h5py)"
+  fi
 done
 floe_phase "bench: 2 ranks, 20000 small tensors"
 "${mpi[@]}" -np 2 "${floe}" bench --dir "${scratch}" --size 20MiB --tensors 20000 \

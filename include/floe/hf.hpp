@@ -54,6 +54,11 @@ struct HfExportOptions {
   // staging buffer (where casts happen). Between 1 MiB and 1 GiB in
   // practice; any value >= 64 works. Default: 256 MiB.
   std::uint64_t round_bytes = 256ULL << 20;
+
+  // Replaces an export already in the directory (its model*.safetensors
+  // files and index are removed once the options have been checked, just
+  // before writing; other files stay) instead of refusing it. Default: false.
+  bool overwrite = false;
 };
 
 // What an export wrote.
@@ -77,6 +82,24 @@ struct HfExportSummary {
 // writing fails. A failed export may leave partial files in `dir`.
 HfExportSummary export_hf(const State& state, const std::filesystem::path& dir,
                           MPI_Comm comm, const HfExportOptions& options = {});
+
+// Collective over `comm`. Converts the model tensors of the committed
+// checkpoint `checkpoint` (a directory with manifest.json, saved by any
+// resumable engine at any world size) into `dir`, with the same bytes
+// export_hf would write from the saved state with the same options. Any
+// number of ranks works. Streams: each round, every rank reads one slice of
+// at most options.round_bytes of a file's data from the checkpoint (plus as
+// much again in the stored dtype when casting) and the ranks write their
+// slices with one collective write; no rank holds more. Throws the same
+// Error on every rank: what open_checkpoint throws for a missing or
+// unreadable checkpoint (kNotFound when there is no manifest), the errors of
+// export_hf for bad options or an existing export, kIo when writing fails.
+// Nothing is created before the checkpoint and options are checked; a
+// failure while writing may leave partial files in `dir`.
+HfExportSummary export_checkpoint_hf(const std::filesystem::path& checkpoint,
+                                     const std::filesystem::path& dir,
+                                     MPI_Comm comm,
+                                     const HfExportOptions& options = {});
 
 struct HfLoadOptions {
   // The name a state tensor has in the files (e.g. add back a prefix the

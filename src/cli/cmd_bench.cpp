@@ -11,6 +11,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/bench/raw_io.hpp"
+#ifdef FLOE_CLI_HF
+#include "cli/bench/export_bench.hpp"
+#endif
 #include "cli/cli_common.hpp"
 #include "cli/commands.hpp"
 #include "floe/floe.hpp"
@@ -83,7 +86,15 @@ int run_bench(const std::vector<std::string>& args) {
       ("engines", po::value<std::string>()->default_value("hdf5,mpiio"),
        "comma-separated engines to measure")
       ("no-verify", "load without checking checksums")
-      ("json", po::value<std::string>(), "also write the results as JSON to this file");
+      ("json", po::value<std::string>(), "also write the results as JSON to this file")
+#ifdef FLOE_CLI_HF
+      ("export", "measure the Hugging Face export instead (export_hf, the hf "
+                 "engine, export-hf of a checkpoint) against a raw write, and "
+                 "each rank's peak memory")
+      ("buffer", po::value<std::string>()->default_value("32MiB"),
+       "with --export: bytes each rank moves per round")
+#endif
+      ;
   line.positional.add("dir", 1);
   const auto vm = parse_command_line(line, args);
   if (!vm) return 0;
@@ -108,6 +119,17 @@ int run_bench(const std::vector<std::string>& args) {
 
   SimpleTrainer trainer;
   build_state(trainer.state(), bytes, count, rank, size);
+#ifdef FLOE_CLI_HF
+  if (vm->count("export")) {
+    bench::ExportBenchOptions options;
+    options.dir = dir;
+    options.repeat = repeat;
+    options.buffer = parse_count((*vm)["buffer"].as<std::string>(), "--buffer", true);
+    if (vm->count("json")) options.json = (*vm)["json"].as<std::string>();
+    bench::run_export_bench(trainer.state(), options);
+    return 0;
+  }
+#endif
   const std::uint64_t total = [&] {
     std::uint64_t mine = state_bytes(trainer.state()), all = 0;
     MPI_Allreduce(&mine, &all, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);

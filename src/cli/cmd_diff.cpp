@@ -14,6 +14,9 @@
 #include "cli/commands.hpp"
 #include "cli/diff_data.hpp"
 #include "floe/checkpoint.hpp"
+#ifdef FLOE_CLI_HF
+#include "cli/hf_dir.hpp"
+#endif
 
 namespace floe::cli {
 
@@ -33,9 +36,20 @@ const char kHelp[] =
     "equal when both are NaN, a == b, or\n|a - b| <= atol + rtol * |b|; "
     "integer, bool and F8 values still compare\nexactly, numeric scalars use "
     "the same test. Metadata and step/epoch are shown,\nnot compared. Exit "
-    "status: 0 equal, 1 different (or an error), 2 usage.";
+    "status: 0 equal, 1 different (or an error), 2 usage.\n\nEither side may "
+    "be Hugging Face weights (a directory with model.safetensors\nor "
+    "model.safetensors.index.json and no manifest.json). Against a "
+    "checkpoint,\nonly its model tensors are compared, named as export-hf "
+    "names them\n(--strip-prefix) and cast to the export's dtype where it "
+    "differs (as export-hf\n--dtype casts); scalars and blobs are not "
+    "compared.";
 
 std::string describe(const fs::path& dir, const Manifest& m) {
+  if (m.world_size == 0) {  // Hugging Face weights opened as a checkpoint
+    return dir.string() + " (Hugging Face safetensors, " +
+           counted(m.files.size(), "file") + ", " +
+           counted(m.tensors.size(), "tensor") + ")";
+  }
   return dir.string() + " (" + m.engine + ", step " + std::to_string(m.step) +
          ", epoch " + std::to_string(m.epoch) + ", world size " +
          std::to_string(m.world_size) + ")";
@@ -147,6 +161,9 @@ int run_diff(const std::vector<std::string>& args) {
       "chunk-bytes",
       po::value<std::uint64_t>()->default_value(DiffOptions{}.chunk_bytes),
       "Bytes each rank reads from each checkpoint at once.")(
+      "strip-prefix", po::value<std::string>(),
+      "Against Hugging Face weights: remove this prefix from the "
+      "checkpoint's\ntensor names first (as export-hf --strip-prefix).")(
       "a", po::value<std::string>()->required(), "The first checkpoint.")(
       "b", po::value<std::string>()->required(), "The second checkpoint.");
   line.positional.add("a", 1).add("b", 1);
@@ -157,10 +174,23 @@ int run_diff(const std::vector<std::string>& args) {
   const fs::path dir_b = (*vm)["b"].as<std::string>();
 
   const Comm comm(MPI_COMM_WORLD);
+#ifdef FLOE_CLI_HF
+  const DiffSides sides = open_diff_sides(
+      dir_a, dir_b, comm,
+      vm->count("strip-prefix") ? (*vm)["strip-prefix"].as<std::string>() : "");
+  if (sides.hf && vm->count("blobs"))
+    throw UsageError("--blobs: Hugging Face weights have no blobs");
+  const OpenCheckpoint& a = sides.a;
+  const OpenCheckpoint& b = sides.b;
+#else
   const OpenCheckpoint a = open_checkpoint(dir_a, MPI_COMM_WORLD);
   const OpenCheckpoint b = open_checkpoint(dir_b, MPI_COMM_WORLD);
+#endif
   out() << "a: " << describe(dir_a, a.manifest) << "\n"
         << "b: " << describe(dir_b, b.manifest) << "\n";
+#ifdef FLOE_CLI_HF
+  for (const auto& note : sides.notes) out() << "note: " << note << "\n";
+#endif
 
   std::vector<TensorPair> pairs;
   const auto structure = match_tensors(a.manifest, b.manifest, pairs);

@@ -12,6 +12,9 @@
 #include "cli/cli_format.hpp"
 #include "cli/commands.hpp"
 #include "floe/checkpoint.hpp"
+#ifdef FLOE_CLI_HF
+#include "cli/hf_dir.hpp"
+#endif
 
 namespace floe::cli {
 
@@ -24,7 +27,12 @@ int run_verify(const std::vector<std::string>& args) {
   line.summary = std::string(kVerifySummary) +
                  "\n\nCKPT is a checkpoint directory (DIR/global_step_<N>). "
                  "Run under mpirun to\nshare the reading. Exit status: 0 "
-                 "when every checksum matches, 1 otherwise.";
+                 "when every checksum matches, 1 otherwise.\n\nCKPT may also be Hugging "
+                 "Face weights (a directory with model.safetensors or\n"
+                 "model.safetensors.index.json and no manifest.json, or one "
+                 "such file): every\nfile's header and offsets and the index "
+                 "are checked as safetensors' reader\nchecks them; each "
+                 "problem names the file and the rule broken.";
   line.options.add_options()("checkpoint", po::value<std::string>()->required(),
                              "The checkpoint.");
   line.positional.add("checkpoint", 1);
@@ -32,6 +40,10 @@ int run_verify(const std::vector<std::string>& args) {
   if (!vm) return 0;
 
   const std::filesystem::path dir = (*vm)["checkpoint"].as<std::string>();
+#ifdef FLOE_CLI_HF
+  // A Hugging Face directory (no manifest.json): the safe reader checks it.
+  if (is_hf_weights(dir)) return run_verify_hf(dir);
+#endif
   const auto start = std::chrono::steady_clock::now();
   VerifyReport report;
   {

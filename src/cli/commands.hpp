@@ -17,6 +17,11 @@ extern const char kBenchSummary[];
 int run_diff(const std::vector<std::string>& args);
 extern const char kDiffSummary[];
 
+// floe export-hf: a checkpoint's model tensors as Hugging Face safetensors
+// (built with the hf engine: FLOE_CLI_HF).
+int run_export_hf(const std::vector<std::string>& args);
+extern const char kExportHfSummary[];
+
 // floe engines: the registered checkpoint engines and their options.
 int run_engines(const std::vector<std::string>& args);
 extern const char kEnginesSummary[];

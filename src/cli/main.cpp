@@ -24,6 +24,9 @@ const std::vector<Command>& commands() {
       {"bench", kBenchSummary, run_bench},
       {"diff", kDiffSummary, run_diff},
       {"engines", kEnginesSummary, run_engines},
+#ifdef FLOE_CLI_HF
+      {"export-hf", kExportHfSummary, run_export_hf},
+#endif
       {"inspect", kInspectSummary, run_inspect},
       {"list", kListSummary, run_list},
       {"verify", kVerifySummary, run_verify},

@@ -1,9 +1,9 @@
 // floe::export_hf: the hf export outside the commit protocol, straight into
-// a directory (what `floe export-hf` builds on).
-#include <regex>
-
+// a directory, from the ranks' states (export_checkpoint.cpp does the same
+// from a saved checkpoint). No checksums: nothing records them.
 #include "core/comm.hpp"
-#include "engines/hf/safetensors_index.hpp"
+#include "engines/hf/export_dir.hpp"
+#include "engines/hf/shard_plan.hpp"
 #include "engines/hf/safetensors_writer.hpp"
 #include "floe/error.hpp"
 #include "floe/hf.hpp"
@@ -16,22 +16,14 @@ HfExportSummary export_hf(const State& state, const std::filesystem::path& dir,
   const Comm comm(mpi_comm);
   const GlobalLayout layout = exchange_layout(state, mpi_comm);
   const auto fs = posix_file_system();
-  collectively(comm, [&] {
-    if (comm.rank() != 0) return;
-    fs->create_directories(dir);
-    static const std::regex kExportFile(
-        R"(model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?)");
-    for (const std::string& name : fs->list(dir)) {
-      if (std::regex_match(name, kExportFile)) {
-        throw Error(ErrorCode::kInvalidArgument,
-                    "hf export: " + dir.string() +
-                        " already holds an export (" + name +
-                        "); remove it or choose another directory");
-      }
-    }
-  });
+  // Options are checked (the plan made once) before the directory is touched.
+  std::vector<TensorSpec> specs;
+  for (const auto& t : layout.tensors) specs.push_back(t.spec);
+  collectively(comm, [&] { hf::plan_export(specs, options); });
+  hf::prepare_export_dir(comm, dir, options.overwrite, *fs);
   const hf::ExportOutcome outcome =
-      hf::write_export(layout, state, mpi_comm, dir, options, *fs);
+      hf::write_export(layout, state, mpi_comm, dir, options, *fs,
+                       /*checksums=*/false);
   HfExportSummary summary;
   summary.files = outcome.files;
   summary.total_size = outcome.plan.total_size;

@@ -3,11 +3,11 @@
 #include <algorithm>
 #include <map>
 #include <memory>
-#include <set>
 
 #include "core/comm.hpp"
 #include "core/wire.hpp"
 #include "engines/hf/collective_write.hpp"
+#include "engines/hf/export_dir.hpp"
 #include "io/read_only_file.hpp"
 #include "engines/hf/safetensors_index.hpp"
 #include "engines/hf/write_runs.hpp"
@@ -22,7 +22,6 @@ namespace fs = std::filesystem;
 constexpr std::uint64_t kMaxRoundBytes = 1ull << 30;
 constexpr std::uint64_t kMinRoundBytes = 64;
 constexpr std::uint64_t kChecksumChunk = 8u << 20;
-constexpr std::uint64_t kMaxCopiedFile = 1ull << 30;
 
 // One hash of everything the plan puts on disk; equal on every rank when
 // the ranks agree on the plan.
@@ -34,35 +33,6 @@ std::uint64_t plan_digest(const ExportPlan& plan) {
   }
   h.update(plan.index_json.data(), plan.index_json.size());
   return h.digest();
-}
-
-std::vector<std::string> copy_side_files(const std::vector<fs::path>& sources,
-                                         const fs::path& dir,
-                                         const ExportPlan& plan,
-                                         FileSystem& fs) {
-  std::set<std::string> taken = {"manifest.json", kIndexFileName};
-  for (const auto& f : plan.files) taken.insert(f.name);
-  std::vector<std::string> names;
-  for (const auto& source : sources) {
-    const std::string name = source.filename().string();
-    if (name.empty() || name == "." || name == "..") {
-      throw Error(
-          ErrorCode::kInvalidArgument,
-          "copy_files: \"" + source.string() + "\" does not name a file");
-    }
-    if (!taken.insert(name).second) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  "copy_files: \"" + source.string() + "\" would overwrite " +
-                      name + " in the export");
-    }
-    if (!fs.exists(source)) {
-      throw Error(ErrorCode::kNotFound,
-                  "copy_files: " + source.string() + " does not exist");
-    }
-    fs.write_file(dir / name, fs.read_file(source, kMaxCopiedFile));
-    names.push_back(name);
-  }
-  return names;
 }
 
 // Tensor indices each rank checksums: largest first, to the least loaded rank.
@@ -135,7 +105,8 @@ std::vector<std::uint64_t> checksum_tensors(const ExportPlan& plan,
 
 ExportOutcome write_export(const GlobalLayout& layout, const State& state,
                            MPI_Comm mpi_comm, const fs::path& dir,
-                           const HfExportOptions& options, FileSystem& fs) {
+                           const HfExportOptions& options, FileSystem& fs,
+                           bool checksums) {
   const Comm comm(mpi_comm);
   std::vector<TensorSpec> specs;
   for (const auto& t : layout.tensors) specs.push_back(t.spec);
@@ -149,11 +120,8 @@ ExportOutcome write_export(const GlobalLayout& layout, const State& state,
         "hf export: the ranks planned different files (is the rename function "
         "the same on every rank?)");
   }
-  std::vector<std::string> copied;
-  collectively(comm, [&] {
-    if (comm.rank() == 0)
-      copied = copy_side_files(options.copy_files, dir, plan, fs);
-  });
+  const std::vector<std::string> copied =
+      copy_files_on_rank0(comm, options.copy_files, dir, plan, fs);
 
   const std::uint64_t round_bytes =
       std::clamp(options.round_bytes, kMinRoundBytes, kMaxRoundBytes);
@@ -176,12 +144,23 @@ ExportOutcome write_export(const GlobalLayout& layout, const State& state,
     });
     out.files.push_back(kIndexFileName);
   }
-  // Only rank 0 knows what it copied.
-  WireWriter names;
-  for (const auto& name : copied) names.str(name);
-  const std::string all = comm.broadcast_bytes(names.bytes(), 0);
-  for (WireReader r(all); !r.done();) out.files.push_back(r.str());
-  out.xxh3 = checksum_tensors(plan, dir, comm);
+  out.files.insert(out.files.end(), copied.begin(), copied.end());
+  if (checksums) {
+    out.xxh3 = checksum_tensors(plan, dir, comm);
+  } else {
+    collectively(comm, [&] {
+      if (comm.rank() != 0) return;
+      for (const auto& f : plan.files) {
+        const std::uint64_t size = fs.file_size(dir / f.name);
+        if (size != f.size) {
+          throw Error(ErrorCode::kIo, (dir / f.name).string() + " is " +
+                                          std::to_string(size) +
+                                          " bytes after writing, not " +
+                                          std::to_string(f.size));
+        }
+      }
+    });
+  }
   return out;
 }
 

@@ -18,7 +18,8 @@ namespace floe::hf {
 
 struct ExportOutcome {
   ExportPlan plan;
-  // XXH3-64 of each planned tensor's bytes as they are in its file.
+  // XXH3-64 of each planned tensor's bytes as they are in its file (empty
+  // when write_export was asked for none).
   std::vector<std::uint64_t> xxh3;
   // Every file written, relative to the directory: data files, the index,
   // then the copied files.
@@ -30,11 +31,12 @@ struct ExportOutcome {
 // `dir`: plan_export, a check that every rank planned the same bytes (a
 // rename that differs between ranks is an error), copy_files (rank 0,
 // through `fs`), each data file with write_file_collectively, the index
-// (rank 0, through `fs`), then one read-back of every tensor, split across
-// the ranks, for its checksum (and the check that each file has its planned
-// size). Throws the same Error on every rank.
+// (rank 0, through `fs`), then, with `checksums`, one read-back of every
+// tensor, split across the ranks, for its checksum. Either way each file
+// must have its planned size. Throws the same Error on every rank.
 ExportOutcome write_export(const GlobalLayout& layout, const State& state,
                            MPI_Comm comm, const std::filesystem::path& dir,
-                           const HfExportOptions& options, FileSystem& fs);
+                           const HfExportOptions& options, FileSystem& fs,
+                           bool checksums = true);
 
 }  // namespace floe::hf

@@ -1,0 +1,221 @@
+#include "cli/bench/export_bench.hpp"
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/bench/raw_io.hpp"
+#include "cli/cli_common.hpp"
+#include "floe/floe.hpp"
+#include "floe/hf.hpp"
+
+namespace floe::bench {
+namespace {
+
+namespace fs = std::filesystem;
+using cli::out;
+
+constexpr double kMiB = 1024.0 * 1024.0;
+
+// A field of /proc/self/status in bytes ("VmHWM", "VmRSS"); 0 if unknown.
+std::uint64_t status_bytes(const std::string& field) {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.compare(0, field.size() + 1, field + ":") == 0) {
+      return std::strtoull(line.c_str() + field.size() + 1, nullptr, 10) * 1024;
+    }
+  }
+  return 0;
+}
+
+// Resets VmHWM to the current resident size (Linux >= 4.0).
+bool reset_peak() {
+  std::ofstream out("/proc/self/clear_refs");
+  out << "5";
+  out.flush();
+  return static_cast<bool>(out);
+}
+
+template <typename Fn>
+double timed(Fn&& fn) {
+  MPI_Barrier(MPI_COMM_WORLD);
+  const double start = MPI_Wtime();
+  fn();
+  double mine = MPI_Wtime() - start, slowest = 0;
+  MPI_Allreduce(&mine, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  return slowest;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// One export's memory on this rank: resident before, peak during.
+struct Memory {
+  std::uint64_t before = 0, peak = 0;
+};
+
+template <typename Fn>
+double measured(Memory& memory, Fn&& fn) {
+  MPI_Barrier(MPI_COMM_WORLD);
+  reset_peak();
+  const std::uint64_t before = status_bytes("VmRSS");
+  const double seconds = timed(fn);
+  const std::uint64_t peak = status_bytes("VmHWM");
+  if (peak >= memory.peak) memory = Memory{before, peak};
+  return seconds;
+}
+
+void clear(const fs::path& dir, int rank) {
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (rank == 0) fs::remove_all(dir);
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+}  // namespace
+
+void run_export_bench(State& state, const ExportBenchOptions& options) {
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  const fs::path& dir = options.dir;
+  std::uint64_t own = 0;
+  for (const auto& s : state.tensors()) own += s.nbytes();
+  std::uint64_t total = 0;
+  MPI_Allreduce(&own, &total, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
+  const bool peak_resets = reset_peak();
+
+  SimpleTrainer trainer;
+  for (auto& shard : state.tensors()) {
+    trainer.state_now.add(shard.spec(), shard.region(), shard.data());
+  }
+  auto engine = [&](const std::string& type, const fs::path& out_dir) {
+    return make_engine(trainer, parse_config({{"type", type},
+                                              {"output_dir", out_dir.string()},
+                                              {"keep_last_n", 1}}));
+  };
+  // The checkpoint `floe export-hf` converts, saved once (not timed).
+  trainer.progress_now.global_step = 1;
+  engine("mpiio", dir / "ckpt")->save();
+  const fs::path ckpt = dir / "ckpt" / "global_step_1";
+  auto hf_engine = engine("hf", dir / "hf-engine");
+
+  HfExportOptions export_options;
+  export_options.round_bytes = options.buffer;
+  std::map<std::string, std::vector<double>> seconds;
+  Memory in_memory, engine_memory, offline_memory;
+  const fs::path raw_file = dir / "raw" / ("rank" + std::to_string(rank) + ".bin");
+  if (rank == 0) fs::create_directories(raw_file.parent_path());
+  for (int r = 0; r < options.repeat; ++r) {
+    seconds["raw write"].push_back(timed([&] { raw_write(raw_file, state); }));
+    clear(dir / "hf-mem", rank);
+    seconds["export_hf"].push_back(measured(in_memory, [&] {
+      export_hf(state, dir / "hf-mem", MPI_COMM_WORLD, export_options);
+    }));
+    trainer.progress_now.global_step = r + 2;
+    seconds["hf engine save"].push_back(
+        measured(engine_memory, [&] { hf_engine->save(); }));
+    clear(dir / "hf-ckpt", rank);
+    drop_cache(dir);
+    MPI_Barrier(MPI_COMM_WORLD);
+    seconds["raw read"].push_back(timed([&] { raw_read(raw_file, state); }));
+    seconds["export-hf"].push_back(measured(offline_memory, [&] {
+      export_checkpoint_hf(ckpt, dir / "hf-ckpt", MPI_COMM_WORLD,
+                           export_options);
+    }));
+    out() << "repetition " << r + 1 << "/" << options.repeat << " done\n"
+          << std::flush;
+  }
+
+  // Every rank's memory figures, on rank 0.
+  const std::vector<std::uint64_t> mine = {
+      own,           in_memory.before,     in_memory.peak,
+      engine_memory.before, engine_memory.peak, offline_memory.before,
+      offline_memory.peak};
+  std::vector<std::uint64_t> all(mine.size() * static_cast<std::size_t>(size));
+  MPI_Gather(mine.data(), static_cast<int>(mine.size()), MPI_UINT64_T,
+             all.data(), static_cast<int>(mine.size()), MPI_UINT64_T, 0,
+             MPI_COMM_WORLD);
+
+  const double raw_write_s = median(seconds["raw write"]);
+  const double raw_read_s = median(seconds["raw read"]);
+  const char* io = std::getenv("OMPI_MCA_io");
+  nlohmann::json report = {{"ranks", size},
+                           {"bytes", total},
+                           {"tensors", state.tensors().size()},
+                           {"repeat", options.repeat},
+                           {"buffer_bytes", options.buffer},
+                           {"mpi_io_component", io ? io : "default"},
+                           {"peak_reset", peak_resets},
+                           {"results", nlohmann::json::array()},
+                           {"memory", nlohmann::json::array()}};
+  char row[240];
+  out() << "\n" << size << " ranks, " << total / 1e9 << " GB in "
+        << state.tensors().size() << " tensors, " << options.repeat
+        << " repetitions, buffer " << options.buffer / kMiB
+        << " MiB, MPI-IO component: " << (io ? io : "default") << "\n";
+  std::snprintf(row, sizeof row, "%-16s %10s %8s %14s\n", "op", "median s",
+                "GB/s", "vs raw write");
+  out() << row;
+  for (const char* op : {"raw write", "raw read", "export_hf", "hf engine save",
+                         "export-hf"}) {
+    const double m = median(seconds[op]);
+    const double ratio = raw_write_s / m;
+    std::snprintf(row, sizeof row, "%-16s %10.3f %8.3f %14.3f\n", op, m,
+                  total / m / 1e9, ratio);
+    out() << row;
+    report["results"].push_back({{"op", op},
+                                 {"median_s", m},
+                                 {"all_s", seconds[op]},
+                                 {"gb_per_s", total / m / 1e9},
+                                 {"throughput_vs_raw_write", ratio}});
+  }
+  const double offline_vs_both =
+      (raw_read_s + raw_write_s) / median(seconds["export-hf"]);
+  std::snprintf(row, sizeof row,
+                "export-hf (cold checkpoint) vs raw read + raw write: %.3f\n",
+                offline_vs_both);
+  out() << row;
+  report["export_hf_cli_vs_raw_read_plus_write"] = offline_vs_both;
+
+  out() << "\nresident memory per rank, MiB (peak = VmHWM during the op"
+        << (peak_resets ? "" : "; not reset: peak since start") << ")\n";
+  std::snprintf(row, sizeof row, "%-5s %9s %9s %9s %10s %9s %10s %9s %10s\n",
+                "rank", "own part", "before", "export_hf", "- own",
+                "hf save", "- own", "export-hf", "- before");
+  out() << row;
+  for (int r = 0; r < size && rank == 0; ++r) {
+    const std::uint64_t* m = &all[static_cast<std::size_t>(r) * mine.size()];
+    auto mib = [](std::uint64_t b) { return static_cast<double>(b) / kMiB; };
+    std::snprintf(row, sizeof row,
+                  "%-5d %9.1f %9.1f %9.1f %10.1f %9.1f %10.1f %9.1f %10.1f\n",
+                  r, mib(m[0]), mib(m[1]), mib(m[2]), mib(m[2]) - mib(m[0]),
+                  mib(m[4]), mib(m[4]) - mib(m[0]), mib(m[6]),
+                  mib(m[6]) - mib(m[5]));
+    out() << row;
+    report["memory"].push_back({{"rank", r},
+                                {"own_part", m[0]},
+                                {"export_hf_before", m[1]},
+                                {"export_hf_peak", m[2]},
+                                {"hf_engine_before", m[3]},
+                                {"hf_engine_peak", m[4]},
+                                {"export_hf_cli_before", m[5]},
+                                {"export_hf_cli_peak", m[6]}});
+  }
+  if (!options.json.empty() && rank == 0) {
+    std::ofstream(options.json) << report.dump(1) << "\n";
+  }
+  clear(dir, rank);
+}
+
+}  // namespace floe::bench

@@ -1,0 +1,225 @@
+// floe::export_checkpoint_hf: a committed checkpoint to a Hugging Face
+// export, offline and streamed. The plan (files, headers, offsets) is the one
+// export_hf makes from the saved state, so the bytes are the same; the data
+// moves in rounds where each rank reads one bounded slice of the file's data
+// section from the checkpoint (converting dtypes if asked) and all ranks
+// write their slices with one MPI_File_write_at_all. No rank holds more than
+// its slice.
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/comm.hpp"
+#include "engines/hf/export_dir.hpp"
+#include "engines/hf/float_cast.hpp"
+#include "engines/hf/safetensors_index.hpp"
+#include "engines/hf/shard_plan.hpp"
+#include "floe/checkpoint.hpp"
+#include "floe/error.hpp"
+#include "floe/hf.hpp"
+#include "floe/registry.hpp"
+#include "io/mpi_file.hpp"
+
+namespace floe {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::uint64_t kMinSlice = 64;
+constexpr std::uint64_t kMaxSlice = 1ull << 30;
+
+std::string mpi_message(int rc) {
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  MPI_Error_string(rc, text, &length);
+  return std::string(text, static_cast<std::size_t>(length));
+}
+
+// Throws the same Error(kIo) on every rank when `rc` failed on any.
+void agree_mpi(const Comm& comm, int rc, const fs::path& path,
+               const char* call) {
+  std::exception_ptr error;
+  if (rc != MPI_SUCCESS) {
+    error = std::make_exception_ptr(Error(
+        ErrorCode::kIo, path.string() + ": " + call + " failed: " +
+                            mpi_message(rc)));
+  }
+  agree_on_error(comm, error);
+}
+
+// Streams one planned file from the checkpoint into `path`.
+class FileStreamer {
+ public:
+  FileStreamer(const Comm& comm, CheckpointReader& reader,
+               const std::vector<const TensorRecord*>& sources,
+               const hf::ExportPlan& plan, std::size_t file,
+               std::uint64_t slice)
+      : comm_(comm),
+        reader_(reader),
+        sources_(sources),
+        plan_(plan),
+        file_(plan.files[file]),
+        slice_(slice) {
+    // The file's tensors by where their data lies (they tile the section).
+    order_ = file_.tensors;
+    std::sort(order_.begin(), order_.end(), [&](std::size_t a, std::size_t b) {
+      return plan_.tensors[a].begin < plan_.tensors[b].begin;
+    });
+  }
+
+  void write(const fs::path& path, std::vector<unsigned char>& staging,
+             std::vector<unsigned char>& source) {
+    MPI_File fh = MPI_FILE_NULL;
+    MpiInfo info;
+    agree_mpi(comm_,
+              MPI_File_open(comm_.get(), path.c_str(),
+                            MPI_MODE_CREATE | MPI_MODE_WRONLY, info.get(), &fh),
+              path, "MPI_File_open");
+    try {
+      agree_mpi(comm_,
+                MPI_File_set_size(fh, static_cast<MPI_Offset>(file_.size)),
+                path, "MPI_File_set_size");
+      int rc = MPI_SUCCESS;
+      if (comm_.rank() == 0) {
+        MPI_Status status;
+        rc = MPI_File_write_at(fh, 0, file_.header.data(),
+                               static_cast<int>(file_.header.size()), MPI_BYTE,
+                               &status);
+      }
+      agree_mpi(comm_, rc, path, "MPI_File_write_at (header)");
+      stream(fh, path, staging, source);
+      agree_mpi(comm_, MPI_File_sync(fh), path, "MPI_File_sync");
+    } catch (...) {
+      // Every rank is here: each step above agrees on its failure.
+      MPI_File_close(&fh);
+      throw;
+    }
+    agree_mpi(comm_, MPI_File_close(&fh), path, "MPI_File_close");
+  }
+
+ private:
+  void stream(MPI_File fh, const fs::path& path,
+              std::vector<unsigned char>& staging,
+              std::vector<unsigned char>& source) {
+    const std::uint64_t data_start = file_.header.size();
+    const std::uint64_t data_bytes = file_.size - data_start;
+    const auto ranks = static_cast<std::uint64_t>(comm_.size());
+    const auto rank = static_cast<std::uint64_t>(comm_.rank());
+    const std::uint64_t per_round = slice_ * ranks;
+    const std::uint64_t rounds = (data_bytes + per_round - 1) / per_round;
+    std::size_t next = 0;  // first tensor of order_ not yet finished
+    for (std::uint64_t round = 0; round < rounds; ++round) {
+      const std::uint64_t round_begin = round * per_round;
+      const std::uint64_t round_end = std::min(round_begin + per_round, data_bytes);
+      const std::uint64_t mine_begin =
+          std::min(round_begin + rank * slice_, round_end);
+      const std::uint64_t mine_end = std::min(mine_begin + slice_, round_end);
+      if (staging.size() < mine_end - mine_begin)
+        staging.resize(mine_end - mine_begin);
+      // Every tensor whose data meets this round, in the same order on every
+      // rank (the reads are collective); each rank asks for its part only.
+      for (std::size_t k = next; k < order_.size(); ++k) {
+        const hf::PlannedTensor& t = plan_.tensors[order_[k]];
+        if (t.begin >= round_end) break;
+        if (t.nbytes == 0 || t.begin + t.nbytes <= round_begin) continue;
+        read_part(t, mine_begin, mine_end, staging, source);
+        if (t.begin + t.nbytes <= round_end) next = k + 1;
+      }
+      MPI_Status status;
+      const std::uint64_t n = mine_end - mine_begin;
+      int rc = MPI_File_write_at_all(
+          fh, static_cast<MPI_Offset>(data_start + mine_begin), staging.data(),
+          static_cast<int>(n), MPI_BYTE, &status);
+      if (rc == MPI_SUCCESS && n > 0) {  // no status is promised for 0
+        int written = 0;
+        MPI_Get_count(&status, MPI_BYTE, &written);
+        if (static_cast<std::uint64_t>(written) != n) rc = MPI_ERR_IO;
+      }
+      agree_mpi(comm_, rc, path, "MPI_File_write_at_all");
+    }
+  }
+
+  // Collective: fills this rank's bytes [begin, end) of the data section
+  // that tensor `t` covers (possibly none) from the checkpoint.
+  void read_part(const hf::PlannedTensor& t, std::uint64_t begin,
+                 std::uint64_t end, std::vector<unsigned char>& staging,
+                 std::vector<unsigned char>& source) {
+    const std::uint64_t lo = std::max(begin, t.begin);
+    const std::uint64_t hi = std::max(lo, std::min(end, t.begin + t.nbytes));
+    const std::size_t out_size = dtype_size(t.dtype);
+    const std::size_t in_size = dtype_size(t.source_dtype);
+    // Slices start at multiples of 8 bytes and every tensor at a multiple of
+    // its element size (plan_export), so these divide exactly.
+    const std::uint64_t count = (hi - lo) / out_size;
+    std::vector<Box> boxes;  // none when this rank's slice misses the tensor
+    if (count > 0) {
+      const std::uint64_t first = (lo - t.begin) / out_size;
+      boxes = flat_range_to_boxes(t.shape, FlatRange{first, first + count});
+    }
+    unsigned char* out = staging.data() + (count > 0 ? lo - begin : 0);
+    const TensorRecord& record = *sources_[t.source];
+    const bool cast = t.dtype != t.source_dtype;
+    if (cast && source.size() < count * in_size) source.resize(count * in_size);
+    collectively(comm_, [&] {
+      reader_.read(record, boxes, cast ? source.data() : out);
+      if (cast) {
+        hf::cast_elements(source.data(), t.source_dtype, out, t.dtype, count);
+      }
+    });
+  }
+
+  const Comm& comm_;
+  CheckpointReader& reader_;
+  const std::vector<const TensorRecord*>& sources_;
+  const hf::ExportPlan& plan_;
+  const hf::PlannedFile& file_;
+  std::uint64_t slice_;
+  std::vector<std::size_t> order_;
+};
+
+}  // namespace
+
+HfExportSummary export_checkpoint_hf(const fs::path& checkpoint,
+                                     const fs::path& dir, MPI_Comm mpi_comm,
+                                     const HfExportOptions& options) {
+  const Comm comm(mpi_comm);
+  const auto fs = posix_file_system();
+  OpenCheckpoint ckpt = open_checkpoint(checkpoint, mpi_comm, *fs);
+  std::vector<TensorSpec> specs;
+  std::vector<const TensorRecord*> sources;
+  for (const TensorRecord& t : ckpt.manifest.tensors) {
+    if (t.spec.group != TensorGroup::kModel) continue;
+    specs.push_back(t.spec);
+    sources.push_back(&t);
+  }
+  const hf::ExportPlan plan =
+      collectively(comm, [&] { return hf::plan_export(specs, options); });
+  hf::prepare_export_dir(comm, dir, options.overwrite, *fs);
+  const std::vector<std::string> copied =
+      hf::copy_files_on_rank0(comm, options.copy_files, dir, plan, *fs);
+
+  // A multiple of 8 bytes, so every slice starts on an element boundary.
+  const std::uint64_t slice =
+      std::clamp(options.round_bytes, kMinSlice, kMaxSlice) / 8 * 8;
+  std::vector<unsigned char> staging, source;
+  HfExportSummary summary;
+  for (std::size_t f = 0; f < plan.files.size(); ++f) {
+    FileStreamer(comm, *ckpt.reader, sources, plan, f, slice)
+        .write(dir / plan.files[f].name, staging, source);
+    summary.files.push_back(plan.files[f].name);
+  }
+  if (!plan.index_json.empty()) {
+    collectively(comm, [&] {
+      if (comm.rank() == 0)
+        fs->write_file(dir / hf::kIndexFileName, plan.index_json);
+    });
+    summary.files.push_back(hf::kIndexFileName);
+  }
+  summary.files.insert(summary.files.end(), copied.begin(), copied.end());
+  summary.total_size = plan.total_size;
+  summary.tensors = plan.tensors.size();
+  return summary;
+}
+
+}  // namespace floe

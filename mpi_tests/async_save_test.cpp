@@ -1,0 +1,347 @@
+// Asynchronous save (`async: true`) seen from the trainer and the disk: what
+// is saved is the state at save(), errors of the background write surface at
+// the next call on every rank with the previous checkpoint intact, the
+// destructor waits, and a staging pool that cannot be allocated fails the
+// save cleanly. Crashes during the background write: async_crash.sh.
+#include <atomic>
+#include <cstring>
+#include <fstream>
+
+#include "core/async_save.hpp"
+#include "core/staging_pool.hpp"
+#include "core/state_snapshot.hpp"
+#include "engine_fixture.hpp"
+#include "engines/hdf5/hdf5_engine.hpp"
+#include "engines/mpiio/mpiio_engine.hpp"
+#include "io/faulty_file_system.hpp"
+
+namespace floe::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string slurp(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Names in `dir`, sorted, as one line.
+std::string listing(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename());
+  std::sort(names.begin(), names.end());
+  std::string out;
+  for (const auto& n : names) out += n + " ";
+  return out;
+}
+
+// The byte scribble() writes: a valid value of every dtype.
+unsigned char scribble_byte(DType dtype) { return dtype == DType::kBool ? 0x01 : 0xA5; }
+
+// Overwrites every tensor, scalar, blob and the metadata of `state`.
+void scribble(State& state) {
+  for (auto& shard : state.tensors()) {
+    std::memset(shard.data(), scribble_byte(shard.spec().dtype), shard.nbytes());
+  }
+  state.set_scalar("lr", 99.0);
+  state.set_scalar("optimizer_steps", std::int64_t{-1});
+  state.set_blob("rng", std::vector<std::uint8_t>(3, 0xEE));
+  state.metadata() = {{"run", "scribbled"}};
+}
+
+// Loads `dir`'s latest checkpoint into a fresh state with a synchronous
+// engine and checks every value against the test state's.
+::testing::AssertionResult latest_holds_expected(const fs::path& dir,
+                                                 const std::string& engine) {
+  SimpleTrainer fresh;
+  build_test_state(fresh.state(), world_rank(), world_size(), Partition::kMixed);
+  scribble(fresh.state());
+  auto reader = make_test_engine(fresh, engine, dir);
+  reader->load();
+  auto values = state_holds_expected(fresh.state());
+  if (!values) return values;
+  if (fresh.state().scalar("lr") != Scalar(0.00025)) {
+    return ::testing::AssertionFailure() << "scalar lr was not the saved one";
+  }
+  const auto* rng = fresh.state().blob("rng");
+  if (!rng || rng->size() != 100u + world_rank()) {
+    return ::testing::AssertionFailure() << "blob rng was not the saved one";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+struct AsyncRig {
+  explicit AsyncRig(const fs::path& dir, const std::string& engine,
+                    nlohmann::json extra = nlohmann::json::object()) {
+    build_test_state(trainer.state(), world_rank(), world_size(), Partition::kMixed);
+    extra["async"] = true;
+    this->engine = make_test_engine(trainer, engine, dir, extra);
+  }
+  void save_at(std::int64_t step) {
+    trainer.progress_now.global_step = step;
+    engine->save();
+  }
+  SimpleTrainer trainer;
+  std::unique_ptr<CheckpointEngine> engine;
+};
+
+class AsyncSave : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(AsyncSave, ChangesAfterSaveReturnsDoNotReachTheCheckpoint) {
+  run_within(std::chrono::seconds(120), [&] {
+    TempDir tmp;
+    AsyncRig rig(tmp / "ckpt", GetParam());
+    rig.save_at(1);
+    scribble(rig.trainer.state());  // the background write may still run
+    rig.engine->wait();
+    EXPECT_EQ(slurp(tmp / "ckpt" / "latest"), "global_step_1\n");
+    EXPECT_EQ(listing(tmp / "ckpt"), "global_step_1 latest ");
+    EXPECT_TRUE(latest_holds_expected(tmp / "ckpt", GetParam()));
+    // The staged copy is reused: a second save from the scribbled state
+    // saves the scribbled values, not the first snapshot's.
+    rig.save_at(2);
+    rig.engine->wait();
+    SimpleTrainer fresh;
+    build_test_state(fresh.state(), world_rank(), world_size(), Partition::kMixed);
+    make_test_engine(fresh, GetParam(), tmp / "ckpt")->load();
+    for (const auto& shard : fresh.state().tensors()) {
+      for (std::uint64_t i = 0; i < shard.nbytes(); ++i) {
+        ASSERT_EQ(static_cast<unsigned char>(shard.data()[i]),
+                  scribble_byte(shard.spec().dtype))
+            << shard.spec().key();
+      }
+    }
+    EXPECT_EQ(fresh.state().scalar("lr"), Scalar(99.0));
+  });
+}
+
+TEST_P(AsyncSave, LoadAndResumeWaitForTheSaveInFlight) {
+  run_within(std::chrono::seconds(120), [&] {
+    TempDir tmp;
+    AsyncRig rig(tmp / "ckpt", GetParam());
+    rig.save_at(3);
+    scribble(rig.trainer.state());
+    const Manifest m = rig.engine->load();  // waits, then loads step 3
+    EXPECT_EQ(m.step, 3);
+    EXPECT_TRUE(state_holds_expected(rig.trainer.state()));
+    rig.save_at(4);
+    scribble(rig.trainer.state());
+    const auto resumed = rig.engine->resume();
+    ASSERT_TRUE(resumed.has_value());
+    EXPECT_EQ(resumed->step, 4);
+    EXPECT_TRUE(state_holds_expected(rig.trainer.state()));
+  });
+}
+
+// An engine that waits for its save in flight in its own destructor, as
+// engine.hpp asks of every engine that allows async (finish_pending_save).
+template <typename Engine>
+class WaitingEngine : public Engine {
+ public:
+  using Engine::Engine;
+  ~WaitingEngine() override { this->finish_pending_save(); }
+};
+
+std::unique_ptr<CheckpointEngine> make_waiting_engine(TrainerView& trainer,
+                                                      const std::string& type,
+                                                      const fs::path& dir) {
+  const CheckpointConfig config =
+      parse_config({{"type", type}, {"output_dir", dir.string()}, {"async", true}});
+  if (type == "mpiio") return std::make_unique<WaitingEngine<MpiioEngine>>(trainer, config);
+  if (type == "hdf5") return std::make_unique<WaitingEngine<Hdf5Engine>>(trainer, config);
+  throw std::runtime_error("no waiting engine for " + type);
+}
+
+TEST_P(AsyncSave, DestructorWaitsForTheCommit) {
+  run_within(std::chrono::seconds(120), [&] {
+    TempDir tmp;
+    {
+      SimpleTrainer trainer;
+      build_test_state(trainer.state(), world_rank(), world_size(), Partition::kMixed);
+      auto engine = make_waiting_engine(trainer, GetParam(), tmp / "ckpt");
+      trainer.progress_now.global_step = 5;
+      engine->save();
+      scribble(trainer.state());
+    }  // no wait(): the destructor joins the I/O thread
+    EXPECT_EQ(slurp(tmp / "ckpt" / "latest"), "global_step_5\n");
+    EXPECT_EQ(listing(tmp / "ckpt"), "global_step_5 latest ");
+    EXPECT_TRUE(latest_holds_expected(tmp / "ckpt", GetParam()));
+  });
+}
+
+// A background write that fails on `faulty_rank` surfaces at `next` (the
+// next call) as the same Error on every rank, leaves step 1 as `latest` and
+// no trace of step 2; the call after it works again.
+void expect_background_failure(const std::string& engine, int faulty_rank,
+                               const std::string& next) {
+  TempDir tmp;
+  AsyncRig rig(tmp / "ckpt", engine);
+  rig.save_at(1);
+  rig.engine->wait();
+  const std::string before = listing(tmp / "ckpt");
+  auto faulty = std::make_shared<FaultyFileSystem>();
+  if (world_rank() == faulty_rank) faulty->add_rule({FsOp::kDataWrite, "", ENOSPC, 0, 1});
+  rig.engine->set_file_system(faulty);
+  const Caught at_save = catch_error([&] { rig.save_at(2); });
+  EXPECT_FALSE(at_save.thrown) << "save() itself threw: " << at_save.message;
+  const Caught caught = catch_error([&] {
+    if (next == "wait") rig.engine->wait();
+    if (next == "save") rig.save_at(3);
+    if (next == "load") rig.engine->load();
+    if (next == "latest_checkpoint_exists") rig.engine->latest_checkpoint_exists();
+  });
+  EXPECT_TRUE(is_error(caught, ErrorCode::kIo, {"No space left on device"})) << next;
+  EXPECT_TRUE(same_on_all_ranks(caught.message)) << next;
+  EXPECT_EQ(listing(tmp / "ckpt"), before) << next;
+  EXPECT_EQ(slurp(tmp / "ckpt" / "latest"), "global_step_1\n") << next;
+  // Surfaced once: the engine works again, and step 1 is intact.
+  EXPECT_FALSE(catch_error([&] { rig.engine->wait(); }).thrown);
+  EXPECT_TRUE(latest_holds_expected(tmp / "ckpt", engine));
+  rig.save_at(6);
+  rig.engine->wait();
+  EXPECT_EQ(slurp(tmp / "ckpt" / "latest"), "global_step_6\n");
+}
+
+TEST_P(AsyncSave, BackgroundWriteErrorSurfacesAtTheNextCallOnEveryRank) {
+  for (const char* next : {"wait", "save", "load", "latest_checkpoint_exists"}) {
+    const int faulty_rank = world_size() - 1;  // not the coordinator when np > 1
+    run_within(std::chrono::seconds(120),
+               [&] { expect_background_failure(GetParam(), faulty_rank, next); });
+  }
+}
+
+TEST_P(AsyncSave, CommitErrorOnRankZeroSurfacesOnEveryRank) {
+  run_within(std::chrono::seconds(120), [&] {
+    TempDir tmp;
+    AsyncRig rig(tmp / "ckpt", GetParam());
+    rig.save_at(1);
+    rig.engine->wait();
+    auto faulty = std::make_shared<FaultyFileSystem>();
+    faulty->add_rule({FsOp::kWriteFile, "manifest.json", EIO, 0, 1});
+    rig.engine->set_file_system(faulty);
+    rig.save_at(2);
+    const Caught caught = catch_error([&] { rig.engine->wait(); });
+    EXPECT_TRUE(is_error(caught, ErrorCode::kIo, {"manifest.json"}));
+    EXPECT_TRUE(same_on_all_ranks(caught.message));
+    EXPECT_EQ(listing(tmp / "ckpt"), "global_step_1 latest ");
+    EXPECT_EQ(slurp(tmp / "ckpt" / "latest"), "global_step_1\n");
+  });
+}
+
+TEST_P(AsyncSave, PostSaveCallbacksRunAtTheCallThatSeesTheCommit) {
+  run_within(std::chrono::seconds(120), [&] {
+    TempDir tmp;
+    AsyncRig rig(tmp / "ckpt", GetParam());
+    std::vector<std::string> events;
+    rig.engine->add_callback(CallbackEvent::kPreSave, [&](auto&) { events.push_back("pre"); });
+    rig.engine->add_callback(CallbackEvent::kPostSave, [&](CheckpointEngine& e) {
+      // Committed by the time it runs.
+      events.push_back("post:" + slurp(e.config().output_dir / "latest"));
+    });
+    rig.save_at(1);
+    EXPECT_EQ(events, (std::vector<std::string>{"pre"}));
+    rig.engine->wait();
+    EXPECT_EQ(events, (std::vector<std::string>{"pre", "post:global_step_1\n"}));
+    rig.engine->wait();  // nothing in flight: no second post-save
+    EXPECT_EQ(events.size(), 2u);
+  });
+}
+
+// The staging pool: a rank whose state does not fit (here: rank `rank`
+// alone, through staging_pool_limit) fails the save on every rank at
+// save(), with nothing written and the previous checkpoint still `latest`.
+TEST_P(AsyncSave, StagingPoolThatCannotBeAllocatedFailsEveryRankCleanly) {
+  for (int rank = 0; rank < world_size(); ++rank) {
+    run_within(std::chrono::seconds(120), [&] {
+      TempDir tmp;
+      {
+        AsyncRig first(tmp / "ckpt", GetParam());
+        first.save_at(1);
+        first.engine->wait();
+      }
+      const std::string before = listing(tmp / "ckpt");
+      nlohmann::json limit = {{"staging_pool_limit", world_rank() == rank ? 1000 : 0}};
+      AsyncRig rig(tmp / "ckpt", GetParam(), limit);
+      const Caught caught = catch_error([&] { rig.save_at(2); });
+      EXPECT_TRUE(is_error(caught, ErrorCode::kIo,
+                           {"cannot allocate the staging pool", "staging_pool_limit"}));
+      if (world_size() > 1) {
+        EXPECT_NE(caught.message.find("rank " + std::to_string(rank) + ": "),
+                  std::string::npos)
+            << caught.message;
+      }
+      EXPECT_TRUE(same_on_all_ranks(caught.message));
+      EXPECT_FALSE(catch_error([&] { rig.engine->wait(); }).thrown);
+      EXPECT_EQ(listing(tmp / "ckpt"), before);
+      EXPECT_EQ(slurp(tmp / "ckpt" / "latest"), "global_step_1\n");
+    });
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, AsyncSave, ::testing::ValuesIn(resumable_engines()),
+                         [](const auto& info) { return info.param; });
+
+TEST(AsyncConfig, ExportEngineRejectsAsyncNamingTheKey) {
+  const nlohmann::json json = {{"type", "hf"}, {"output_dir", "/tmp/x"}, {"async", true}};
+  EXPECT_TRUE(throws_error([&] { parse_config(json); }, ErrorCode::kInvalidConfig,
+                           {"\"async\"", "hf", "hdf5, mpiio"}));
+}
+
+TEST(AsyncConfig, StagingPoolLimitTakesByteSizes) {
+  const nlohmann::json json = {
+      {"type", "mpiio"}, {"output_dir", "/tmp/x"}, {"staging_pool_limit", "64MiB"}};
+  EXPECT_EQ(parse_config(json).staging_pool_limit, 64u << 20);
+  const nlohmann::json bad = {
+      {"type", "mpiio"}, {"output_dir", "/tmp/x"}, {"staging_pool_limit", "lots"}};
+  EXPECT_TRUE(throws_error([&] { parse_config(bad); }, ErrorCode::kInvalidConfig,
+                           {"\"staging_pool_limit\""}));
+}
+
+TEST(AsyncConfig, ThreadLevelBelowMultipleNamesMpiInitThread) {
+  for (int level : {MPI_THREAD_SINGLE, MPI_THREAD_FUNNELED, MPI_THREAD_SERIALIZED}) {
+    EXPECT_TRUE(throws_error([&] { check_async_thread_level(level); },
+                             ErrorCode::kUnsupported,
+                             {"\"async\"", "MPI_THREAD_MULTIPLE", "MPI_Init_thread"}));
+  }
+  EXPECT_FALSE(catch_error([] { check_async_thread_level(MPI_THREAD_MULTIPLE); }).thrown);
+  // This test binary initializes MPI with MPI_Init_thread(MULTIPLE).
+  EXPECT_EQ(mpi_thread_level(), MPI_THREAD_MULTIPLE);
+}
+
+// The pool is allocated once and reused; it moves only when the state grows.
+TEST(StagingPool, AllocatedOnceAndGrownOnlyWhenTheStateGrows) {
+  State state;
+  build_test_state(state, 0, 1, Partition::kMixed);
+  StagingPool pool;
+  StateSnapshot snapshot;
+  State* first = &snapshot.capture(state, pool, nullptr, 0);
+  const std::byte* data = pool.data();
+  const std::uint64_t generation = pool.generation();
+  EXPECT_GE(pool.capacity(), staging_bytes(state));
+  EXPECT_EQ(&snapshot.capture(state, pool, nullptr, 0), first);
+  EXPECT_EQ(pool.data(), data);
+  EXPECT_EQ(pool.generation(), generation);
+  EXPECT_TRUE(state_holds_expected(*first));
+  fill_expected(state.add_model("model.extra", DType::kF32, {4096}, replicated_whole({4096})));
+  State& grown = snapshot.capture(state, pool, nullptr, 0);
+  EXPECT_GT(pool.generation(), generation);
+  EXPECT_GE(pool.capacity(), staging_bytes(state));
+  ASSERT_NE(grown.find("model/model.extra"), nullptr);
+  EXPECT_TRUE(state_holds_expected(grown));
+}
+
+TEST(StagingPool, LimitBelowTheStateIsAClearErrorAndLeavesThePoolEmpty) {
+  State state;
+  build_test_state(state, 0, 1, Partition::kMixed);
+  StagingPool pool;
+  StateSnapshot snapshot;
+  const std::string need = std::to_string(staging_bytes(state));
+  EXPECT_TRUE(throws_error([&] { snapshot.capture(state, pool, nullptr, 64); },
+                           ErrorCode::kIo,
+                           {"cannot allocate the staging pool", need, "staging_pool_limit"}));
+  EXPECT_EQ(pool.data(), nullptr);
+  EXPECT_EQ(pool.capacity(), 0u);
+}
+
+}  // namespace
+}  // namespace floe::test

@@ -172,9 +172,11 @@ class CheckpointEngine {
 
  protected:
   // Waits for an asynchronous save in flight, logging (never throwing) its
-  // error; post-save callbacks do not run. The base destructor calls it, but
-  // by then a derived engine's members are gone: an engine whose
-  // write_state() reads its own members calls this first in its destructor.
+  // error; post-save callbacks do not run. Every engine that allows
+  // `async: true` calls it first in its destructor: the I/O thread calls the
+  // engine's write_state(), and by the time the base destructor runs the
+  // derived part (its members, its vtable) is gone. The base destructor
+  // calls it too, as a last resort.
   void finish_pending_save() noexcept;
 
   // Collective. Writes the state's data into files under ctx.dir and makes
@@ -192,8 +194,10 @@ class CheckpointEngine {
   void run_callbacks(CallbackEvent event);
   void recover_once();
   // Collective over `comm`: exchange_layout, the engine's write step and the
-  // commit of `state` as the checkpoint of `progress`.
-  void write_and_commit(const Comm& comm, State& state, const Progress& progress);
+  // commit of `state` as the checkpoint of `progress` by engine `engine`
+  // (name(), read on the trainer's thread).
+  void write_and_commit(const Comm& comm, State& state, const Progress& progress,
+                        const std::string& engine);
   Staging& staging();
 
   TrainerView& trainer_;

@@ -169,7 +169,7 @@ void CheckpointEngine::save() {
   const Progress progress = trainer_.progress();
   const std::string device = trainer_.device();
   if (!config_.async && !is_cuda_device(device)) {
-    write_and_commit(comm, state, progress);
+    write_and_commit(comm, state, progress, std::string(name()));
     run_callbacks(CallbackEvent::kPostSave);
     return;
   }
@@ -181,26 +181,28 @@ void CheckpointEngine::save() {
                                config_.staging_pool_limit);
   });
   if (!config_.async) {
-    write_and_commit(comm, *staged, progress);
+    write_and_commit(comm, *staged, progress, std::string(name()));
     run_callbacks(CallbackEvent::kPostSave);
     return;
   }
   if (!s.background) s.background = std::make_unique<BackgroundSave>(comm.get());
-  s.background->start([this, staged, progress](MPI_Comm io_comm) {
-    write_and_commit(Comm(io_comm), *staged, progress);
+  s.background->start([this, staged, progress, engine = std::string(name())](
+                          MPI_Comm io_comm) {
+    write_and_commit(Comm(io_comm), *staged, progress, engine);
   });
   post_save_pending_ = true;
 }
 
 void CheckpointEngine::write_and_commit(const Comm& comm, State& state,
-                                        const Progress& progress) {
+                                        const Progress& progress,
+                                        const std::string& engine) {
   Coordinator coordinator(*fs_, comm, config_.output_dir);
   // Deterministic on every rank: a bad layout throws the same Error on all.
   const GlobalLayout layout = exchange_layout(state, comm.get());
 
   Manifest manifest;
   manifest.floe_version = version();
-  manifest.engine = std::string(name());
+  manifest.engine = engine;
   manifest.tag = tag_for_step(progress.global_step);
   manifest.step = progress.global_step;
   manifest.epoch = progress.epoch;

@@ -3,6 +3,8 @@
 # state (engines side by side with raw POSIX I/O of the same bytes, fsync
 # included in both), the Hugging Face export (floe bench --export) at the
 # same rank counts, and 20,000 small tensors for the per-tensor cost.
+# Also, at each rank count: async save() blocking vs memcpy (floe bench
+# --async) and the peers (scripts/bench_peers.py: torch.save/load, h5py).
 # Usage: bash scripts/bench.sh [--no-install] [--size 1GiB] [--repeat 3]
 #        [--ranks "1 2 4"] [--dir SCRATCH]   (results: $BENCH_OUT, default bench-results/)
 set -euo pipefail

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/bench/async_bench.hpp"
 #include "cli/bench/raw_io.hpp"
 #ifdef FLOE_CLI_HF
 #include "cli/bench/export_bench.hpp"
@@ -85,6 +86,8 @@ int run_bench(const std::vector<std::string>& args) {
       ("repeat", po::value<int>()->default_value(3), "repetitions (medians reported)")
       ("engines", po::value<std::string>()->default_value("hdf5,mpiio"),
        "comma-separated engines to measure")
+      ("async", "measure how long an async save() blocks, against a memcpy of "
+                "the state (--engines: which engines)")
       ("no-verify", "load without checking checksums")
       ("json", po::value<std::string>(), "also write the results as JSON to this file")
 #ifdef FLOE_CLI_HF
@@ -119,6 +122,15 @@ int run_bench(const std::vector<std::string>& args) {
 
   SimpleTrainer trainer;
   build_state(trainer.state(), bytes, count, rank, size);
+  if (vm->count("async")) {
+    bench::AsyncBenchOptions options;
+    options.dir = dir;
+    options.engines = engines;
+    options.repeat = repeat;
+    if (vm->count("json")) options.json = (*vm)["json"].as<std::string>();
+    bench::run_async_bench(trainer.state(), options);
+    return 0;
+  }
 #ifdef FLOE_CLI_HF
   if (vm->count("export")) {
     bench::ExportBenchOptions options;

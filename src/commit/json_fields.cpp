@@ -39,8 +39,13 @@ std::string JsonFields::string(const std::string& key) const {
 
 std::uint64_t JsonFields::u64(const std::string& key) const {
   const auto& v = value(key);
-  if (!v.is_number_unsigned()) fail(key, "expected an integer >= 0");
-  return v.get<std::uint64_t>();
+  // Parsed text holds a count as unsigned; a document built in memory (as
+  // Manifest::to_json builds one from int fields) may hold it as signed.
+  if (v.is_number_unsigned()) return v.get<std::uint64_t>();
+  if (v.is_number_integer() && v.get<std::int64_t>() >= 0) {
+    return static_cast<std::uint64_t>(v.get<std::int64_t>());
+  }
+  fail(key, "expected an integer >= 0");
 }
 
 std::int64_t JsonFields::i64(const std::string& key) const {

@@ -27,10 +27,33 @@ std::optional<std::int64_t> step_of_tag(const std::string& name) {
   return step;
 }
 
+namespace {
+
+// `text` with control bytes as \xNN: an error message must show a hostile
+// name whole (a NUL would end what() early) and not drive the terminal.
+std::string printable(const std::string& text) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (const char c : text.substr(0, 512)) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      out += "\\x";
+      out += kHex[u >> 4];
+      out += kHex[u & 0xf];
+    } else {
+      out += c;
+    }
+  }
+  if (text.size() > 512) out += "...";
+  return out;
+}
+
+}  // namespace
+
 void check_relative_path(const std::string& relative, const std::string& what) {
   auto bad = [&](const std::string& why) {
     throw Error(ErrorCode::kCorrupt,
-                what + ": path \"" + relative + "\" " + why);
+                what + ": path \"" + printable(relative) + "\" " + why);
   };
   if (relative.empty()) bad("is empty");
   if (relative.find('\0') != std::string::npos) bad("contains NUL");

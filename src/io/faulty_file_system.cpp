@@ -22,7 +22,7 @@ std::string_view fs_op_name(FsOp op) {
   return "?";
 }
 
-void FaultyFileSystem::hit(FsOp op, const fs::path& path) {
+const FaultRule* FaultyFileSystem::match(FsOp op, const fs::path& path) {
   for (auto& armed : rules_) {
     const FaultRule& rule = armed.rule;
     if (rule.op != op) continue;
@@ -33,12 +33,18 @@ void FaultyFileSystem::hit(FsOp op, const fs::path& path) {
     if (armed.seen++ < rule.skip) continue;
     if (rule.times >= 0 && armed.fired >= rule.times) continue;
     ++armed.fired;
-    ++injected_;
-    if (rule.kill) ::raise(SIGKILL);
-    throw Error(ErrorCode::kIo, "cannot " + std::string(fs_op_name(op)) + " " +
-                                    path.string() + ": " +
-                                    std::strerror(rule.error) + " (injected)");
+    return &rule;
   }
+  return nullptr;
+}
+
+void FaultyFileSystem::fail(const FaultRule& rule, FsOp op, const fs::path& path) {
+  ++injected_;
+  if (rule.kill) ::raise(SIGKILL);
+  throw Error(ErrorCode::kIo, "cannot " + std::string(fs_op_name(op)) + " " +
+                                  path.string() + ": " + std::strerror(rule.error) +
+                                  (rule.short_write ? " after a short write" : "") +
+                                  " (injected)");
 }
 
 }  // namespace floe

@@ -32,6 +32,9 @@ struct FaultRule {
   int skip = 0;               // let this many matching calls pass first
   int times = 1;              // then fail this many (-1: for ever)
   bool kill = false;          // SIGKILL the process instead: a crash there
+  // kWriteFile only: write the first half of the bytes, then fail, as a
+  // write(2) that stops short on a full disk leaves a partial file.
+  bool short_write = false;
 };
 
 class FaultyFileSystem : public FileSystem {
@@ -68,7 +71,10 @@ class FaultyFileSystem : public FileSystem {
     return base_->read_file(p, max);
   }
   void write_file(const fs::path& p, std::string_view bytes) override {
-    hit(FsOp::kWriteFile, p);
+    if (const FaultRule* rule = match(FsOp::kWriteFile, p)) {
+      if (rule->short_write) base_->write_file(p, bytes.substr(0, bytes.size() / 2));
+      fail(*rule, FsOp::kWriteFile, p);
+    }
     base_->write_file(p, bytes);
   }
   void fsync_file(const fs::path& p) override {
@@ -90,7 +96,13 @@ class FaultyFileSystem : public FileSystem {
     int seen;
     int fired;
   };
-  void hit(FsOp op, const fs::path& path);
+  // The rule that fires for this call (counting it), or nullptr.
+  const FaultRule* match(FsOp op, const fs::path& path);
+  // Counts the fault and throws it (or SIGKILLs, for a kill rule).
+  [[noreturn]] void fail(const FaultRule& rule, FsOp op, const fs::path& path);
+  void hit(FsOp op, const fs::path& path) {
+    if (const FaultRule* rule = match(op, path)) fail(*rule, op, path);
+  }
 
   std::shared_ptr<FileSystem> base_;
   std::vector<Armed> rules_;

@@ -14,6 +14,7 @@ FLOE_DEBIAN_PACKAGES=(
   libtorch-dev libboost-program-options-dev nlohmann-json3-dev
   libxxhash-dev libgtest-dev
   python3-h5py python3-numpy python3-venv clang
+  slurmctld slurmd slurm-client munge  # the Slurm test (scripts/slurm_local.sh)
   libclang-rt-14-dev  # libFuzzer and the sanitizer runtimes (scripts/fuzz.sh)
 )
 

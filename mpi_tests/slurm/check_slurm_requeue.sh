@@ -24,7 +24,9 @@
 set -uo pipefail
 
 root=$1 launcher=$2 engine=$3 trainer=$4 floe=$5 work=$6
-steps=${FLOE_SLURM_TEST_STEPS:-150}
+# Enough steps that the first run is still training when the signal comes
+# on an idle machine (a step takes ~5 ms there, ~50 ms on a loaded one).
+steps=${FLOE_SLURM_TEST_STEPS:-600}
 alignment=65536
 job_name=floe-requeue-${launcher}
 ckpt_root=${work}/checkpoints
@@ -74,13 +76,14 @@ note "slurm up: $(sinfo -h -o '%P %D %c %T') ($(sinfo --version))"
 # Fields of `scontrol show job` (there is no accounting, so no sacct).
 # job_field FIELD [JOB]: one field of `scontrol show job` (default: ${job}).
 job_field() { scontrol -o show job "${2:-${job}}" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$1=//p"; }
-# Waits up to $1 seconds, polling every 0.5 s, for "${@:2}" to succeed.
+# Waits up to $1 seconds, polling every ${poll:-0.5} s, for "${@:2}" to
+# succeed.
 wait_for() {
   local deadline=$((SECONDS + $1))
   shift
   until "$@"; do
     ((SECONDS < deadline)) || return 1
-    sleep 0.5
+    sleep "${poll:-0.5}"
   done
 }
 job_done() { [[ "$(job_field JobState "${1:-}")" =~ ^(COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY)$ ]]; }
@@ -91,7 +94,7 @@ training() { grep -Eq "${FLOE_SLURM_TEST_STEP_LINE:-^step [0-9]+}" "${job_out}" 
 # A small model, one checkpoint at the end only, so that the emergency
 # checkpoint is the only one in between.
 trainer_args=(--steps "${steps}" --steps-per-epoch 1000000 --hidden 64 --layers 2
-  --seed 7 --global-batch 24 --save-end-of-training --keep-last-n 0)
+  --seed 7 --global-batch 24 --log-every 1 --save-end-of-training --keep-last-n 0)
 job=$(FLOE_TRAINER="${trainer}" FLOE_LAUNCHER="${launcher}" FLOE_CKPT_ROOT="${ckpt_root}" \
   FLOE_ENGINE="${engine}" FLOE_ALIGNMENT="${alignment}" FLOE_STRIPING_FACTOR=1 \
   FLOE_STRIPING_UNIT=1MiB FLOE_CB_BUFFER_SIZE=4MiB FLOE_ROMIO_CB_WRITE=enable \
@@ -101,7 +104,7 @@ job=$(FLOE_TRAINER="${trainer}" FLOE_LAUNCHER="${launcher}" FLOE_CKPT_ROOT="${ck
 job=${job%%;*}
 note "submitted job ${job}: ${launcher}, ${engine} engine, 2 ranks, ${steps} steps"
 
-wait_for 120 training || fail "the trainer logged no step within 120 s"
+poll=0.1 wait_for 120 training || fail "the trainer logged no step within 120 s"
 note "training; sending SIGUSR1 to the batch shell (scancel --signal=USR1 --batch ${job})"
 scancel --signal=USR1 --batch "${job}" || fail "scancel --signal=USR1 failed"
 

@@ -57,7 +57,7 @@ if ((build)); then
   [[ -f "${build_dir}/CMakeCache.txt" ]] || generator=(-G Ninja)
   cmake -S . -B "${build_dir}" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DFLOE_BUILD_FUZZERS=ON -DFLOE_BUILD_TESTS=OFF -DFLOE_BUILD_CLI=OFF \
-    -DFLOE_WITH_TORCH=OFF >/dev/null
+    -DFLOE_WITH_TORCH=OFF -DFLOE_WITH_CUDA=OFF >/dev/null
   cmake --build "${build_dir}" --target floe_fuzzers -j "$(nproc 2>/dev/null || echo 2)"
 fi
 ((build_only)) && exit 0

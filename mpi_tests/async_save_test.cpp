@@ -11,8 +11,7 @@
 #include "core/staging_pool.hpp"
 #include "core/state_snapshot.hpp"
 #include "engine_fixture.hpp"
-#include "engines/hdf5/hdf5_engine.hpp"
-#include "engines/mpiio/mpiio_engine.hpp"
+#include "floe/registry.hpp"
 #include "io/faulty_file_system.hpp"
 
 namespace floe::test {
@@ -133,32 +132,18 @@ TEST_P(AsyncSave, LoadAndResumeWaitForTheSaveInFlight) {
   });
 }
 
-// An engine that waits for its save in flight in its own destructor, as
-// engine.hpp asks of every engine that allows async (finish_pending_save).
-template <typename Engine>
-class WaitingEngine : public Engine {
- public:
-  using Engine::Engine;
-  ~WaitingEngine() override { this->finish_pending_save(); }
-};
-
-std::unique_ptr<CheckpointEngine> make_waiting_engine(TrainerView& trainer,
-                                                      const std::string& type,
-                                                      const fs::path& dir) {
-  const CheckpointConfig config =
-      parse_config({{"type", type}, {"output_dir", dir.string()}, {"async", true}});
-  if (type == "mpiio") return std::make_unique<WaitingEngine<MpiioEngine>>(trainer, config);
-  if (type == "hdf5") return std::make_unique<WaitingEngine<Hdf5Engine>>(trainer, config);
-  throw std::runtime_error("no waiting engine for " + type);
-}
-
 TEST_P(AsyncSave, DestructorWaitsForTheCommit) {
   run_within(std::chrono::seconds(120), [&] {
     TempDir tmp;
     {
       SimpleTrainer trainer;
       build_test_state(trainer.state(), world_rank(), world_size(), Partition::kMixed);
-      auto engine = make_waiting_engine(trainer, GetParam(), tmp / "ckpt");
+      // The registry's engine, as a trainer gets it: its own destructor
+      // must join the I/O thread before its part is gone.
+      auto engine = make_engine(
+          trainer, parse_config({{"type", GetParam()},
+                                 {"output_dir", (tmp / "ckpt").string()},
+                                 {"async", true}}));
       trainer.progress_now.global_step = 5;
       engine->save();
       scribble(trainer.state());

@@ -17,6 +17,9 @@ class Hdf5Engine : public CheckpointEngine {
   // Throws Error(kInvalidConfig) naming the key on a bad engine option; a
   // config made by hand without the engine's keys gets their defaults.
   Hdf5Engine(TrainerView& trainer, CheckpointConfig config);
+  // An asynchronous save's I/O thread calls write_state() and reads
+  // options_: it must end before this engine's part is destroyed.
+  ~Hdf5Engine() override { finish_pending_save(); }
 
   std::string_view name() const override { return "hdf5"; }
   const h5::Hdf5Options& options() const { return options_; }

@@ -16,6 +16,9 @@ class MpiioEngine : public CheckpointEngine {
 
   MpiioEngine(TrainerView& trainer, const CheckpointConfig& config)
       : CheckpointEngine(trainer, config) {}
+  // An asynchronous save's I/O thread calls write_state(): it must end
+  // before this engine's part is destroyed.
+  ~MpiioEngine() override { finish_pending_save(); }
 
   std::string_view name() const override { return kName; }
 

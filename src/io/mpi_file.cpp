@@ -1,6 +1,8 @@
 #include "io/mpi_file.hpp"
 
 #include <algorithm>
+#include <cstring>
+#include <exception>
 #include <limits>
 
 #include "core/comm.hpp"
@@ -22,26 +24,66 @@ void check(int rc, const std::string& what, const std::filesystem::path& path) {
               what + " " + path.string() + ": " + std::string(text, length));
 }
 
-// Splits `runs` into rounds of at most kMaxTransfer bytes, cutting runs.
-std::vector<std::vector<IoRun>> split_rounds(const std::vector<IoRun>& runs) {
-  std::vector<std::vector<IoRun>> rounds(1);
-  std::uint64_t used = 0;
+// Runs shorter than this are copied into a staging buffer and written with
+// their file neighbours in one transfer; longer ones go straight from the
+// caller's memory.
+constexpr std::uint64_t kPackBelow = 1ull << 20;
+// The staging buffer for packed runs, reused by every transfer.
+constexpr std::uint64_t kPackBytes = 16ull << 20;
+
+// One transfer: `length` bytes to file offset `offset`, contiguous in the
+// file, from runs[first, last) (which continue each other in the file).
+// `direct` when they are one contiguous piece of memory too.
+struct Segment {
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  std::size_t first = 0, last = 0;
+  bool direct = false;
+};
+
+// Cuts `runs` into segments, each contiguous in the file and moved by one
+// MPI_File_write_at_all with contiguous memory: ROMIO writes such a call
+// with one pwrite from the caller's buffer, where a derived memory type
+// makes it copy everything through a 512 KiB buffer. Runs adjacent in both
+// file and memory merge for free; small runs adjacent in the file share a
+// packed segment. `runs` is split in place at kMaxTransfer.
+std::vector<Segment> plan_segments(std::vector<IoRun>& runs) {
+  std::vector<IoRun> cut;
   for (IoRun run : runs) {
     while (run.length > 0) {
-      if (used == kMaxTransfer) {
-        rounds.emplace_back();
-        used = 0;
-      }
-      const std::uint64_t take = std::min(run.length, kMaxTransfer - used);
-      rounds.back().push_back(IoRun{run.offset, run.memory, take});
-      used += take;
+      const std::uint64_t take = std::min(run.length, kMaxTransfer);
+      cut.push_back(IoRun{run.offset, run.memory, take});
       run.offset += take;
       run.memory = static_cast<const char*>(run.memory) + take;
       run.length -= take;
     }
   }
-  if (rounds.back().empty()) rounds.pop_back();
-  return rounds;
+  runs = std::move(cut);
+  std::vector<Segment> out;
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const IoRun& run = runs[i];
+    if (!out.empty()) {
+      Segment& last = out.back();
+      const IoRun& prev = runs[i - 1];
+      const bool file_next = last.offset + last.length == run.offset;
+      const bool memory_next =
+          static_cast<const char*>(prev.memory) + prev.length == run.memory;
+      if (file_next && last.direct && memory_next &&
+          last.length + run.length <= kMaxTransfer) {
+        last.length += run.length;
+        last.last = i + 1;
+        continue;
+      }
+      if (file_next && !last.direct && run.length < kPackBelow &&
+          last.length + run.length <= kPackBytes) {
+        last.length += run.length;
+        last.last = i + 1;
+        continue;
+      }
+    }
+    out.push_back(Segment{run.offset, run.length, i, i + 1, run.length >= kPackBelow});
+  }
+  return out;
 }
 
 }  // namespace
@@ -81,48 +123,54 @@ MpiFile::~MpiFile() {
   if (file_ != MPI_FILE_NULL) MPI_File_close(&file_);
 }
 
-void MpiFile::write_all(MPI_Comm comm, const std::vector<IoRun>& runs) {
-  const auto rounds = split_rounds(runs);
+void MpiFile::write_all(MPI_Comm comm, std::vector<IoRun> runs) {
+  const std::vector<Segment> segments = plan_segments(runs);
   const Comm c(comm);
-  const std::uint64_t total_rounds = c.allreduce_max(rounds.size());
-  for (std::uint64_t r = 0; r < total_rounds; ++r) {
-    std::vector<int> lengths;
-    std::vector<MPI_Aint> file_offsets, memory;
-    if (r < rounds.size()) {
-      for (const auto& run : rounds[r]) {
-        lengths.push_back(static_cast<int>(run.length));
-        file_offsets.push_back(static_cast<MPI_Aint>(run.offset));
-        MPI_Aint address = 0;
-        MPI_Get_address(run.memory, &address);
-        memory.push_back(address);
+  const std::uint64_t rounds = c.allreduce_max(segments.size());
+  std::vector<char> pack;
+  // A rank whose transfer fails keeps joining the remaining rounds with
+  // nothing to write, so no rank waits in a collective call; the first
+  // error is thrown at the end.
+  std::exception_ptr error;
+  for (std::uint64_t r = 0; r < rounds; ++r) {
+    const void* memory = nullptr;
+    std::uint64_t offset = 0, length = 0;
+    if (!error && r < segments.size()) {
+      const Segment& s = segments[r];
+      offset = s.offset;
+      length = s.length;
+      memory = runs[s.first].memory;
+      if (!s.direct) {
+        if (pack.size() < s.length) pack.resize(s.length);
+        char* at = pack.data();
+        for (std::size_t i = s.first; i < s.last; ++i) {
+          std::memcpy(at, runs[i].memory, runs[i].length);
+          at += runs[i].length;
+        }
+        memory = pack.data();
       }
     }
-    const int n = static_cast<int>(lengths.size());
-    MPI_Datatype raw_file = MPI_BYTE, raw_memory = MPI_BYTE;
-    MpiType file_type, memory_type;
-    if (n > 0) {
-      check_mpi(MPI_Type_create_hindexed(n, lengths.data(), file_offsets.data(),
-                                         MPI_BYTE, &raw_file),
-                "MPI_Type_create_hindexed");
-      check_mpi(MPI_Type_commit(&raw_file), "MPI_Type_commit");
-      file_type = MpiType(raw_file);
-      check_mpi(MPI_Type_create_hindexed(n, lengths.data(), memory.data(),
-                                         MPI_BYTE, &raw_memory),
-                "MPI_Type_create_hindexed");
-      check_mpi(MPI_Type_commit(&raw_memory), "MPI_Type_commit");
-      memory_type = MpiType(raw_memory);
-    }
-    check(MPI_File_set_view(file_, 0, MPI_BYTE, n > 0 ? raw_file : MPI_BYTE,
-                            "native", MPI_INFO_NULL),
-          "cannot set a view of", path_);
     MPI_Status status;
-    check(MPI_File_write_at_all(file_, 0, n > 0 ? MPI_BOTTOM : nullptr,
-                                n > 0 ? 1 : 0, n > 0 ? raw_memory : MPI_BYTE,
-                                &status),
-          "cannot write", path_);
+    const int rc = MPI_File_write_at_all(file_, static_cast<MPI_Offset>(offset),
+                                         const_cast<void*>(memory),
+                                         static_cast<int>(length), MPI_BYTE, &status);
+    if (error) continue;
+    try {
+      check(rc, "cannot write", path_);
+      int wrote = 0;
+      // (The status of a zero-byte call is not filled in by every MPI-IO.)
+      if (length > 0) MPI_Get_count(&status, MPI_BYTE, &wrote);
+      if (static_cast<std::uint64_t>(wrote) != length) {
+        throw Error(ErrorCode::kIo, "cannot write " + path_.string() + ": wrote " +
+                                        std::to_string(wrote) + " of " +
+                                        std::to_string(length) +
+                                        " bytes at offset " + std::to_string(offset));
+      }
+    } catch (...) {
+      error = std::current_exception();
+    }
   }
-  check(MPI_File_set_view(file_, 0, MPI_BYTE, MPI_BYTE, "native", MPI_INFO_NULL),
-        "cannot reset the view of", path_);
+  if (error) std::rethrow_exception(error);
 }
 
 void MpiFile::read_at(std::uint64_t offset, void* memory, std::uint64_t length) {

@@ -66,10 +66,14 @@ class MpiFile {
       : file_(std::exchange(other.file_, MPI_FILE_NULL)), path_(std::move(other.path_)) {}
   MpiFile(const MpiFile&) = delete;
 
-  // Collective. Writes `runs` (sorted by offset, not overlapping) with as
-  // few collective calls as the 2 GiB limit allows; every rank makes the
-  // same number of calls whatever its share.
-  void write_all(MPI_Comm comm, const std::vector<IoRun>& runs);
+  // Collective. Writes `runs` (sorted by offset, not overlapping). Each
+  // MPI_File_write_at_all moves one range contiguous in both the file and
+  // memory (at most 1 GiB): runs that continue each other in file and
+  // memory merge, small runs adjacent in the file are packed into a 16 MiB
+  // staging buffer, large ones go from the caller's memory. Every rank
+  // makes the same number of calls whatever its share; a rank whose call
+  // fails keeps joining the rest and throws Error(kIo) at the end.
+  void write_all(MPI_Comm comm, std::vector<IoRun> runs);
   // Not collective. Reads `length` bytes at `offset` into `memory`.
   void read_at(std::uint64_t offset, void* memory, std::uint64_t length);
   // Collective. MPI_File_sync: the data is durable when it returns.

@@ -1,5 +1,7 @@
 #include "engines/mpiio/mpiio_engine.hpp"
 
+#include <thread>
+
 #include "core/comm.hpp"
 #include "engines/mpiio/extent_plan.hpp"
 #include "io/checksum.hpp"
@@ -38,6 +40,25 @@ std::vector<OptionSpec> mpiio_options() {
   };
 }
 
+// Checksums `shards` into `out` on a thread of its own from construction
+// to destruction (which joins it, also when the write throws).
+class ChecksumTask {
+ public:
+  ChecksumTask(const std::vector<const TensorShard*>& shards,
+               std::vector<std::uint64_t>& out)
+      : thread_([&shards, &out] {
+          for (std::size_t i = 0; i < shards.size(); ++i) {
+            out[i] = xxh3_64(shards[i]->data(), shards[i]->nbytes());
+          }
+        }) {}
+  ~ChecksumTask() { thread_.join(); }
+  ChecksumTask(const ChecksumTask&) = delete;
+  ChecksumTask& operator=(const ChecksumTask&) = delete;
+
+ private:
+  std::thread thread_;
+};
+
 }  // namespace
 
 MpiInfo mpiio_hints(const EngineOptions& options) {
@@ -56,17 +77,18 @@ MpiInfo mpiio_hints(const EngineOptions& options) {
 
 WriteResult MpiioEngine::write_state(const SaveContext& ctx) {
   const Comm comm(ctx.comm);
-  // 1. Checksum what this rank writes, and tell every rank how much it is.
+  // 1. Tell every rank how much this rank writes: the layout has the
+  // pieces' sizes, the exchange adds the blobs. The pieces' checksums are
+  // not needed for the plan: they are computed while the data is written.
   RankContribution mine;
   std::vector<const TensorShard*> shards;  // this rank's written pieces
   for (const auto& tensor : ctx.layout.tensors) {
     for (const auto& piece : tensor.pieces) {
       if (piece.rank != ctx.rank || !piece.writer) continue;
-      const TensorShard* shard = ctx.state.find(tensor.spec.key());
-      mine.piece_xxh3.push_back(xxh3_64(shard->data(), shard->nbytes()));
-      shards.push_back(shard);
+      shards.push_back(ctx.state.find(tensor.spec.key()));
     }
   }
+  mine.piece_xxh3.assign(shards.size(), 0);
   for (const auto& [name, bytes] : ctx.state.blobs()) {
     mine.blobs.push_back(
         BlobRecord{ctx.rank, name, "", 0, bytes.size(), xxh3_64(bytes.data(), bytes.size())});
@@ -76,7 +98,8 @@ WriteResult MpiioEngine::write_state(const SaveContext& ctx) {
     all.push_back(RankContribution::decode(bytes));
   }
 
-  // 2. Every rank computes the same plan; each writes its own extent.
+  // 2. Every rank computes the same plan; each writes its own extent while
+  // a second thread checksums the same (unchanging) memory.
   const std::uint64_t alignment = config().options.get_count("alignment");
   ExtentPlan plan = plan_extents(ctx.layout, all, kDataFile, alignment);
   std::vector<IoRun> runs;
@@ -94,11 +117,30 @@ WriteResult MpiioEngine::write_state(const SaveContext& ctx) {
       runs.push_back(IoRun{blob.offset, ctx.state.blob(blob.name)->data(), blob.nbytes});
     }
   }
-  MpiFile file(ctx.comm, ctx.dir / kDataFile, MpiFile::Mode::kCreate,
-               mpiio_hints(config().options));
-  file.write_all(ctx.comm, runs);
-  file.sync();
-  file.close();
+  {
+    ChecksumTask sums(shards, mine.piece_xxh3);
+    MpiFile file(ctx.comm, ctx.dir / kDataFile, MpiFile::Mode::kCreate,
+                 mpiio_hints(config().options));
+    // Agreed on before the collective sync and close, which a rank leaving
+    // early would make the others wait in.
+    std::exception_ptr error;
+    try {
+      file.write_all(ctx.comm, std::move(runs));
+    } catch (...) {
+      error = std::current_exception();
+    }
+    agree_on_error(comm, error);
+    file.sync();
+    file.close();
+  }
+
+  // 3. The checksums, to every rank, into the plan.
+  mine.blobs.clear();
+  const auto sums = comm.allgather_bytes(mine.encode());
+  for (std::size_t r = 0; r < sums.size(); ++r) {
+    all[r].piece_xxh3 = RankContribution::decode(sums[r]).piece_xxh3;
+  }
+  plan = plan_extents(ctx.layout, all, kDataFile, alignment);
 
   WriteResult result;
   result.tensors = std::move(plan.tensors);

@@ -52,8 +52,9 @@ struct HfExportOptions {
 
   // The most bytes one rank moves per collective write, and the size of its
   // staging buffer (where casts happen). Between 1 MiB and 1 GiB in
-  // practice; any value >= 64 works. Default: 256 MiB.
-  std::uint64_t round_bytes = 256ULL << 20;
+  // practice; any value >= 64 works. Default: 32 MiB, which keeps a rank's
+  // peak memory within its own part + 64 MiB (BENCHMARKS.md, "HF export").
+  std::uint64_t round_bytes = 32ULL << 20;
 
   // Replaces an export already in the directory (its model*.safetensors
   // files and index are removed once the options have been checked, just

@@ -7,7 +7,9 @@
 #include <utility>
 
 #include "core/comm.hpp"
+#include "engines/hf/write_hints.hpp"
 #include "floe/error.hpp"
+#include "io/mpi_file.hpp"
 
 namespace floe::hf {
 namespace {
@@ -115,10 +117,13 @@ void write_file_collectively(MPI_Comm mpi_comm,
   if (staging.size() < std::min(round_bytes, my_bytes))
     staging.resize(std::min(round_bytes, my_bytes));
 
+  const MpiInfo hints = write_hints(
+      comm.allreduce_sum(my_bytes),
+      comm.allreduce_sum(static_cast<std::uint64_t>(runs.size())));
   MPI_File fh = MPI_FILE_NULL;
   failure.check(
       MPI_File_open(mpi_comm, path.c_str(), MPI_MODE_CREATE | MPI_MODE_WRONLY,
-                    MPI_INFO_NULL, &fh),
+                    hints.get(), &fh),
       "MPI_File_open");
   // The rest is collective on the file: if any rank could not open it, none
   // go on (a rank that did keeps its handle open rather than wait in a

@@ -13,6 +13,7 @@
 #include "core/comm.hpp"
 #include "engines/hf/export_dir.hpp"
 #include "engines/hf/float_cast.hpp"
+#include "engines/hf/write_hints.hpp"
 #include "engines/hf/safetensors_index.hpp"
 #include "engines/hf/shard_plan.hpp"
 #include "floe/checkpoint.hpp"
@@ -71,7 +72,9 @@ class FileStreamer {
   void write(const fs::path& path, std::vector<unsigned char>& staging,
              std::vector<unsigned char>& source) {
     MPI_File fh = MPI_FILE_NULL;
-    MpiInfo info;
+    // One contiguous slice per rank per call.
+    const std::uint64_t ranks = static_cast<std::uint64_t>(comm_.size());
+    const MpiInfo info = hf::write_hints(slice_ * ranks, ranks);
     agree_mpi(comm_,
               MPI_File_open(comm_.get(), path.c_str(),
                             MPI_MODE_CREATE | MPI_MODE_WRONLY, info.get(), &fh),

@@ -74,24 +74,52 @@ ranks_of() { pgrep -P "$1" -x floe-train-exam || true; }
 failed=0 total_kills=0 total_trials=0
 for engine in "${engines[@]}"; do
   ref="${work}/${engine}-reference"
-  start=$(date +%s.%N)
-  train "${engine}" "${ref}" >"${work}/${engine}-reference.log" 2>&1 ||
+  # The uninterrupted run, timed: when its first checkpoint appears (start-up
+  # ends) and when it ends. Kills land in between, where saves happen.
+  start=$(date +%s%N)
+  train "${engine}" "${ref}" >"${work}/${engine}-reference.log" 2>&1 &
+  ref_pid=$!
+  first_ms=""
+  while kill -0 "${ref_pid}" 2>/dev/null; do
+    if [[ -z "${first_ms}" && -f "${ref}/latest" ]]; then
+      first_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+    fi
+    sleep 0.05
+  done
+  wait "${ref_pid}" ||
     { echo "reliability.sh: the uninterrupted ${engine} run failed:" >&2; tail -20 "${work}/${engine}-reference.log" >&2; exit 1; }
-  ref_ms=$(awk -v s="${start}" -v e="$(date +%s.%N)" 'BEGIN { printf "%d", (e - s) * 1000 }')
+  ref_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  first_ms=${first_ms:-$((ref_ms / 2))}
   final="global_step_${steps}"
   [[ -f "${ref}/${final}/manifest.json" ]] || { echo "reliability.sh: no ${final} in ${ref}" >&2; exit 1; }
-  echo "${engine}: uninterrupted run of ${steps} steps at ${ranks} ranks: ${ref_ms} ms"
+  echo "${engine}: uninterrupted run of ${steps} steps at ${ranks} ranks: ${ref_ms} ms (first checkpoint at ${first_ms} ms)"
   kills=0 finished_first=0 resumed_steps=()
   for ((t = 1; t <= trials; t++)); do
     dir="${work}/${engine}-trial${t}"
     verdict=ok
-    # A kill time in the busy part of the run: after start-up, before the end.
-    delay_ms=$(( (ref_ms / 10) + RANDOM % (ref_ms * 8 / 10 + 1) ))
+    # The kill moment follows the run's progress, not the clock (start-up
+    # time varies with the machine's load): once checkpoint k is committed
+    # (k = 0: once the first save has begun), wait a random part of one
+    # step's time, then kill.
+    k=$((RANDOM % steps))
+    step_ms=$(( (ref_ms - first_ms) / steps + 1 ))
+    extra_ms=$(( RANDOM % step_ms ))
     "${mpiexec}" -n "${ranks}" "${trainer}" --output-dir "${dir}" --engine "${engine}" \
       --steps "${steps}" --save-every-n-steps 1 --seed "${seed}" --auto-resume \
       >"${dir}.run1.log" 2>&1 &
     launcher=$!  # mpirun itself
-    sleep "$(awk -v ms="${delay_ms}" 'BEGIN { printf "%.3f", ms / 1000 }')"
+    while kill -0 "${launcher}" 2>/dev/null; do
+      if ((k == 0)); then
+        compgen -G "${dir}/.staging-*" >/dev/null && break
+      elif [[ -f "${dir}/latest" ]]; then
+        now=$(<"${dir}/latest")
+        now=${now#global_step_}
+        [[ ${now} =~ ^[0-9]+$ ]] && ((now >= k)) && break
+      fi
+      sleep 0.02
+    done
+    sleep "$(awk -v ms="${extra_ms}" 'BEGIN { printf "%.3f", ms / 1000 }')"
+    delay_ms="checkpoint ${k} + ${extra_ms}"
     mapfile -t pids < <(ranks_of "${launcher}")
     victim=""
     if ((${#pids[@]})); then
@@ -132,7 +160,7 @@ for engine in "${engines[@]}"; do
       verdict="FAIL (final state differs: ${dir}.diff.log)"
     fi
     if [[ ${latest_tag} == global_step_* ]]; then resumed_steps+=("${latest_tag#global_step_}"); fi
-    printf '%s trial %2d: %-36s latest=%-16s staging=%d->%d: %s\n' "${engine}" "${t}" \
+    printf '%s trial %2d: %-48s latest=%-16s staging=%d->%d: %s\n' "${engine}" "${t}" \
       "${what}" "${latest_tag}" "${staging_before}" "${staging_after}" "${verdict}"
     [[ ${verdict} == ok ]] || failed=$((failed + 1))
   done

@@ -1,6 +1,12 @@
 #include "commit/restore.hpp"
 
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
 #include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
 #include <unordered_map>
 
 #include "commit/coordinator.hpp"
@@ -26,6 +32,76 @@ std::string describe_piece(const TensorRecord& t, const PieceRecord& p) {
          "\" (piece " + p.region.to_string() + " written by rank " +
          std::to_string(p.rank) + ")";
 }
+
+// Checks the checksums of pieces a rank loaded in place on a thread of its
+// own, so hashing tensor t overlaps reading tensor t+1 (XXH3 is fast, but
+// not free next to a cold read). Problems carry their tensor's index, so
+// the first one reported is the first in manifest order whoever found it.
+class InlineChecker {
+ public:
+  using Problem = std::pair<std::size_t, std::string>;
+
+  InlineChecker() : thread_([this] { run(); }) {}
+  ~InlineChecker() { join(); }
+  InlineChecker(const InlineChecker&) = delete;
+  InlineChecker& operator=(const InlineChecker&) = delete;
+
+  // `data` must stay unchanged until join().
+  void add(std::size_t index, const TensorRecord& tensor, const PieceRecord& piece,
+           const void* data, std::uint64_t nbytes) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      jobs_.push_back(Job{index, &tensor, &piece, data, nbytes});
+    }
+    wake_.notify_one();
+  }
+
+  // Waits for every added piece; returns the problems found.
+  std::vector<Problem> join() {
+    if (thread_.joinable()) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        done_ = true;
+      }
+      wake_.notify_one();
+      thread_.join();
+    }
+    return std::move(problems_);
+  }
+
+ private:
+  struct Job {
+    std::size_t index;
+    const TensorRecord* tensor;
+    const PieceRecord* piece;
+    const void* data;
+    std::uint64_t nbytes;
+  };
+
+  void run() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [this] { return done_ || !jobs_.empty(); });
+      if (jobs_.empty()) return;  // done_ and drained
+      std::deque<Job> batch;
+      batch.swap(jobs_);
+      lock.unlock();
+      for (const Job& job : batch) {
+        if (xxh3_64(job.data, job.nbytes) != job.piece->xxh3) {
+          problems_.emplace_back(job.index, describe_piece(*job.tensor, *job.piece));
+        }
+      }
+      lock.lock();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Job> jobs_;
+  bool done_ = false;
+  std::vector<Problem> problems_;  // the thread's until join()
+  std::thread thread_;             // last: starts once the rest exists
+};
 
 // Who checks each piece: a rank whose load region equals the piece checks
 // the bytes it loaded for free; other pieces are read once more by ranks in
@@ -279,9 +355,11 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
 
   const Assignment who =
       verify ? assign_checks(manifest, &asked, comm.size()) : Assignment{};
-  std::vector<std::string> problems;
+  std::vector<InlineChecker::Problem> found;  // (tensor index, problem)
   std::uint64_t pieces = 0, bytes = 0;
   std::exception_ptr error;  // one agreement for the pass, as in verify
+  std::optional<InlineChecker> checker;
+  if (verify) checker.emplace();
   for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
     const TensorRecord& record = manifest.tensors[t];
     const bool dedicated = verify && any_dedicated(who[t]);
@@ -297,19 +375,25 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
       if (verify) {
         for (std::size_t k = 0; k < record.pieces.size(); ++k) {
           if (who[t][k] != -1 - comm.rank()) continue;
-          const PieceRecord& p = record.pieces[k];
-          if (xxh3_64(shard->data(), shard->nbytes()) != p.xxh3) {
-            problems.push_back(describe_piece(record, p));
-          }
+          checker->add(t, record, record.pieces[k], shard->data(), shard->nbytes());
         }
       }
       if (dedicated) {
-        check_pieces(*checkpoint.reader, record, who[t], comm.rank(), problems,
+        std::vector<std::string> mine;
+        check_pieces(*checkpoint.reader, record, who[t], comm.rank(), mine,
                      pieces, bytes);
+        for (auto& p : mine) found.emplace_back(t, std::move(p));
       }
     } catch (...) {
       error = std::current_exception();
     }
+  }
+  std::vector<std::string> problems;
+  if (checker) {
+    for (auto& p : checker->join()) found.push_back(std::move(p));
+    std::stable_sort(found.begin(), found.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (auto& p : found) problems.push_back(std::move(p.second));
   }
   agree_on_error(comm, error);
   throw_if_problems(comm, problems);

@@ -76,9 +76,14 @@ floe_configure() {
   cmake "${args[@]}"
 }
 
+# Builds everything, or only FLOE_BUILD_TARGETS (space-separated) when set
+# (the demo needs the floe command and the trainer, not the test suites).
 floe_build() {
-  floe_phase "build: cmake --build ${BUILD_DIR} -j $(floe_nproc)"
-  cmake --build "${BUILD_DIR}" -j "$(floe_nproc)"
+  local targets=()
+  # shellcheck disable=SC2206  # word splitting is the point
+  [[ -n "${FLOE_BUILD_TARGETS:-}" ]] && targets=(--target ${FLOE_BUILD_TARGETS})
+  floe_phase "build: cmake --build ${BUILD_DIR} -j $(floe_nproc) ${targets[*]}"
+  cmake --build "${BUILD_DIR}" -j "$(floe_nproc)" "${targets[@]}"
 }
 
 # Install (unless $1 is "no-install"), configure, build.

@@ -358,8 +358,10 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
   std::vector<InlineChecker::Problem> found;  // (tensor index, problem)
   std::uint64_t pieces = 0, bytes = 0;
   std::exception_ptr error;  // one agreement for the pass, as in verify
+  // Small pieces are hashed here (a hand-off would cost more than XXH3 of
+  // a few KiB); the thread starts with the first large one.
+  constexpr std::uint64_t kThreadFrom = 1u << 20;
   std::optional<InlineChecker> checker;
-  if (verify) checker.emplace();
   for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
     const TensorRecord& record = manifest.tensors[t];
     const bool dedicated = verify && any_dedicated(who[t]);
@@ -375,7 +377,13 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
       if (verify) {
         for (std::size_t k = 0; k < record.pieces.size(); ++k) {
           if (who[t][k] != -1 - comm.rank()) continue;
-          checker->add(t, record, record.pieces[k], shard->data(), shard->nbytes());
+          const PieceRecord& p = record.pieces[k];
+          if (shard->nbytes() >= kThreadFrom) {
+            if (!checker) checker.emplace();
+            checker->add(t, record, p, shard->data(), shard->nbytes());
+          } else if (xxh3_64(shard->data(), shard->nbytes()) != p.xxh3) {
+            found.emplace_back(t, describe_piece(record, p));
+          }
         }
       }
       if (dedicated) {
@@ -388,13 +396,13 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
       error = std::current_exception();
     }
   }
-  std::vector<std::string> problems;
   if (checker) {
     for (auto& p : checker->join()) found.push_back(std::move(p));
-    std::stable_sort(found.begin(), found.end(),
-                     [](const auto& a, const auto& b) { return a.first < b.first; });
-    for (auto& p : found) problems.push_back(std::move(p.second));
   }
+  std::stable_sort(found.begin(), found.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::string> problems;
+  for (auto& p : found) problems.push_back(std::move(p.second));
   agree_on_error(comm, error);
   throw_if_problems(comm, problems);
 

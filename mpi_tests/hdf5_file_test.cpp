@@ -123,8 +123,9 @@ TEST(Hdf5Engine, H5pyReadsTheCheckpoint) {
   const Manifest manifest =
       manifest_of(write_direct(trainer, make_dir(dir / "c")));
   if (rank != 0) return;  // no collectives follow
-  const fs::path script =
-      fs::path(__FILE__).parent_path() / "python" / "check_h5py.py";
+  // An absolute path from CMake: __FILE__ is relative under ccache's
+  // base_dir.
+  const fs::path script = fs::path(FLOE_TEST_SOURCE_DIR) / "python" / "check_h5py.py";
   if (std::system("/usr/bin/python3 -c 'import h5py, numpy' >/dev/null 2>&1") !=
       0) {
     GTEST_SKIP() << "no /usr/bin/python3 with h5py";

@@ -12,6 +12,7 @@
 
 #include "cli/bench/async_bench.hpp"
 #include "cli/bench/raw_io.hpp"
+#include "cli/bench/timing.hpp"
 #ifdef FLOE_CLI_HF
 #include "cli/bench/export_bench.hpp"
 #endif
@@ -20,6 +21,9 @@
 #include "floe/floe.hpp"
 
 namespace floe::cli {
+
+using bench::median;
+using bench::timed;
 
 const char kBenchSummary[] =
     "Measure save/load against raw POSIX I/O of the same bytes.";
@@ -56,22 +60,7 @@ std::uint64_t state_bytes(const State& state) {
   return n;
 }
 
-// Runs `fn` between barriers and returns the slowest rank's time.
-template <typename Fn>
-double timed(MPI_Comm comm, Fn&& fn) {
-  MPI_Barrier(comm);
-  const double start = MPI_Wtime();
-  fn();
-  double mine = MPI_Wtime() - start, slowest = 0;
-  MPI_Allreduce(&mine, &slowest, 1, MPI_DOUBLE, MPI_MAX, comm);
-  return slowest;
-}
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 }  // namespace
 

@@ -10,29 +10,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/bench/timing.hpp"
 #include "cli/cli_common.hpp"
 #include "floe/floe.hpp"
 
 namespace floe::bench {
-namespace {
-
-template <typename Fn>
-double slowest_rank_seconds(Fn&& fn) {
-  MPI_Barrier(MPI_COMM_WORLD);
-  const double start = MPI_Wtime();
-  fn();
-  double mine = MPI_Wtime() - start, slowest = 0;
-  MPI_Allreduce(&mine, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  return slowest;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-}  // namespace
 
 void run_async_bench(State& state, const AsyncBenchOptions& options) {
   int rank = 0, size = 1;
@@ -79,10 +61,10 @@ void run_async_bench(State& state, const AsyncBenchOptions& options) {
   std::map<std::string, std::vector<double>> blocking_s, wait_s;
   for (int r = 0; r < options.repeat; ++r) {
     trainer.progress_now.global_step = r + 2;
-    memcpy_s.push_back(slowest_rank_seconds(plain_memcpy));
+    memcpy_s.push_back(timed(MPI_COMM_WORLD, plain_memcpy));
     for (auto& [name, engine] : engines) {
-      blocking_s[name].push_back(slowest_rank_seconds([&] { engine->save(); }));
-      wait_s[name].push_back(slowest_rank_seconds([&] { engine->wait(); }));
+      blocking_s[name].push_back(timed(MPI_COMM_WORLD, [&] { engine->save(); }));
+      wait_s[name].push_back(timed(MPI_COMM_WORLD, [&] { engine->wait(); }));
     }
     cli::out() << "repetition " << r + 1 << "/" << options.repeat << " done\n"
                << std::flush;

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/bench/raw_io.hpp"
+#include "cli/bench/timing.hpp"
 #include "cli/cli_common.hpp"
 #include "floe/floe.hpp"
 #include "floe/hf.hpp"
@@ -44,21 +45,7 @@ bool reset_peak() {
   return static_cast<bool>(out);
 }
 
-template <typename Fn>
-double timed(Fn&& fn) {
-  MPI_Barrier(MPI_COMM_WORLD);
-  const double start = MPI_Wtime();
-  fn();
-  double mine = MPI_Wtime() - start, slowest = 0;
-  MPI_Allreduce(&mine, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  return slowest;
-}
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 // One export's memory on this rank: resident before, peak during.
 struct Memory {
@@ -70,7 +57,7 @@ double measured(Memory& memory, Fn&& fn) {
   MPI_Barrier(MPI_COMM_WORLD);
   reset_peak();
   const std::uint64_t before = status_bytes("VmRSS");
-  const double seconds = timed(fn);
+  const double seconds = timed(MPI_COMM_WORLD, fn);
   const std::uint64_t peak = status_bytes("VmHWM");
   if (peak >= memory.peak) memory = Memory{before, peak};
   return seconds;
@@ -117,7 +104,7 @@ void run_export_bench(State& state, const ExportBenchOptions& options) {
   const fs::path raw_file = dir / "raw" / ("rank" + std::to_string(rank) + ".bin");
   if (rank == 0) fs::create_directories(raw_file.parent_path());
   for (int r = 0; r < options.repeat; ++r) {
-    seconds["raw write"].push_back(timed([&] { raw_write(raw_file, state); }));
+    seconds["raw write"].push_back(timed(MPI_COMM_WORLD, [&] { raw_write(raw_file, state); }));
     clear(dir / "hf-mem", rank);
     seconds["export_hf"].push_back(measured(in_memory, [&] {
       export_hf(state, dir / "hf-mem", MPI_COMM_WORLD, export_options);
@@ -128,7 +115,7 @@ void run_export_bench(State& state, const ExportBenchOptions& options) {
     clear(dir / "hf-ckpt", rank);
     drop_cache(dir);
     MPI_Barrier(MPI_COMM_WORLD);
-    seconds["raw read"].push_back(timed([&] { raw_read(raw_file, state); }));
+    seconds["raw read"].push_back(timed(MPI_COMM_WORLD, [&] { raw_read(raw_file, state); }));
     seconds["export-hf"].push_back(measured(offline_memory, [&] {
       export_checkpoint_hf(ckpt, dir / "hf-ckpt", MPI_COMM_WORLD,
                            export_options);

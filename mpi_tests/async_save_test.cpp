@@ -19,21 +19,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string slurp(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// Names in `dir`, sorted, as one line.
-std::string listing(const fs::path& dir) {
-  std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename());
-  std::sort(names.begin(), names.end());
-  std::string out;
-  for (const auto& n : names) out += n + " ";
-  return out;
-}
-
 // The byte scribble() writes: a valid value of every dtype.
 unsigned char scribble_byte(DType dtype) { return dtype == DType::kBool ? 0x01 : 0xA5; }
 

@@ -12,34 +12,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string slurp(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// Names in `dir`, sorted, as one line (what every rank should agree on).
-std::string listing(const fs::path& dir) {
-  std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename());
-  std::sort(names.begin(), names.end());
-  std::string out;
-  for (const auto& n : names) out += n + " ";
-  return out;
-}
-
 // A trainer holding the full test state at this job's world size.
-struct Rig {
-  explicit Rig(const fs::path& dir, const std::string& engine, nlohmann::json extra = {}) {
-    build_test_state(trainer.state(), world_rank(), world_size(), Partition::kMixed);
-    this->engine = make_test_engine(trainer, engine, dir, std::move(extra));
-  }
-  void save_at(std::int64_t step) {
-    trainer.progress_now.global_step = step;
-    engine->save();
-  }
-  SimpleTrainer trainer;
-  std::unique_ptr<CheckpointEngine> engine;
-};
+using Rig = EngineRig;
 
 class CommitProtocol : public ::testing::TestWithParam<std::string> {};
 

@@ -45,6 +45,23 @@ std::unique_ptr<CheckpointEngine> make_test_engine(
     TrainerView& trainer, const std::string& type,
     const std::filesystem::path& dir, nlohmann::json extra = {});
 
+// A trainer holding the full test state (mixed partition) at this job's
+// world size, and an engine of `engine` saving into `dir`.
+struct EngineRig {
+  EngineRig(const std::filesystem::path& dir, const std::string& engine,
+            nlohmann::json extra = {}) {
+    build_test_state(trainer.state(), world_rank(), world_size(), Partition::kMixed);
+    this->engine = make_test_engine(trainer, engine, dir, std::move(extra));
+  }
+  // Collective: saves the state as the checkpoint of `step`.
+  void save_at(std::int64_t step) {
+    trainer.progress_now.global_step = step;
+    engine->save();
+  }
+  SimpleTrainer trainer;
+  std::unique_ptr<CheckpointEngine> engine;
+};
+
 // Registered engines that can resume (have a factory and a reader).
 std::vector<std::string> resumable_engines();
 

@@ -102,20 +102,10 @@ std::vector<Hostile> hostile_edits() {
   };
 }
 
-struct Rig {
-  Rig(const fs::path& dir, const std::string& engine) {
-    build_test_state(trainer.state(), world_rank(), world_size(), Partition::kMixed);
-    this->engine = make_test_engine(trainer, engine, dir);
-  }
-  void save_at(std::int64_t step) {
-    trainer.progress_now.global_step = step;
-    engine->save();
-  }
-  SimpleTrainer trainer;
-  std::unique_ptr<CheckpointEngine> engine;
-};
+using Rig = EngineRig;
 
-std::string listing(const fs::path& dir) {
+// Every file and folder under `dir` with its size: what must not change.
+std::string tree_listing(const fs::path& dir) {
   std::vector<std::string> names;
   for (const auto& e : fs::recursive_directory_iterator(dir)) {
     names.push_back(e.path().lexically_relative(dir).string() + ":" +
@@ -185,7 +175,7 @@ TEST_P(HostileManifest, LoadVerifyAndResumeRefuseItOnEveryRank) {
         write_bytes(tmp / "outside.bin", "outside");  // what "../" could reach
       }
       MPI_Barrier(MPI_COMM_WORLD);
-      std::string before = world_rank() == 0 ? listing(tmp.path()) : "";
+      std::string before = world_rank() == 0 ? tree_listing(tmp.path()) : "";
       const Caught load = catch_error([&] { rig.engine->load(dir); });
       EXPECT_TRUE(is_error(load, h.code, {dir.string(), h.rule})) << name;
       EXPECT_TRUE(same_on_all_ranks(load.message)) << name;
@@ -193,7 +183,7 @@ TEST_P(HostileManifest, LoadVerifyAndResumeRefuseItOnEveryRank) {
       EXPECT_TRUE(is_error(verify, h.code, {h.rule})) << name;
       EXPECT_TRUE(same_on_all_ranks(verify.message)) << name;
       if (world_rank() == 0) {
-        EXPECT_EQ(listing(tmp.path()), before) << name;
+        EXPECT_EQ(tree_listing(tmp.path()), before) << name;
       }
       Rig fresh(out, engine);
       std::optional<Manifest> resumed;

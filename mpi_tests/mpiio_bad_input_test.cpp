@@ -62,11 +62,6 @@ TEST(MpiioBadInput, AlignmentThatIsNotAPowerOfTwoNamesTheKey) {
   EXPECT_EQ(mpiio_config({{"alignment", "1MiB"}}).options.get_count("alignment"), 1u << 20);
 }
 
-std::string slurp(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
 // Cuts the data file of a committed mpiio checkpoint by `cut` bytes (or to
 // empty), then loads and verifies it.
 void expect_short_data_file_rejected(std::uint64_t cut, bool verify_on_load) {

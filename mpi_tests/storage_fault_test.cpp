@@ -162,18 +162,7 @@ bool resumable(const std::string& engine) {
 #endif
 }
 
-struct Rig {
-  Rig(const fs::path& dir, const std::string& engine) {
-    build_test_state(trainer.state(), world_rank(), world_size(), Partition::kMixed);
-    this->engine = make_test_engine(trainer, engine, dir);
-  }
-  void save_at(std::int64_t step) {
-    trainer.progress_now.global_step = step;
-    engine->save();
-  }
-  SimpleTrainer trainer;
-  std::unique_ptr<CheckpointEngine> engine;
-};
+using Rig = EngineRig;
 
 // Every rank's recorded sites of a save of step 2 after a save of step 1.
 std::vector<Site> record_save(const std::string& engine) {

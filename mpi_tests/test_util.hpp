@@ -48,6 +48,13 @@ void run_within(std::chrono::seconds limit, const std::function<void()>& fn);
 // (a failure to create it throws std::runtime_error on every rank), and
 // rank 0 removes it after every rank is done with it. Set
 // FLOE_TEST_KEEP_TMPDIR=1 to keep it for a post-mortem.
+// The whole content of `path` ("" when it cannot be read).
+std::string slurp(const std::filesystem::path& path);
+
+// The names in `dir` (not recursive), sorted, each followed by a space: one
+// line that every rank should agree on.
+std::string listing(const std::filesystem::path& dir);
+
 class TempDir {
  public:
   explicit TempDir(MPI_Comm comm = MPI_COMM_WORLD);

@@ -197,17 +197,9 @@ class HeaderHandler : public nlohmann::json_sax<Json> {
       case Mode::kMetadataValue:
         if (is_null)
           return back_to_top();  // the reference reads null as absent
-        return fail("__metadata__ is " + kind + ", not an object of strings");
-      case Mode::kMetadataObject:
-        return fail("__metadata__: \"" + key_ + "\" is " + kind +
-                    ", not a string");
-      case Mode::kTensorValue:
-        return fail(where() + "is " + kind + ", not an object");
-      case Mode::kShape:
-      case Mode::kOffsets:
-        return fail(list_name() + " holds " + kind + ", not an integer >= 0");
+        return misplaced(kind);
       default:
-        return fail("the header is not a JSON object");
+        return misplaced(kind);
     }
   }
   // An object or array (`kind`) opening where the schema has none.
@@ -226,6 +218,13 @@ class HeaderHandler : public nlohmann::json_sax<Json> {
                       std::to_string(kMaxSkipDepth) + " levels");
         }
         return true;
+      default:
+        return misplaced(kind);
+    }
+  }
+  // A value of `kind` where the schema wants another: the error naming both.
+  bool misplaced(const std::string& kind) {
+    switch (mode_) {
       case Mode::kMetadataValue:
         return fail("__metadata__ is " + kind + ", not an object of strings");
       case Mode::kMetadataObject:

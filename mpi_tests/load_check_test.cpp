@@ -1,0 +1,170 @@
+// Checksums of large pieces on load. restore_state hashes a piece a rank
+// loaded in place on a checker thread once the piece is 1 MiB or more
+// (smaller ones inline), and the mpiio engine hashes what it writes on a
+// thread of its own. The shared test state's tensors are all under 1 MiB,
+// so these tests give every rank pieces of just over 1 MiB (no more: the
+// sanitizer stages run them) between small ones: values load exactly, a
+// damaged large piece is found by the thread, and the first damaged tensor
+// in manifest order is the one named, whichever of the two paths found it.
+// The ThreadSanitizer stage runs this suite.
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+
+#include "engine_fixture.hpp"
+
+namespace floe::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Rows of 1024 F32 per rank: 260 rows are 1.02 MiB, 1 row 4 KiB.
+constexpr std::uint64_t kCols = 1024;
+constexpr std::uint64_t kLargeRows = 260;
+constexpr std::uint64_t kSmallRows = 1;
+
+// In manifest order (the order rank 0 adds them): large and small tensors
+// alternate, so a problem found by the thread sits between inline ones.
+const std::vector<std::pair<std::string, std::uint64_t>>& tensors() {
+  static const std::vector<std::pair<std::string, std::uint64_t>> list = {
+      {"large.a", kLargeRows}, {"small.b", kSmallRows}, {"large.c", kLargeRows},
+      {"small.d", kSmallRows}, {"large.e", kLargeRows}};
+  return list;
+}
+
+std::string key_of(const std::string& name) { return "model/" + name; }
+
+// Each rank holds a dim-0 shard of `rows` rows of every tensor.
+void build_state(State& state, bool fill) {
+  for (const auto& [name, rows] : tensors()) {
+    const Shape shape{rows * static_cast<std::uint64_t>(world_size()), kCols};
+    auto& shard = state.add_model(name, DType::kF32, shape,
+                                  dim0_shard(shape, world_rank(), world_size()));
+    if (fill) fill_expected(shard);
+  }
+}
+
+struct LargeRig {
+  LargeRig(const fs::path& dir, const std::string& engine) {
+    build_state(trainer.state(), true);
+    this->engine = make_test_engine(trainer, engine, dir);
+  }
+  SimpleTrainer trainer;
+  std::unique_ptr<CheckpointEngine> engine;
+};
+
+// Flips the first byte of rank 0's piece of each tensor in `names`, found
+// in the piece's data file by the piece's first 64 bytes (the test values
+// are a hash of key and index: they occur once). Rank 0 edits; collective.
+void damage(const fs::path& checkpoint, const State& saved,
+            const std::vector<std::string>& names) {
+  std::string failure;
+  if (world_rank() == 0) {
+    const Manifest manifest = Manifest::read(checkpoint);
+    for (const auto& name : names) {
+      const TensorRecord* record = manifest.find(key_of(name));
+      if (!record) {
+        failure = "no record of " + name;
+        break;
+      }
+      const auto piece = std::find_if(record->pieces.begin(), record->pieces.end(),
+                                      [](const PieceRecord& p) { return p.rank == 0; });
+      if (piece == record->pieces.end()) {
+        failure = name + " has no piece of rank 0";
+        break;
+      }
+      const fs::path file = checkpoint / piece->file;
+      std::string bytes = slurp(file);
+      const TensorShard* shard = saved.find(key_of(name));
+      const std::string needle(reinterpret_cast<const char*>(shard->data()), 64);
+      const std::size_t at = bytes.find(needle);
+      if (at == std::string::npos || bytes.find(needle, at + 1) != std::string::npos) {
+        failure = "the first bytes of " + name + " are not in " + file.string() + " once";
+        break;
+      }
+      bytes[at] = static_cast<char>(bytes[at] ^ 0x01);
+      std::ofstream(file, std::ios::binary | std::ios::in | std::ios::out)
+          .seekp(static_cast<std::streamoff>(at))
+          .put(bytes[at]);
+    }
+  }
+  ASSERT_TRUE(same_on_all_ranks(failure)) << failure;
+  ASSERT_EQ(failure, "");
+}
+
+class LoadCheck : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(LoadCheck, LargePiecesLoadExactly) {
+  run_within(std::chrono::seconds(600), [&] {
+    TempDir tmp;
+    LargeRig rig(tmp / "ckpt", GetParam());
+    rig.trainer.progress_now.global_step = 1;
+    rig.engine->save();
+    SimpleTrainer fresh;
+    build_state(fresh.state(), false);
+    const Manifest m = make_test_engine(fresh, GetParam(), tmp / "ckpt")->load();
+    EXPECT_EQ(m.step, 1);
+    EXPECT_TRUE(state_holds_expected(fresh.state()));
+    const TensorShard* large = fresh.state().find(key_of("large.a"));
+    ASSERT_NE(large, nullptr);
+    EXPECT_GE(large->nbytes(), std::uint64_t{1} << 20);  // the checker thread's path
+  });
+}
+
+// Damages `names`, loads with checksums on, and returns what the load threw
+// with the checkpoint's listing before and after (a load changes nothing).
+struct DamagedLoad {
+  Caught caught;
+  std::string listing_before, listing_after;
+};
+
+DamagedLoad load_damaged(const std::string& engine, const std::vector<std::string>& names) {
+  DamagedLoad out;
+  TempDir tmp;
+  LargeRig rig(tmp / "ckpt", engine);
+  rig.trainer.progress_now.global_step = 1;
+  rig.engine->save();
+  damage(tmp / "ckpt" / "global_step_1", rig.trainer.state(), names);
+  out.listing_before = listing(tmp / "ckpt");
+  SimpleTrainer fresh;
+  build_state(fresh.state(), false);
+  out.caught = catch_error([&] { make_test_engine(fresh, engine, tmp / "ckpt")->load(); });
+  out.listing_after = listing(tmp / "ckpt");
+  return out;
+}
+
+TEST_P(LoadCheck, DamagedLargePieceIsFoundByTheCheckerThread) {
+  run_within(std::chrono::seconds(600), [&] {
+    const DamagedLoad r = load_damaged(GetParam(), {"large.e"});
+    const std::string file = GetParam() == "mpiio" ? "data.bin" : "checkpoint.h5";
+    EXPECT_TRUE(is_error(r.caught, ErrorCode::kCorrupt,
+                         {"checksum mismatch in " + file, "\"model/large.e\"",
+                          "written by rank 0"}));
+    EXPECT_TRUE(same_on_all_ranks(r.caught.message));
+    EXPECT_EQ(r.listing_after, r.listing_before);
+  });
+}
+
+TEST_P(LoadCheck, FirstDamagedTensorInManifestOrderIsNamed) {
+  run_within(std::chrono::seconds(600), [&] {
+    // Found by the thread (large.c) before one found inline (small.d) ...
+    const DamagedLoad thread_first = load_damaged(GetParam(), {"small.d", "large.c"});
+    EXPECT_TRUE(is_error(thread_first.caught, ErrorCode::kCorrupt,
+                         {"\"model/large.c\"", "(and 1 more)"}));
+    EXPECT_EQ(thread_first.caught.message.find("small.d"), std::string::npos)
+        << thread_first.caught.message;
+    // ... and one found inline (small.b) before one found by the thread.
+    const DamagedLoad inline_first = load_damaged(GetParam(), {"large.e", "small.b"});
+    EXPECT_TRUE(is_error(inline_first.caught, ErrorCode::kCorrupt,
+                         {"\"model/small.b\"", "(and 1 more)"}));
+    EXPECT_EQ(inline_first.caught.message.find("large.e"), std::string::npos)
+        << inline_first.caught.message;
+    EXPECT_TRUE(same_on_all_ranks(thread_first.caught.message + inline_first.caught.message));
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, LoadCheck, ::testing::ValuesIn(resumable_engines()),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace floe::test

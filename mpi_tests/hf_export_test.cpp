@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "engines/hf/float_cast.hpp"
 #include "engines/hf/safetensors_index.hpp"
 #include "floe/hf.hpp"
 #include "hf_test_model.hpp"
@@ -127,6 +128,40 @@ TEST(HfExportCast, WritesBf16RoundedToNearestEven) {
                              : expected_value<float>("model/" + def.name, i);
         ASSERT_EQ(got[i], bf16_of(static_cast<float>(v)))
             << def.name << "[" << i << "]";
+      }
+    }
+  });
+}
+
+// Runs of megabytes: each rank writes its own, unconverted ones straight
+// from its buffers, converted ones through buffers smaller than a tensor.
+TEST(HfExportLargeRuns, WriteTheModelsBytesWithAndWithoutACast) {
+  TempDir dir;
+  run_within(std::chrono::seconds(300), [&] {
+    const auto defs = large_model();
+    State state;
+    add_model(state, defs, world_rank(), world_size());
+    export_hf(state, dir / "keep", MPI_COMM_WORLD);
+    HfExportOptions cast;
+    cast.dtype = DType::kF32;
+    cast.round_bytes = (1u << 20) + 100;  // 8 MiB converted per rank: rounds
+    export_hf(state, dir / "cast", MPI_COMM_WORLD, cast);
+    if (world_rank() != 0) return;
+    for (const std::string name : {"keep", "cast"}) {
+      const hf::HfDirectory weights(dir / name);
+      for (const auto& def : defs) {
+        const auto* at = weights.find(def.name);
+        ASSERT_NE(at, nullptr) << name << " " << def.name;
+        const DType dtype = name == "cast" ? DType::kF32 : def.dtype;
+        ASSERT_EQ(at->tensor->dtype, dtype) << name << " " << def.name;
+        const std::uint64_t n = num_elements(def.shape);
+        std::string want(n * dtype_size(dtype), '\0');
+        hf::cast_elements(expected_bytes(def).data(), def.dtype, want.data(),
+                          dtype, n);
+        std::string got(want.size(), '\0');
+        weights.files()[at->file]->read_box(*at->tensor, full_box(def.shape),
+                                            got.data(), dtype);
+        EXPECT_TRUE(got == want) << name << " " << def.name;
       }
     }
   });

@@ -19,6 +19,15 @@ std::vector<TensorDef> sample_model() {
   };
 }
 
+std::vector<TensorDef> large_model() {
+  return {
+      {"big.dim0", DType::kF32, {8192, 512}, Split::kDim0},
+      {"big.flat", DType::kBF16, {2048, 1024}, Split::kFlat},
+      {"big.columns", DType::kF16, {2, 524288}, Split::kColumns},
+      {"scale", DType::kF32, {}, Split::kReplicated},
+  };
+}
+
 std::vector<TensorDef> float_model() {
   return {
       {"a", DType::kF32, {41, 7}, Split::kDim0},

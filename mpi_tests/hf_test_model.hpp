@@ -27,6 +27,12 @@ struct TensorDef {
 // The sample model: F32, BF16, F16, I64, F64, BOOL, U8 tensors.
 std::vector<TensorDef> sample_model();
 
+// Float tensors of megabytes whose runs average >= 1 MiB at 1-4 ranks, so
+// the export writes each rank's runs independently: dim-0 and flat shards
+// (straight from the buffers unless cast), column blocks of 256 KiB rows and
+// a replicated scalar (packed).
+std::vector<TensorDef> large_model();
+
 // Only F32 tensors (for casts), split in the same ways.
 std::vector<TensorDef> float_model();
 

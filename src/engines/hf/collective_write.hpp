@@ -1,5 +1,5 @@
-// Writing one export file with MPI-IO: every rank opens it, sets a file view
-// over its own runs, and moves its bytes in bounded collective rounds.
+// Writing one export file with MPI-IO: every rank opens it and writes its
+// own runs, large ones straight from its buffers, small ones packed.
 #pragma once
 
 #include <cstdint>
@@ -13,14 +13,18 @@
 namespace floe::hf {
 
 // Collective over `comm`. Creates (or truncates to `file_size`) `path` and
-// writes every rank's `runs` (sorted, non-overlapping, inside the file)
-// through a file view with MPI_File_write_all, at most `round_bytes` per
-// rank per call (every rank makes the same number of calls, agreed with one
-// allreduce), using `staging` (at least min(round_bytes, this rank's bytes)
-// large) to pack and convert; then MPI_File_sync and close. A failure on any
-// rank throws the same Error(kIo) on every rank, naming the file and the MPI
-// call; no rank is left in a collective. `round_bytes` must be in
-// [16, 1 GiB].
+// writes every rank's `runs` (sorted, non-overlapping, inside the file),
+// then MPI_File_sync and close. When the runs of all ranks average >= 1 MiB
+// (large_runs), each rank writes its own with independent
+// MPI_File_write_at calls: a run of >= 1 MiB that needs no conversion
+// straight from its buffer, the others converted and packed into `staging`
+// (at most `round_bytes` of it). Otherwise the ranks write through a file
+// view with MPI_File_write_all, at most `round_bytes` packed bytes per rank
+// per call (every rank makes the same number of calls, agreed with one
+// allreduce), so ROMIO can aggregate small runs. `staging` is grown as
+// needed. A failure on any rank throws the same Error(kIo) on every rank,
+// naming the file and the MPI call; no rank is left in a collective.
+// `round_bytes` must be in [16, 1 GiB].
 void write_file_collectively(MPI_Comm comm, const std::filesystem::path& path,
                              std::uint64_t file_size,
                              const std::vector<WriteRun>& runs,

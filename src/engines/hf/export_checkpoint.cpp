@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/comm.hpp"
+#include "engines/hf/early_writeback.hpp"
 #include "engines/hf/export_dir.hpp"
 #include "engines/hf/float_cast.hpp"
 #include "engines/hf/write_hints.hpp"
@@ -91,7 +92,8 @@ class FileStreamer {
                                &status);
       }
       agree_mpi(comm_, rc, path, "MPI_File_write_at (header)");
-      stream(fh, path, staging, source);
+      hf::EarlyWriteback writeback(path);
+      stream(fh, path, staging, source, writeback);
       agree_mpi(comm_, MPI_File_sync(fh), path, "MPI_File_sync");
     } catch (...) {
       // Every rank is here: each step above agrees on its failure.
@@ -104,7 +106,8 @@ class FileStreamer {
  private:
   void stream(MPI_File fh, const fs::path& path,
               std::vector<unsigned char>& staging,
-              std::vector<unsigned char>& source) {
+              std::vector<unsigned char>& source,
+              hf::EarlyWriteback& writeback) {
     const std::uint64_t data_start = file_.header.size();
     const std::uint64_t data_bytes = file_.size - data_start;
     const auto ranks = static_cast<std::uint64_t>(comm_.size());
@@ -140,6 +143,7 @@ class FileStreamer {
         if (static_cast<std::uint64_t>(written) != n) rc = MPI_ERR_IO;
       }
       agree_mpi(comm_, rc, path, "MPI_File_write_at_all");
+      writeback.written(data_start + mine_begin, n);
     }
   }
 

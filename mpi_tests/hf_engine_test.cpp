@@ -74,6 +74,34 @@ TEST(HfEngine, SavesAnExportWithAManifestOfTheSafetensorsData) {
   });
 }
 
+// The manifest's checksums, hashed from the ranks' buffers (dim-0 and flat
+// shards, converted to F32 on the way) or read back (column blocks split
+// across rows), are those of the bytes in the file.
+TEST(HfEngine, ChecksumsTheBytesAsTheFileHoldsThem) {
+  TempDir dir;
+  run_within(std::chrono::seconds(300), [&] {
+    SimpleTrainer trainer;
+    trainer.progress_now.global_step = 7;
+    add_model(trainer.state_now, large_model(), world_rank(), world_size());
+    nlohmann::json config = hf_config(dir / "out");
+    config["max_shard_size"] = "5GB";
+    make_engine(trainer, parse_config(config))->save();
+    if (world_rank() != 0) return;
+    const fs::path saved = dir / "out" / "global_step_7";
+    const Manifest m = Manifest::read(saved);
+    ASSERT_EQ(m.tensors.size(), large_model().size());
+    const std::string bytes = read_bytes(saved / "model.safetensors");
+    for (const auto& record : m.tensors) {
+      ASSERT_EQ(record.pieces.size(), 1u);
+      const PieceRecord& p = record.pieces[0];
+      EXPECT_EQ(record.spec.dtype, DType::kF32) << record.spec.name;
+      ASSERT_LE(p.offset + p.nbytes, bytes.size());
+      EXPECT_EQ(xxh3_64(bytes.data() + p.offset, p.nbytes), p.xxh3)
+          << record.spec.name;
+    }
+  });
+}
+
 TEST(HfEngine, ValidatesItsOptions) {
   const auto bad = [](const char* key, nlohmann::json value) {
     nlohmann::json config = hf_config("/tmp/unused");

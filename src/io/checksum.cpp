@@ -1,8 +1,11 @@
 #include "io/checksum.hpp"
 
+// For XXH3_state_t's size: Xxh3Stream's state travels between processes.
+#define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
 
 #include <cstdio>
+#include <cstring>
 
 #include "floe/error.hpp"
 
@@ -31,6 +34,34 @@ void Xxh3Stream::update(const void* data, std::size_t size) {
 
 std::uint64_t Xxh3Stream::digest() const {
   return XXH3_64bits_digest(state_->state);
+}
+
+// A state is values but for extSecret, which XXH3_64bits_reset points at
+// the library's default secret: an address in this process. It travels as
+// it is and is pointed at the receiver's own default secret on arrival.
+std::string Xxh3Stream::state_bytes() const {
+  const Xxh3Stream fresh;
+  if (state_->state->extSecret != fresh.state_->state->extSecret) {
+    throw Error(ErrorCode::kInternal,
+                "Xxh3Stream::state_bytes: a state with a custom secret");
+  }
+  return std::string(reinterpret_cast<const char*>(state_->state),
+                     sizeof(XXH3_state_t));
+}
+
+Xxh3Stream Xxh3Stream::from_state_bytes(const std::string& bytes) {
+  if (bytes.size() != sizeof(XXH3_state_t)) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "Xxh3Stream::from_state_bytes: " +
+                    std::to_string(bytes.size()) + " bytes, not the " +
+                    std::to_string(sizeof(XXH3_state_t)) + " of a state");
+  }
+  Xxh3Stream stream;
+  const unsigned char* const secret = stream.state_->state->extSecret;
+  std::memcpy(static_cast<void*>(stream.state_->state), bytes.data(),
+              bytes.size());
+  stream.state_->state->extSecret = secret;
+  return stream;
 }
 
 std::string format_xxh3(std::uint64_t value) {

@@ -22,6 +22,14 @@ class Xxh3Stream {
   void update(const void* data, std::size_t size);
   std::uint64_t digest() const;
 
+  // The running state as bytes, for another process of the same build to
+  // continue with from_state_bytes(): a stream passed along the ranks that
+  // each hold a part of the data digests as if one had seen it all.
+  std::string state_bytes() const;
+  // Throws Error(kInvalidArgument) for bytes that state_bytes() of this
+  // build cannot have made (wrong size).
+  static Xxh3Stream from_state_bytes(const std::string& bytes);
+
  private:
   struct State;
   std::unique_ptr<State> state_;

@@ -70,8 +70,8 @@ class HfEngine final : public CheckpointEngine {
  protected:
   // The manifest describes the safetensors data as the files hold it: one
   // piece per tensor (rank 0, the whole tensor, its absolute offset), with
-  // the XXH3 of the bytes read back after writing. Optimizer tensors and
-  // blobs are not exported.
+  // the XXH3 of its bytes as the file holds them (tensor_checksums).
+  // Optimizer tensors and blobs are not exported.
   WriteResult write_state(const SaveContext& ctx) override {
     const hf::ExportOutcome outcome = hf::write_export(
         ctx.layout, ctx.state, ctx.comm, ctx.dir, options_, ctx.fs);

@@ -1,15 +1,12 @@
 #include "engines/hf/safetensors_writer.hpp"
 
 #include <algorithm>
-#include <map>
-#include <memory>
 
 #include "core/comm.hpp"
-#include "core/wire.hpp"
 #include "engines/hf/collective_write.hpp"
 #include "engines/hf/export_dir.hpp"
-#include "io/read_only_file.hpp"
 #include "engines/hf/safetensors_index.hpp"
+#include "engines/hf/tensor_checksums.hpp"
 #include "engines/hf/write_runs.hpp"
 #include "floe/error.hpp"
 #include "io/checksum.hpp"
@@ -21,7 +18,6 @@ namespace fs = std::filesystem;
 
 constexpr std::uint64_t kMaxRoundBytes = 1ull << 30;
 constexpr std::uint64_t kMinRoundBytes = 64;
-constexpr std::uint64_t kChecksumChunk = 8u << 20;
 
 // One hash of everything the plan puts on disk; equal on every rank when
 // the ranks agree on the plan.
@@ -33,72 +29,6 @@ std::uint64_t plan_digest(const ExportPlan& plan) {
   }
   h.update(plan.index_json.data(), plan.index_json.size());
   return h.digest();
-}
-
-// Tensor indices each rank checksums: largest first, to the least loaded rank.
-std::vector<int> checksum_owners(const ExportPlan& plan, int ranks) {
-  std::vector<std::size_t> order(plan.tensors.size());
-  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(),
-                   [&](std::size_t a, std::size_t b) {
-                     return plan.tensors[a].nbytes > plan.tensors[b].nbytes;
-                   });
-  std::vector<std::uint64_t> load(static_cast<std::size_t>(ranks), 0);
-  std::vector<int> owner(plan.tensors.size(), 0);
-  for (const std::size_t i : order) {
-    const auto least =
-        std::min_element(load.begin(), load.end()) - load.begin();
-    owner[i] = static_cast<int>(least);
-    load[static_cast<std::size_t>(least)] += plan.tensors[i].nbytes + 1;
-  }
-  return owner;
-}
-
-// Reads back this rank's share of the tensors and returns every tensor's
-// XXH3, gathered from all ranks.
-std::vector<std::uint64_t> checksum_tensors(const ExportPlan& plan,
-                                            const fs::path& dir,
-                                            const Comm& comm) {
-  const std::vector<int> owner = checksum_owners(plan, comm.size());
-  WireWriter mine;
-  collectively(comm, [&] {
-    std::map<std::size_t, std::unique_ptr<ReadOnlyFile>> open;
-    std::vector<unsigned char> buffer;
-    for (std::size_t i = 0; i < plan.tensors.size(); ++i) {
-      if (owner[i] != comm.rank()) continue;
-      const PlannedTensor& t = plan.tensors[i];
-      auto& file = open[t.file];
-      if (!file) {
-        file = std::make_unique<ReadOnlyFile>(dir / plan.files[t.file].name);
-        if (file->size() != plan.files[t.file].size) {
-          throw Error(ErrorCode::kIo,
-                      file->path().string() + " is " +
-                          std::to_string(file->size()) +
-                          " bytes after writing, not " +
-                          std::to_string(plan.files[t.file].size));
-        }
-      }
-      Xxh3Stream hash;
-      buffer.resize(std::min(t.nbytes, kChecksumChunk));
-      for (std::uint64_t done = 0; done < t.nbytes; done += buffer.size()) {
-        const std::uint64_t n =
-            std::min<std::uint64_t>(buffer.size(), t.nbytes - done);
-        file->read_exact(t.file_offset + done, n, buffer.data());
-        hash.update(buffer.data(), n);
-      }
-      mine.u64(i);
-      mine.u64(hash.digest());
-    }
-  });
-  std::vector<std::uint64_t> out(plan.tensors.size(), 0);
-  for (const std::string& part : comm.allgather_bytes(mine.bytes())) {
-    WireReader r(part);
-    while (!r.done()) {
-      const std::uint64_t i = r.u64();
-      out.at(i) = r.u64();
-    }
-  }
-  return out;
 }
 
 }  // namespace
@@ -145,22 +75,19 @@ ExportOutcome write_export(const GlobalLayout& layout, const State& state,
     out.files.push_back(kIndexFileName);
   }
   out.files.insert(out.files.end(), copied.begin(), copied.end());
-  if (checksums) {
-    out.xxh3 = checksum_tensors(plan, dir, comm);
-  } else {
-    collectively(comm, [&] {
-      if (comm.rank() != 0) return;
-      for (const auto& f : plan.files) {
-        const std::uint64_t size = fs.file_size(dir / f.name);
-        if (size != f.size) {
-          throw Error(ErrorCode::kIo, (dir / f.name).string() + " is " +
-                                          std::to_string(size) +
-                                          " bytes after writing, not " +
-                                          std::to_string(f.size));
-        }
+  collectively(comm, [&] {
+    if (comm.rank() != 0) return;
+    for (const auto& f : plan.files) {
+      const std::uint64_t size = fs.file_size(dir / f.name);
+      if (size != f.size) {
+        throw Error(ErrorCode::kIo, (dir / f.name).string() + " is " +
+                                        std::to_string(size) +
+                                        " bytes after writing, not " +
+                                        std::to_string(f.size));
       }
-    });
-  }
+    }
+  });
+  if (checksums) out.xxh3 = tensor_checksums(plan, layout, state, dir, comm);
   return out;
 }
 

@@ -1,5 +1,5 @@
 // The hf export: plans it, copies side files, writes every file
-// collectively, writes the index, and checksums what landed on disk.
+// collectively, writes the index, and checksums each tensor's bytes.
 #pragma once
 
 #include <cstdint>
@@ -31,9 +31,10 @@ struct ExportOutcome {
 // `dir`: plan_export, a check that every rank planned the same bytes (a
 // rename that differs between ranks is an error), copy_files (rank 0,
 // through `fs`), each data file with write_file_collectively, the index
-// (rank 0, through `fs`), then, with `checksums`, one read-back of every
-// tensor, split across the ranks, for its checksum. Either way each file
-// must have its planned size. Throws the same Error on every rank.
+// (rank 0, through `fs`), a check (rank 0, through `fs`) that each file has
+// its planned size, then, with `checksums`, each tensor's checksum
+// (tensor_checksums: from the writers' buffers, or read back). Throws the
+// same Error on every rank.
 ExportOutcome write_export(const GlobalLayout& layout, const State& state,
                            MPI_Comm comm, const std::filesystem::path& dir,
                            const HfExportOptions& options, FileSystem& fs,

@@ -55,17 +55,22 @@ floe_stage_asan() {
 floe_stage_tsan() {
   local install=$1 build_only=$2 regex=$3
   BUILD_DIR="${TSAN_BUILD_DIR:-build-tsan}"
-  # Only the asynchronous-save suites (a full TSan build would double CI's
-  # build time for tests that start no thread).
+  # Only the suites that start threads (a full TSan build would double CI's
+  # build time for tests that start none): the asynchronous save's I/O
+  # thread (async_save_test, async_crash; with mpiio its checksum thread
+  # runs inside it), and load_check_test, whose pieces of 1 MiB or more
+  # start load's checker thread and whose mpiio saves start the checksum
+  # thread from the trainer's thread.
   floe_sanitized_build "${install}" "-fsanitize=thread -fno-omit-frame-pointer" \
-    ${FLOE_TSAN_TARGETS:-async_save_test async_crash}
+    ${FLOE_TSAN_TARGETS:-async_save_test async_crash load_check_test}
   ((build_only)) && return 0
   export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$(floe_sanitizer_dir)/tsan.supp"
-  # The asynchronous-save tests: names containing "async" (or -R REGEX).
+  # Their tests: names containing "async" or "load_check" (or -R REGEX).
+  local tests="${regex:-async|load_check}"
   local args=(--test-dir "${BUILD_DIR}" --output-on-failure -j "$(floe_nproc)"
-              -R "${regex:-async}")
-  if [[ -z "$(ctest --test-dir "${BUILD_DIR}" -N -R "${regex:-async}" | grep -E '^ *Test +#')" ]]; then
-    floe_phase "test (tsan): no test matches '${regex:-async}' yet; nothing to run"
+              -R "${tests}")
+  if [[ -z "$(ctest --test-dir "${BUILD_DIR}" -N -R "${tests}" | grep -E '^ *Test +#')" ]]; then
+    floe_phase "test (tsan): no test matches '${tests}' yet; nothing to run"
     return 0
   fi
   floe_phase "test (tsan): ctest ${args[*]}"

@@ -195,5 +195,43 @@ TEST(HfLoadWeights, CorruptFilesFailOnEveryRank) {
   });
 }
 
+// A shard name in the index with a typo: every rank gets the same error,
+// naming the index and the entry, and nothing is read.
+TEST(HfLoadWeights, AnIndexNamingAMissingShardNamesTheEntry) {
+  TempDir dir;
+  run_within(std::chrono::seconds(120), [&] {
+    const auto defs = sample_model();
+    HfExportOptions sharded;
+    sharded.max_shard_size = 3000;
+    export_model(defs, dir.path(), sharded);
+    const fs::path index = dir / "model.safetensors.index.json";
+    if (world_rank() == 0) {
+      std::string text = read_bytes(index);
+      ASSERT_NE(text.find("-00002-of-"), std::string::npos) << text;
+      for (auto at = text.find("-00002-of-"); at != std::string::npos;
+           at = text.find("-00002-of-", at)) {
+        text.replace(at, 10, "-00020-of-");  // every entry of shard 2
+      }
+      write_bytes(index, text);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    State state;
+    add_model(state, defs, world_rank(), world_size(), true, /*fill=*/false);
+    const Caught c = catch_error([&] { load_weights(dir.path(), state, MPI_COMM_WORLD); });
+    EXPECT_TRUE(same_on_all_ranks(c.message));
+    EXPECT_TRUE(is_error(c, ErrorCode::kNotFound,
+                         {index.string() + ": weight_map[\"",
+                          "\"] names \"model-00020-of-", "which does not exist in " +
+                                                             dir.path().string()}));
+    for (const auto& shard : state.tensors()) {
+      if (shard.spec().group != TensorGroup::kModel) continue;
+      for (std::size_t i = 0; i < shard.nbytes(); ++i) {
+        ASSERT_EQ(std::to_integer<int>(shard.data()[i]), 0)
+            << shard.spec().key() << ": read though refused";
+      }
+    }
+  });
+}
+
 }  // namespace
 }  // namespace floe::test

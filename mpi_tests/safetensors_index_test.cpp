@@ -120,7 +120,32 @@ TEST_F(IndexTest, RefusesTensorsInTheWrongFile) {
       "c.safetensors holds tensor \"z\", which the index does not list"));
   write_index(index_text(R"({"x":"a.safetensors","y":"missing.safetensors"})"));
   EXPECT_TRUE(throws_error([&] { HfDirectory d(dir_.path()); },
-                           ErrorCode::kNotFound, {"missing.safetensors"}));
+                           ErrorCode::kNotFound,
+                           {std::string(hf::kIndexFileName) +
+                                ": weight_map[\"y\"] names \"missing.safetensors\", "
+                                "which does not exist in ",
+                            dir_.path().string()}));
+}
+
+// A shard name with a typo (or one never copied): the error names the index
+// and the entry that points at nothing, and how many more entries share it,
+// not only the file that cannot be opened.
+TEST_F(IndexTest, NamesTheIndexEntryOfAMissingShard) {
+  write_shard(dir_ / "c.safetensors", "z");
+  write_index(index_text(
+      R"({"x":"a.safetensors","y":"b.safetenosrs","z":"c.safetensors"})",
+      R"({"total_size":12})"));
+  EXPECT_TRUE(throws_error([&] { HfDirectory d(dir_.path()); },
+                           ErrorCode::kNotFound,
+                           {std::string(hf::kIndexFileName) +
+                            ": weight_map[\"y\"] names \"b.safetenosrs\", which "
+                            "does not exist in "}));
+  write_index(index_text(
+      R"({"p":"shard-2.safetensors","q":"shard-2.safetensors","x":"a.safetensors"})"));
+  EXPECT_TRUE(throws_error([&] { HfDirectory d(dir_.path()); },
+                           ErrorCode::kNotFound,
+                           {": weight_map[\"p\"] names \"shard-2.safetensors\" "
+                            "(as does 1 more tensor), which does not exist"}));
 }
 
 TEST_F(IndexTest, ChecksTheTotalSize) {

@@ -147,7 +147,24 @@ void HfDirectory::open_index(const fs::path& index_file, bool follow_symlinks) {
     }
     file_numbers.emplace(file, files_.size());
     file_names.push_back(file);
-    files_.push_back(std::make_unique<SafetensorsFile>(full));
+    try {
+      files_.push_back(std::make_unique<SafetensorsFile>(full));
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kNotFound) throw;
+      // A shard name with a typo, or a shard that was never copied: the
+      // index is what points at nothing, so name it and the entry.
+      std::size_t others = 0;
+      for (const auto& [other, other_file] : index.weight_map) {
+        others += other != name && other_file == file;
+      }
+      throw Error(ErrorCode::kNotFound,
+                  field + " names \"" + file + "\"" +
+                      (others == 1  ? " (as does 1 more tensor)"
+                       : others > 1 ? " (as do " + std::to_string(others) +
+                                          " more tensors)"
+                                    : "") +
+                      ", which does not exist in " + dir.string());
+    }
   }
   for (std::size_t number = 0; number < files_.size(); ++number) {
     for (const auto& t : files_[number]->header().tensors) {

@@ -50,8 +50,10 @@ class HfDirectory {
   // `follow_symlinks`, not a symlink leading out of it), every tensor it
   // maps must be in the file it names, every tensor of those files must be
   // mapped to it, and metadata.total_size, when present, must equal the
-  // tensors' total bytes. Throws Error(kNotFound) when there are no weights,
-  // kCorrupt naming the file and the rule broken, kIo on a read error.
+  // tensors' total bytes. Throws Error(kNotFound) when there are no weights
+  // or the index names a file that does not exist (naming the index and the
+  // weight_map entry), kCorrupt naming the file and the rule broken, kIo on
+  // a read error.
   explicit HfDirectory(const std::filesystem::path& path,
                        bool follow_symlinks = false);
 

@@ -109,17 +109,23 @@ TEST(Hdf5Engine, TransfersAreReallyCollective) {
   const int rank = world_rank(), size = world_size();
   SimpleTrainer trainer;
   build_region_kinds(trainer.state(), rank, size);
-  auto engine = make_test_engine(trainer, "hdf5", dir.path());
+  // Every tensor through its own H5Dwrite and H5Dread (none batched).
+  auto engine = make_test_engine(trainer, "hdf5", dir.path(),
+                                 {{"small_tensor_bytes", "0"}});
   engine->save();
   const auto& stats = dynamic_cast<Hdf5Engine&>(*engine).last_save_stats();
   // Every tensor but the zero-size one takes one transfer on every rank,
   // including ranks that write nothing of it.
   EXPECT_EQ(stats.transfers, 5u);
+  EXPECT_EQ(stats.batched, 0u);
   EXPECT_TRUE(stats.all_collective()) << stats.first_cause;
 
   const auto checkpoint =
       open_checkpoint(dir / "global_step_0", MPI_COMM_WORLD);
-  auto& reader = dynamic_cast<h5::Hdf5Reader&>(*checkpoint.reader);
+  auto files = posix_file_system();
+  h5::Hdf5Reader reader(ReadContext{dir / "global_step_0", checkpoint.manifest,
+                                    MPI_COMM_WORLD, *files},
+                        /*direct_below=*/0);
   EXPECT_TRUE(reads_expected(reader, checkpoint.manifest, "model/model.bias",
                              {Box{{u(rank % 6)}, {1}}}));
   // A rank asking for nothing still takes part, and the read is collective.
@@ -129,6 +135,57 @@ TEST(Hdf5Engine, TransfersAreReallyCollective) {
                              "model/model.layers.0.mlp.weight", none));
   EXPECT_EQ(reader.stats().transfers, 2u);
   EXPECT_TRUE(reader.stats().all_collective()) << reader.stats().first_cause;
+}
+
+TEST(Hdf5Engine, SmallTensorsAreWrittenTogetherAndReadDirectly) {
+  TempDir dir;
+  const int rank = world_rank(), size = world_size();
+  SimpleTrainer trainer;
+  build_region_kinds(trainer.state(), rank, size);
+  // One tensor of 1 MiB: at small_tensor_bytes, so written by H5Dwrite.
+  const Shape big{256, 1024};
+  fill_expected(trainer.state().add_model("model.big", DType::kF32, big,
+                                          dim0_shard(big, rank, size)));
+  auto engine = make_test_engine(trainer, "hdf5", dir.path());
+  engine->save();
+  const auto& stats = dynamic_cast<Hdf5Engine&>(*engine).last_save_stats();
+  // The five small tensors with data go into the one batched write; the
+  // zero-size one has no storage; the big one takes its own transfer.
+  EXPECT_EQ(stats.batched, 5u);
+  EXPECT_EQ(stats.transfers, 1u);
+  EXPECT_TRUE(stats.all_collective()) << stats.first_cause;
+
+  const auto checkpoint =
+      open_checkpoint(dir / "global_step_0", MPI_COMM_WORLD);
+  auto& reader = dynamic_cast<h5::Hdf5Reader&>(*checkpoint.reader);
+  const Manifest& manifest = checkpoint.manifest;
+  // Any boxes, whatever partition wrote them, from the direct reads.
+  EXPECT_TRUE(reads_expected(reader, manifest, "model/model.layers.0.mlp.weight",
+                             {Box{{0, u(rank % 5)}, {3, 1}}}));
+  EXPECT_TRUE(reads_expected(
+      reader, manifest, "optimizer/model.layers.0.mlp.weight/exp_avg",
+      {Box{{2, 0, 0}, {2, 3, 5}}, Box{{0, 1, 1}, {1, 2, 2}},
+       Box{{0, 0, 0}, {0, 3, 5}}}));
+  EXPECT_TRUE(reads_expected(reader, manifest, "model/model.temperature", {Box{}}));
+  EXPECT_TRUE(reads_expected(reader, manifest, "model/model.empty",
+                             {Box{{0, 0}, {0, 4}}}));
+  EXPECT_EQ(reader.stats().batched, 4u);
+  EXPECT_EQ(reader.stats().transfers, 0u);
+  EXPECT_TRUE(reads_expected(reader, manifest, "model/model.big",
+                             {Box{{u(rank), 0}, {3, 1024}}}));
+  EXPECT_EQ(reader.stats().transfers, 1u);
+  EXPECT_TRUE(reader.stats().all_collective()) << reader.stats().first_cause;
+
+  // And the whole state loads back under another partition.
+  SimpleTrainer loaded;
+  build_region_kinds(loaded.state(), (rank + 1) % size, size);
+  loaded.state().add_model("model.big", DType::kF32, big,
+                           zero_flat_shard(big, rank, size));
+  for (auto& shard : loaded.state().tensors()) {
+    std::memset(shard.data(), 0xAB, shard.nbytes());
+  }
+  make_test_engine(loaded, "hdf5", dir.path())->load();
+  EXPECT_TRUE(state_holds_expected(loaded.state()));
 }
 
 TEST(Hdf5Engine, ReadsAnyBoxesWhateverPartitionWroteThem) {
@@ -175,8 +232,10 @@ TEST(Hdf5Engine, LargePiecesAreSplitIntoSeveralTransfers) {
   SimpleTrainer trainer;
   build_region_kinds(trainer.state(), rank, size);
   h5::TransferStats stats;
-  const Manifest manifest = manifest_of(write_direct(
-      trainer, make_dir(dir / "c"), {{"max_transfer_bytes", "12"}}, &stats));
+  const Manifest manifest = manifest_of(
+      write_direct(trainer, make_dir(dir / "c"),
+                   {{"max_transfer_bytes", "12"}, {"small_tensor_bytes", "0"}},
+                   &stats));
   // 12 bytes: 3 F32 / 6 BF16 / 6 F16 elements per transfer.
   EXPECT_GT(stats.transfers, 5u);
   EXPECT_TRUE(stats.all_collective()) << stats.first_cause;

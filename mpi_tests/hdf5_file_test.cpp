@@ -251,8 +251,10 @@ TEST(Hdf5Engine, BadRequestOnOneRankFailsOnEveryRank) {
   const Manifest manifest =
       manifest_of(write_direct(trainer, make_dir(dir / "c")));
   auto files = posix_file_system();
+  // Read with H5Dread (collective): the error is agreed on.
   h5::Hdf5Reader reader(
-      ReadContext{dir / "c", manifest, MPI_COMM_WORLD, *files});
+      ReadContext{dir / "c", manifest, MPI_COMM_WORLD, *files},
+      /*direct_below=*/0);
   std::vector<unsigned char> buffer(1024);
   std::vector<Box> boxes = {Box{{0, 0}, {1, 5}}};
   if (rank == size - 1) boxes.push_back(Box{{2, 0}, {2, 5}});  // past row 3
@@ -262,6 +264,36 @@ TEST(Hdf5Engine, BadRequestOnOneRankFailsOnEveryRank) {
                     boxes, buffer.data());
       },
       ErrorCode::kInvalidArgument, {"model/model.layers.0.mlp.weight"}));
+  EXPECT_TRUE(reads_expected(reader, manifest,
+                             "model/model.layers.0.mlp.weight",
+                             {Box{{0, 0}, {3, 5}}}));
+}
+
+TEST(Hdf5Engine, BadRequestOfADirectReadFailsOnItsRankOnly) {
+  TempDir dir;
+  const int rank = world_rank(), size = world_size();
+  SimpleTrainer trainer;
+  build_region_kinds(trainer.state(), rank, size);
+  const Manifest manifest =
+      manifest_of(write_direct(trainer, make_dir(dir / "c")));
+  auto files = posix_file_system();
+  h5::Hdf5Reader reader(
+      ReadContext{dir / "c", manifest, MPI_COMM_WORLD, *files});
+  // A direct read is local (no collective call to leave waiting): only the
+  // rank that asked for a box outside the tensor fails; load and verify
+  // agree once on every rank's outcome after their last read.
+  std::vector<unsigned char> buffer(1024);
+  std::vector<Box> boxes = {Box{{0, 0}, {1, 5}}};
+  if (rank == size - 1) boxes.push_back(Box{{2, 0}, {2, 5}});  // past row 3
+  const auto& record = record_of(manifest, "model/model.layers.0.mlp.weight");
+  if (rank == size - 1) {
+    EXPECT_TRUE(throws_error([&] { reader.read(record, boxes, buffer.data()); },
+                             ErrorCode::kInvalidArgument,
+                             {"model/model.layers.0.mlp.weight"}));
+  } else {
+    EXPECT_TRUE(reads_expected(reader, manifest, record.spec.key(), boxes));
+  }
+  EXPECT_EQ(reader.stats().transfers, 0u);
   EXPECT_TRUE(reads_expected(reader, manifest,
                              "model/model.layers.0.mlp.weight",
                              {Box{{0, 0}, {3, 5}}}));

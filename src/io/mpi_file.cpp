@@ -30,6 +30,8 @@ void check(int rc, const std::string& what, const std::filesystem::path& path) {
 constexpr std::uint64_t kPackBelow = 1ull << 20;
 // The staging buffer for packed runs, reused by every transfer.
 constexpr std::uint64_t kPackBytes = 16ull << 20;
+// The most bytes one round of write_scattered_all moves per rank.
+constexpr std::uint64_t kScatterBytes = 64ull << 20;
 
 // One transfer: `length` bytes to file offset `offset`, contiguous in the
 // file, from runs[first, last) (which continue each other in the file).
@@ -113,8 +115,9 @@ MpiType& MpiType::operator=(MpiType&& other) noexcept {
 MpiFile::MpiFile(MPI_Comm comm, const std::filesystem::path& path, Mode mode,
                  const MpiInfo& info)
     : path_(path) {
-  const int amode = mode == Mode::kCreate ? (MPI_MODE_CREATE | MPI_MODE_WRONLY)
-                                          : MPI_MODE_RDONLY;
+  const int amode = mode == Mode::kCreate  ? (MPI_MODE_CREATE | MPI_MODE_WRONLY)
+                    : mode == Mode::kWrite ? MPI_MODE_WRONLY
+                                           : MPI_MODE_RDONLY;
   check(MPI_File_open(comm, path.c_str(), amode, info.get(), &file_),
         mode == Mode::kCreate ? "cannot create" : "cannot open", path);
 }
@@ -171,6 +174,101 @@ void MpiFile::write_all(MPI_Comm comm, std::vector<IoRun> runs) {
     }
   }
   if (error) std::rethrow_exception(error);
+}
+
+void MpiFile::write_scattered_all(MPI_Comm comm, const std::vector<IoRun>& input) {
+  // Rounds of runs: [first, last) of `runs`, at most kScatterBytes in all.
+  std::vector<IoRun> runs;
+  for (IoRun run : input) {
+    while (run.length > 0) {
+      const std::uint64_t take = std::min(run.length, kScatterBytes);
+      runs.push_back(IoRun{run.offset, run.memory, take});
+      run.offset += take;
+      run.memory = static_cast<const char*>(run.memory) + take;
+      run.length -= take;
+    }
+  }
+  std::vector<std::pair<std::size_t, std::size_t>> rounds;
+  std::uint64_t bytes = 0;
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    if (rounds.empty() || bytes + runs[i].length > kScatterBytes) {
+      rounds.emplace_back(i, i);
+      bytes = 0;
+    }
+    rounds.back().second = i + 1;
+    bytes += runs[i].length;
+  }
+  const Comm c(comm);
+  const std::uint64_t count = c.allreduce_max(rounds.size());
+  std::vector<char> pack;
+  std::vector<int> lengths;
+  std::vector<MPI_Aint> offsets;
+  std::exception_ptr error;
+  for (std::uint64_t r = 0; r < count; ++r) {
+    // This rank's view for the round: its runs, or the whole file (and
+    // nothing to write) when it has none left.
+    MpiType view;
+    std::uint64_t length = 0;
+    if (!error && r < rounds.size()) {
+      lengths.clear();
+      offsets.clear();
+      for (std::size_t i = rounds[r].first; i < rounds[r].second; ++i) {
+        const IoRun& run = runs[i];
+        // Runs that continue each other in the file are one block.
+        if (!offsets.empty() &&
+            static_cast<std::uint64_t>(offsets.back()) + lengths.back() == run.offset) {
+          lengths.back() += static_cast<int>(run.length);
+        } else {
+          offsets.push_back(static_cast<MPI_Aint>(run.offset));
+          lengths.push_back(static_cast<int>(run.length));
+        }
+        length += run.length;
+      }
+      if (pack.size() < length) pack.resize(length);
+      char* at = pack.data();
+      for (std::size_t i = rounds[r].first; i < rounds[r].second; ++i) {
+        std::memcpy(at, runs[i].memory, runs[i].length);
+        at += runs[i].length;
+      }
+      MPI_Datatype type = MPI_DATATYPE_NULL;
+      try {
+        check(MPI_Type_create_hindexed(static_cast<int>(lengths.size()), lengths.data(),
+                                       offsets.data(), MPI_BYTE, &type),
+              "cannot describe the writes to", path_);
+        view = MpiType(type);
+        check(MPI_Type_commit(&type), "cannot describe the writes to", path_);
+      } catch (...) {
+        error = std::current_exception();
+        length = 0;
+      }
+    }
+    // Setting the view is collective: every rank sets one every round.
+    const int view_rc =
+        MPI_File_set_view(file_, 0, MPI_BYTE, length > 0 ? view.get() : MPI_BYTE,
+                          "native", MPI_INFO_NULL);
+    MPI_Status status;
+    const int rc = MPI_File_write_all(file_, length > 0 ? pack.data() : nullptr,
+                                      static_cast<int>(length), MPI_BYTE, &status);
+    if (error) continue;
+    try {
+      check(view_rc, "cannot set the file view of", path_);
+      check(rc, "cannot write", path_);
+      int wrote = 0;
+      if (length > 0) MPI_Get_count(&status, MPI_BYTE, &wrote);
+      if (static_cast<std::uint64_t>(wrote) != length) {
+        throw Error(ErrorCode::kIo, "cannot write " + path_.string() + ": wrote " +
+                                        std::to_string(wrote) + " of " +
+                                        std::to_string(length) + " bytes in " +
+                                        std::to_string(lengths.size()) + " runs");
+      }
+    } catch (...) {
+      error = std::current_exception();
+    }
+  }
+  const int reset_rc =
+      MPI_File_set_view(file_, 0, MPI_BYTE, MPI_BYTE, "native", MPI_INFO_NULL);
+  if (error) std::rethrow_exception(error);
+  check(reset_rc, "cannot set the file view of", path_);
 }
 
 void MpiFile::read_at(std::uint64_t offset, void* memory, std::uint64_t length) {

@@ -56,7 +56,9 @@ struct IoRun {
 // dropped: call close() to see them).
 class MpiFile {
  public:
-  enum class Mode { kCreate, kRead };
+  // kCreate: created if missing, write-only; kWrite: an existing file,
+  // written in place; kRead: read-only.
+  enum class Mode { kCreate, kWrite, kRead };
 
   // Collective over `comm`. Throws Error(kIo) naming `path`.
   MpiFile(MPI_Comm comm, const std::filesystem::path& path, Mode mode,
@@ -74,6 +76,15 @@ class MpiFile {
   // makes the same number of calls whatever its share; a rank whose call
   // fails keeps joining the rest and throws Error(kIo) at the end.
   void write_all(MPI_Comm comm, std::vector<IoRun> runs);
+  // Collective. Writes `runs` (sorted by offset, not overlapping, of any
+  // size and anywhere in the file) in rounds of at most 64 MiB per rank:
+  // each round packs this rank's runs into one buffer and moves it with one
+  // MPI_File_write_all through a file view that lists their offsets, so
+  // MPI-IO's collective buffering turns the small, scattered runs of every
+  // rank into a few large writes. For many small runs (an hdf5
+  // checkpoint's small tensors); write_all suits large ones. Resets the
+  // view afterwards. Errors as in write_all.
+  void write_scattered_all(MPI_Comm comm, const std::vector<IoRun>& runs);
   // Not collective. Reads `length` bytes at `offset` into `memory`.
   void read_at(std::uint64_t offset, void* memory, std::uint64_t length);
   // Collective. MPI_File_sync: the data is durable when it returns.

@@ -18,6 +18,9 @@ struct TransferStats {
   std::uint64_t transfers = 0;   // H5Dwrite / H5Dread calls
   std::uint64_t collective = 0;  // ... that HDF5 did as collective I/O
   std::string first_cause;       // why the first other one was not
+  // Small tensors written by the batched MPI-IO write (not counted in
+  // `transfers`: HDF5 does not move their bytes) or read directly.
+  std::uint64_t batched = 0;
 
   bool all_collective() const { return collective == transfers; }
 };

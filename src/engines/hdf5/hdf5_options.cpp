@@ -27,22 +27,6 @@ std::string cb_mode(const nlohmann::json& value) {
   return "must be \"automatic\", \"enable\" or \"disable\"";
 }
 
-// Owns an MPI_Info for the length of one call (HDF5 keeps its own copy).
-class Info {
- public:
-  Info() { check_mpi(MPI_Info_create(&info_), "MPI_Info_create"); }
-  ~Info() { MPI_Info_free(&info_); }
-  Info(const Info&) = delete;
-  Info& operator=(const Info&) = delete;
-  void set(const char* key, const std::string& value) {
-    check_mpi(MPI_Info_set(info_, key, value.c_str()), "MPI_Info_set");
-  }
-  MPI_Info get() const { return info_; }
-
- private:
-  MPI_Info info_ = MPI_INFO_NULL;
-};
-
 }  // namespace
 
 std::vector<OptionSpec> hdf5_option_specs() {
@@ -77,6 +61,10 @@ std::vector<OptionSpec> hdf5_option_specs() {
       {"max_transfer_bytes", OptionKind::kBytes, kGiB,
        "most bytes a rank moves in one collective write; larger pieces take "
        "several (0: no limit; default 1GiB)"},
+      {"small_tensor_bytes", OptionKind::kBytes, kMiB,
+       "tensors smaller than this are written together by one collective "
+       "MPI-IO write into their datasets instead of one collective H5Dwrite "
+       "each (0: none; default 1MiB)"},
   };
 }
 
@@ -96,11 +84,14 @@ Hdf5Options Hdf5Options::from(const EngineOptions& options) {
   out.striping_factor = values["striping_factor"].get<std::uint64_t>();
   out.striping_unit = values["striping_unit"].get<std::uint64_t>();
   out.max_transfer_bytes = values["max_transfer_bytes"].get<std::uint64_t>();
+  out.small_tensor_bytes = values["small_tensor_bytes"].get<std::uint64_t>();
   return out;
 }
 
-Plist file_access(MPI_Comm comm, const Hdf5Options& options, bool for_writing) {
-  Info info;
+namespace {
+
+MpiInfo hints(const Hdf5Options& options, bool for_writing) {
+  MpiInfo info;
   if (options.cb_buffer_size > 0) {
     info.set("cb_buffer_size", std::to_string(options.cb_buffer_size));
   }
@@ -113,6 +104,15 @@ Plist file_access(MPI_Comm comm, const Hdf5Options& options, bool for_writing) {
   if (for_writing && options.striping_unit > 0) {
     info.set("striping_unit", std::to_string(options.striping_unit));
   }
+  return info;
+}
+
+}  // namespace
+
+MpiInfo write_hints(const Hdf5Options& options) { return hints(options, true); }
+
+Plist file_access(MPI_Comm comm, const Hdf5Options& options, bool for_writing) {
+  const MpiInfo info = hints(options, for_writing);
   Plist fapl(check_id(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate (file access)"));
   check(H5Pset_fapl_mpio(fapl.get(), comm, info.get()), "H5Pset_fapl_mpio");
   if (for_writing) {

@@ -11,6 +11,7 @@
 
 #include "engines/hdf5/h5_handle.hpp"
 #include "floe/config.hpp"
+#include "io/mpi_file.hpp"
 
 namespace floe::h5 {
 
@@ -31,6 +32,11 @@ struct Hdf5Options {
   // The most bytes one rank moves in one collective transfer; larger pieces
   // take several (0: no limit). Default: 1 GiB.
   std::uint64_t max_transfer_bytes = 1ull << 30;
+  // Tensors of fewer bytes than this are written together, by one
+  // collective MPI-IO write into their datasets' storage (H5Dget_offset),
+  // instead of one collective H5Dwrite each (0: every tensor by H5Dwrite).
+  // Default: 1 MiB.
+  std::uint64_t small_tensor_bytes = 1ull << 20;
 
   // Values from validated engine options; a key that is absent (a config
   // made by hand) keeps its default. Throws Error(kInvalidConfig) naming the
@@ -45,5 +51,9 @@ std::vector<OptionSpec> hdf5_option_specs();
 // hints, alignment and metadata settings of `options`. With `for_writing`
 // false the write-only settings (alignment, striping) are left out.
 Plist file_access(MPI_Comm comm, const Hdf5Options& options, bool for_writing);
+
+// The MPI-IO hints of `options` for opening the file to write (what
+// file_access gives the MPI-IO driver with `for_writing`).
+MpiInfo write_hints(const Hdf5Options& options);
 
 }  // namespace floe::h5

@@ -8,6 +8,7 @@
 #include "engines/hdf5/h5_types.hpp"
 #include "engines/hdf5/hdf5_format.hpp"
 #include "engines/hdf5/hdf5_options.hpp"
+#include "core/wire.hpp"
 
 namespace floe::h5 {
 namespace {
@@ -146,13 +147,14 @@ void check_format(hid_t file, const std::string& file_text) {
 
 }  // namespace
 
-Hdf5Reader::Hdf5Reader(const ReadContext& ctx)
-    : comm_(ctx.comm), dir_(ctx.dir) {
+Hdf5Reader::Hdf5Reader(const ReadContext& ctx, std::uint64_t direct_below)
+    : comm_(ctx.comm), dir_(ctx.dir), direct_below_(direct_below) {
   const QuietErrors quiet;
   const Comm comm(comm_);
   std::filesystem::path path;
+  std::string name;
   collectively(comm, [&] {
-    const std::string name = data_file_name(ctx.manifest);
+    name = data_file_name(ctx.manifest);
     path = ctx.dir / name;
     file_text_ = path.string();
     if (comm.rank() != 0) return;
@@ -178,17 +180,161 @@ Hdf5Reader::Hdf5Reader(const ReadContext& ctx)
             "H5Pset_all_coll_metadata_ops");
     }
   });
+  check_small_tensors(ctx, name);
 }
 
 Hdf5Reader::~Hdf5Reader() {
   const QuietErrors quiet;
-  blob_file_.reset();
+  own_file_.reset();
   dataset_access_.reset();
   file_.reset();
 }
 
+hid_t Hdf5Reader::own_file(const std::string& name, const std::string& owner) {
+  if (!own_file_ || name != own_file_name_) {
+    own_file_.reset();
+    own_file_ = open_file(resolve_inside(dir_, name, owner), MPI_COMM_SELF);
+    own_file_name_ = name;
+  }
+  return own_file_.get();
+}
+
+Hdf5Reader::Direct Hdf5Reader::check_direct(hid_t file, const TensorRecord& tensor) {
+  const TensorSpec& spec = tensor.spec;
+  const std::string where = "dataset " + tensor.dataset + " in " + file_text_;
+  Direct direct;
+  direct.dtype = spec.dtype;
+  direct.shape = spec.shape;
+  direct.dataset = tensor.dataset;
+  try {
+    Dataset dataset = open_dataset(file, tensor.dataset, H5P_DEFAULT, file_text_,
+                                   "tensor \"" + spec.key() + "\"");
+    check_dataset(dataset.get(), spec, where);
+    const Plist create(check_id(H5Dget_create_plist(dataset.get()),
+                                "H5Dget_create_plist (" + where + ")",
+                                ErrorCode::kCorrupt));
+    if (spec.nbytes() > 0) {
+      const haddr_t offset = H5Dget_offset(dataset.get());
+      if (H5Pget_layout(create.get()) != H5D_CONTIGUOUS || offset == HADDR_UNDEF ||
+          H5Dget_storage_size(dataset.get()) != spec.nbytes()) {
+        direct.collective = true;  // not the storage Floe writes
+        H5Eclear2(H5E_DEFAULT);
+      } else {
+        direct.offset = offset;
+      }
+    }
+    dataset.close("H5Dclose (" + where + ")");
+  } catch (const Error& e) {
+    direct.code = e.code();
+    direct.problem = e.what();
+  }
+  return direct;
+}
+
+void Hdf5Reader::check_small_tensors(const ReadContext& ctx, const std::string& name) {
+  std::vector<std::size_t> small;  // indices into the manifest's tensors
+  for (std::size_t t = 0; t < ctx.manifest.tensors.size(); ++t) {
+    if (ctx.manifest.tensors[t].spec.nbytes() < direct_below_) small.push_back(t);
+  }
+  if (small.empty()) return;
+  const QuietErrors quiet;
+  const Comm comm(comm_);
+  // Every size-th small tensor is this rank's to check.
+  const std::string mine = collectively(comm, [&] {
+    const hid_t file = own_file(name, "hdf5 data file");
+    data_ = std::make_unique<ReadOnlyFile>(resolve_inside(dir_, name, "hdf5 data file"));
+    WireWriter w;
+    for (std::size_t k = comm.rank(); k < small.size(); k += comm.size()) {
+      const Direct d = check_direct(file, ctx.manifest.tensors[small[k]]);
+      w.u64(k);
+      w.u8(d.collective ? 1 : 0);
+      w.u64(d.offset);
+      w.u8(static_cast<std::uint8_t>(d.code));
+      w.str(d.problem);
+    }
+    return w.bytes();
+  });
+  for (const auto& bytes : comm.allgather_bytes(mine)) {
+    WireReader r(bytes);
+    while (!r.done()) {
+      const std::uint64_t k = r.u64();
+      if (k >= small.size()) throw Error(ErrorCode::kInternal, "bad direct-read index");
+      const TensorRecord& tensor = ctx.manifest.tensors[small[k]];
+      Direct d;
+      d.collective = r.u8() != 0;
+      d.offset = r.u64();
+      d.code = static_cast<ErrorCode>(r.u8());
+      d.problem = r.str();
+      d.dtype = tensor.spec.dtype;
+      d.shape = tensor.spec.shape;
+      d.dataset = tensor.dataset;
+      direct_[tensor.spec.key()] = std::move(d);
+    }
+  }
+}
+
 void Hdf5Reader::read(const TensorRecord& tensor, const std::vector<Box>& boxes,
                       void* out) {
+  // The checks were made for the manifest's record: another record of the
+  // same key (a caller's own) takes the checked path.
+  if (!direct_.empty()) {
+    const auto it = direct_.find(tensor.spec.key());
+    if (it != direct_.end() && !it->second.collective &&
+        it->second.dataset == tensor.dataset && it->second.dtype == tensor.spec.dtype &&
+        it->second.shape == tensor.spec.shape) {
+      return read_direct(tensor, it->second, boxes, out);
+    }
+  }
+  read_collective(tensor, boxes, out);
+}
+
+void Hdf5Reader::read_direct(const TensorRecord& tensor, const Direct& direct,
+                             const std::vector<Box>& boxes, void* out) {
+  const TensorSpec& spec = tensor.spec;
+  std::uint64_t elements = 0;
+  for (const Box& box : boxes) {
+    Region::box(box).validate(spec.shape, spec.key());
+    elements += box.elements();
+  }
+  if (elements > 0 && out == nullptr) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "tensor \"" + spec.key() + "\": read into a null buffer");
+  }
+  if (!direct.problem.empty()) throw Error(direct.code, direct.problem);
+  const std::uint64_t element = dtype_size(spec.dtype);
+  const Box whole = full_box(spec.shape);
+  auto* bytes = static_cast<char*>(out);
+  // Runs that continue each other in both the file and memory are one read.
+  std::uint64_t run_offset = 0, run_length = 0;
+  char* run_memory = nullptr;
+  const auto flush = [&] {
+    if (run_length > 0) data_->read_exact(run_offset, run_length, run_memory);
+    run_length = 0;
+  };
+  std::uint64_t at = 0;  // elements of `out` before this box
+  for (const Box& box : boxes) {
+    for_each_overlap_run(whole, box, [&](std::uint64_t whole_at, std::uint64_t box_at,
+                                         std::uint64_t n) {
+      const std::uint64_t offset = direct.offset + whole_at * element;
+      char* memory = bytes + (at + box_at) * element;
+      if (run_length > 0 && run_offset + run_length == offset &&
+          run_memory + run_length == memory) {
+        run_length += n * element;
+        return;
+      }
+      flush();
+      run_offset = offset;
+      run_memory = memory;
+      run_length = n * element;
+    });
+    at += box.elements();
+  }
+  flush();
+  ++stats_.batched;
+}
+
+void Hdf5Reader::read_collective(const TensorRecord& tensor,
+                                 const std::vector<Box>& boxes, void* out) {
   const QuietErrors quiet;
   const Comm comm(comm_);
   const TensorSpec& spec = tensor.spec;
@@ -271,18 +417,12 @@ const Type& Hdf5Reader::type_of(DType dtype) {
 
 std::vector<std::uint8_t> Hdf5Reader::read_blob(const BlobRecord& blob) {
   const QuietErrors quiet;
-  if (!blob_file_ || blob.file != blob_file_name_) {
-    blob_file_.reset();
-    const auto path =
-        resolve_inside(dir_, blob.file, "blob \"" + blob.name + "\"");
-    blob_file_ = open_file(path, MPI_COMM_SELF);
-    blob_file_name_ = blob.file;
-  }
+  const hid_t file = own_file(blob.file, "blob \"" + blob.name + "\"");
   const std::string file_text = (dir_ / blob.file).string();
   const std::string path = blob_path(blob.rank, blob.name);
   const std::string where = "dataset " + path + " in " + file_text;
   Dataset dataset = open_dataset(
-      blob_file_.get(), path, H5P_DEFAULT, file_text,
+      file, path, H5P_DEFAULT, file_text,
       "blob \"" + blob.name + "\" of rank " + std::to_string(blob.rank));
   Type type(check_id(H5Dget_type(dataset.get()), "H5Dget_type (" + where + ")",
                      ErrorCode::kCorrupt));

@@ -1,5 +1,6 @@
 // The hdf5 engine's reader: tensors out of one checkpoint.h5 by collective
-// hyperslab reads, whatever partition wrote them; blobs by independent reads.
+// hyperslab reads (small ones by direct reads of their storage), whatever
+// partition wrote them; blobs by independent reads.
 #pragma once
 
 #include <cstdint>
@@ -7,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <mpi.h>
@@ -14,17 +16,31 @@
 #include "engines/hdf5/h5_handle.hpp"
 #include "engines/hdf5/h5_transfer.hpp"
 #include "floe/engine.hpp"
+#include "io/read_only_file.hpp"
 
 namespace floe::h5 {
 
 class Hdf5Reader : public CheckpointReader {
  public:
+  // Tensors smaller than this are read directly (see the constructor).
+  static constexpr std::uint64_t kDirectReadBelow = 1ull << 20;
+
   // Collective over ctx.comm. Opens the data file the manifest names, which
   // must stay inside ctx.dir (no absolute path, "..", or symlink out), with
   // the MPI-IO driver. Throws the same Error on every rank: kCorrupt naming
   // the file when it is missing, outside the directory, not HDF5, or not a
   // Floe hdf5 checkpoint; kUnsupported for a newer format.
-  explicit Hdf5Reader(const ReadContext& ctx);
+  //
+  // Tensors of fewer than `direct_below` bytes (0: none) are read directly:
+  // the ranks split the checks of their datasets between them here (each
+  // opens its share through its own handle, checks it as read() would, and
+  // notes where its contiguous storage lies), one allgather shares the
+  // outcome, and read() of such a tensor is then a local pread of the
+  // overlapping bytes with no collective call. A dataset that failed its
+  // check fails read() of that tensor on every rank with the error read()
+  // gives; one that is not stored contiguously is read with H5Dread.
+  explicit Hdf5Reader(const ReadContext& ctx,
+                      std::uint64_t direct_below = kDirectReadBelow);
   // Collective: closing the file is (MPI_File_close).
   ~Hdf5Reader() override;
   Hdf5Reader(const Hdf5Reader&) = delete;
@@ -33,7 +49,9 @@ class Hdf5Reader : public CheckpointReader {
   // Collective (see CheckpointReader). Every rank opens the tensor's dataset
   // (collective metadata reads) and checks its floe_dtype, stored type and
   // shape against `tensor`: kCorrupt naming the file and dataset when it is
-  // missing or differs. kInvalidArgument for a box outside the tensor.
+  // missing or differs. kInvalidArgument for a box outside the tensor. A
+  // tensor read directly was checked by the constructor and is read with
+  // pread alone.
   void read(const TensorRecord& tensor, const std::vector<Box>& boxes,
             void* out) override;
 
@@ -43,21 +61,46 @@ class Hdf5Reader : public CheckpointReader {
   // and dataset when it is missing or its size differs from the record.
   std::vector<std::uint8_t> read_blob(const BlobRecord& blob) override;
 
-  // This rank's tensor transfers so far, as HDF5 reported them.
+  // This rank's tensor transfers so far, as HDF5 reported them, and how
+  // many tensors it read directly (`batched`).
   const TransferStats& stats() const { return stats_; }
 
  private:
+  // What the constructor's checks found for a tensor read directly.
+  struct Direct {
+    bool collective = false;   // not contiguous: read with H5Dread after all
+    std::uint64_t offset = 0;  // of its storage in the file
+    ErrorCode code = ErrorCode::kCorrupt;
+    std::string problem;  // non-empty: read() throws it
+    // What was checked: the manifest's record.
+    std::string dataset;
+    DType dtype = DType::kU8;
+    Shape shape;
+  };
+
+  void check_small_tensors(const ReadContext& ctx, const std::string& name);
+  Direct check_direct(hid_t file, const TensorRecord& tensor);
+  void read_direct(const TensorRecord& tensor, const Direct& direct,
+                   const std::vector<Box>& boxes, void* out);
+  void read_collective(const TensorRecord& tensor,
+                       const std::vector<Box>& boxes, void* out);
+  // This rank's own handle (MPI_COMM_SELF) of data file `name`.
+  hid_t own_file(const std::string& name, const std::string& owner);
+
   MPI_Comm comm_;
   std::filesystem::path dir_;
   std::string file_text_;  // the data file's path, for messages
   File file_;
   Plist dataset_access_;  // collective metadata reads
-  std::string blob_file_name_;
-  File blob_file_;
+  std::string own_file_name_;
+  File own_file_;  // MPI_COMM_SELF: blobs and the checks of direct reads
   TransferStats stats_;
   Plist transfer_list_;  // collective transfers, made once
   std::map<DType, Type> types_;
   const Type& type_of(DType dtype);
+  std::uint64_t direct_below_;
+  std::unordered_map<std::string, Direct> direct_;  // by dataset path
+  std::unique_ptr<ReadOnlyFile> data_;              // for direct reads
 };
 
 // Collective. The ReaderFactory registered for "hdf5".

@@ -7,6 +7,7 @@
 #include "engines/hdf5/h5_types.hpp"
 #include "engines/hdf5/hdf5_format.hpp"
 #include "engines/hdf5/hdf5_rank_report.hpp"
+#include "io/mpi_file.hpp"
 
 namespace floe::h5 {
 namespace {
@@ -157,7 +158,17 @@ struct TensorPlan {
   std::uint64_t rounds = 0;
   std::vector<Transfer> mine;
   void* buffer = nullptr;  // H5Dwrite only reads it
+  // A small tensor: no H5Dwrite; this rank's piece (its boxes, in buffer
+  // order) goes into the one batched write instead.
+  bool batched = false;
+  std::vector<Box> batch_boxes;
 };
+
+// True for the tensors written by the batched write: the same on every
+// rank (it depends on the tensor's global size alone).
+bool is_batched(const TensorSpec& spec, const Hdf5Options& options) {
+  return spec.nbytes() < options.small_tensor_bytes;
+}
 
 // Local: planned before any collective HDF5 call, so nothing that can fail
 // on one rank alone happens between them.
@@ -168,6 +179,16 @@ std::vector<TensorPlan> plan_writes(const SaveContext& ctx,
     const TensorSpec& spec = tensor.spec;
     const std::uint64_t limit = max_elements(options, spec.dtype);
     TensorPlan plan;
+    if (is_batched(spec, options)) {
+      plan.batched = true;
+      for (const Piece* piece : tensor.writers()) {
+        if (piece->rank != ctx.rank) continue;
+        plan.buffer = const_cast<std::byte*>(shard_of(ctx.state, spec).data());
+        plan.batch_boxes = piece->region.boxes(spec.shape);
+      }
+      plans.push_back(std::move(plan));
+      continue;
+    }
     for (const Piece* piece : tensor.writers()) {
       plan.rounds = std::max(plan.rounds, transfers_of(*piece, limit));
       if (piece->rank != ctx.rank) continue;
@@ -191,6 +212,8 @@ struct TensorWrite {
   Dataset dataset;
   hid_t type = H5I_INVALID_HID;  // owned by the TypeCache
   std::vector<PreparedTransfer> transfers;
+  bool batched = false;
+  haddr_t offset = HADDR_UNDEF;  // of a batched tensor's storage in the file
 };
 
 // One stored type per dtype, made once per save.
@@ -222,6 +245,7 @@ std::vector<TensorWrite> prepare_tensors(const GlobalLayout& layout,
     const TensorPlan& plan = plans[t];
     TensorWrite& w = out[t];
     w.type = types.get(spec.dtype);
+    w.batched = plan.batched;
     w.transfers.reserve(plan.rounds);
     for (std::uint64_t k = 0; k < plan.rounds; ++k) {
       w.transfers.push_back(prepare_transfer(
@@ -234,8 +258,11 @@ std::vector<TensorWrite> prepare_tensors(const GlobalLayout& layout,
 }
 
 // Collective (metadata operations are): creates every tensor's dataset and
-// its floe_dtype attribute, in layout order, with HDF5 calls only. Nothing
-// here is agreed on tensor by tensor: the caller agrees once on the phase.
+// its floe_dtype attribute, in layout order, with HDF5 calls only, and notes
+// where a batched tensor's storage lies (the same address on every rank:
+// the ranks make the same metadata calls) before closing its dataset.
+// Nothing here is agreed on tensor by tensor: the caller agrees once on the
+// phase.
 void create_tensors(hid_t file, const CreateLists& lists,
                     const GlobalLayout& layout,
                     std::vector<TensorWrite>& writes,
@@ -248,7 +275,68 @@ void create_tensors(hid_t file, const CreateLists& lists,
     w.dataset = create_dataset(file, lists, path, w.type, spec.shape, where);
     write_string_attribute(w.dataset.get(), kDtypeAttribute,
                            std::string(dtype_name(spec.dtype)), where);
+    if (!w.batched) continue;
+    if (spec.nbytes() > 0) {
+      w.offset = H5Dget_offset(w.dataset.get());
+      if (w.offset == HADDR_UNDEF) {
+        throw Error(ErrorCode::kInternal,
+                    "H5Dget_offset (" + where + "): no contiguous storage "
+                    "allocated: " + error_stack());
+      }
+    }
+    w.dataset.close("H5Dclose (" + where + ")");
   }
+}
+
+// Local: this rank's runs of the batched write, sorted by file offset. A
+// piece's boxes are laid out one after the other in its buffer; each box
+// is a set of row-major runs of its tensor's contiguous storage.
+std::vector<IoRun> batch_runs(const GlobalLayout& layout,
+                              const std::vector<TensorPlan>& plans,
+                              const std::vector<TensorWrite>& writes) {
+  std::vector<IoRun> runs;
+  for (std::size_t t = 0; t < plans.size(); ++t) {
+    const TensorPlan& plan = plans[t];
+    if (!plan.batched || plan.batch_boxes.empty() ||
+        writes[t].offset == HADDR_UNDEF) {
+      continue;
+    }
+    const TensorSpec& spec = layout.tensors[t].spec;
+    const std::uint64_t element = dtype_size(spec.dtype);
+    const Box whole = full_box(spec.shape);
+    const auto* buffer = static_cast<const char*>(plan.buffer);
+    std::uint64_t at = 0;  // elements of the buffer before this box
+    for (const Box& box : plan.batch_boxes) {
+      for_each_overlap_run(whole, box, [&](std::uint64_t whole_at,
+                                           std::uint64_t box_at,
+                                           std::uint64_t n) {
+        runs.push_back(IoRun{writes[t].offset + whole_at * element,
+                             buffer + (at + box_at) * element, n * element});
+      });
+      at += box.elements();
+    }
+  }
+  std::sort(runs.begin(), runs.end(), [](const IoRun& a, const IoRun& b) {
+    return a.offset < b.offset;
+  });
+  return runs;
+}
+
+// Collective: the batched write into the closed file (whose datasets are
+// allocated: the bytes go where HDF5 put their storage), made durable.
+void write_batch(const Comm& comm, const std::filesystem::path& path,
+                 const Hdf5Options& options, const std::vector<IoRun>& runs) {
+  MpiFile file(comm.get(), path, MpiFile::Mode::kWrite, write_hints(options));
+  std::exception_ptr error;
+  try {
+    file.write_scattered_all(comm.get(), runs);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  // Agreed on before the collective sync and close.
+  agree_on_error(comm, error);
+  file.sync();
+  file.close();
 }
 
 // Collective: every rank makes every tensor's collective writes in layout
@@ -402,15 +490,28 @@ WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
   collectively(comm, [&] {
     create_tensors(file.get(), lists, ctx.layout, writes, file_text);
   });
+  std::vector<IoRun> batch;
+  std::uint64_t batched = 0;
+  collectively(comm, [&] {
+    batch = batch_runs(ctx.layout, plans, writes);
+    for (const TensorWrite& w : writes) batched += w.offset != HADDR_UNDEF;
+  });
   agree_on_error(comm, write_tensors(ctx.layout, writes, dxpl.get(), file_text,
                                      stats));
   writes.clear();
   write_blobs(comm, file.get(), lists, reports, ctx.state, file_text);
   collectively(comm, [&] {
-    // H5Fflush(GLOBAL) ends in MPI_File_sync: the data is durable.
-    check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "H5Fflush " + file_text);
+    // H5Fflush(GLOBAL) ends in MPI_File_sync: the data is durable. With a
+    // batched write to come, its own sync covers the whole file.
+    if (batched == 0) {
+      check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "H5Fflush " + file_text);
+    }
     file.close("H5Fclose " + file_text);
   });
+  if (batched > 0) {
+    write_batch(comm, path, options, batch);
+    stats.batched += batched;
+  }
   // Whatever the close still wrote (rank 0 writes the superblock).
   if (comm.rank() == 0) ctx.fs.fsync_file(path);
   return make_result(ctx.layout, reports, options);

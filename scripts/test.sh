@@ -14,8 +14,8 @@ Usage: bash scripts/test.sh [--no-install] [--build-only] [-R REGEX] [--stage S]
   --stage S      main (default): the build and every test;
                  asan: every test again under AddressSanitizer + UBSan
                    (build-asan, no LibTorch);
-                 tsan: the asynchronous-save tests under ThreadSanitizer
-                   (build-tsan);
+                 tsan: the suites that start threads (asynchronous save,
+                   load's checksum thread) under ThreadSanitizer (build-tsan);
                  fuzz: each libFuzzer target for 30 s (scripts/fuzz.sh);
                  crash: SIGKILL trials with the example trainer
                    (scripts/reliability.sh, short run; needs the main build);

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # The test stages beyond the main build (source it; scripts/test.sh --stage):
 # the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer, the
-# asynchronous-save tests under ThreadSanitizer, and a bounded fuzzing run.
+# suites that start threads under ThreadSanitizer, and a bounded fuzzing run.
 # Each stage has its own build directory, so none disturbs the main build.
 #
 # Reads: ASAN_BUILD_DIR (default build-asan), TSAN_BUILD_DIR (build-tsan),

@@ -229,7 +229,8 @@ TEST_P(CommitProtocol, BadCheckpointDirectoriesGiveClearErrors) {
   }
   MPI_Barrier(MPI_COMM_WORLD);
   EXPECT_TRUE(throws_error([&] { rig.engine->load(dir); }, ErrorCode::kUnsupported,
-                           {"format version 2", "upgrade Floe"}));
+                           {"format version " + std::to_string(Manifest::kFormatVersion + 1),
+                            "upgrade Floe"}));
 }
 
 TEST_P(CommitProtocol, StateMismatchesNameTheTensor) {

@@ -5,6 +5,7 @@
 // and through load, verify and resume on disk; a data file replaced by a
 // symlink leading out of the checkpoint is refused even when the bytes it
 // leads to are right; and nothing committed changes.
+#include <cstring>
 #include <fstream>
 #include <functional>
 
@@ -253,6 +254,56 @@ TEST_P(HostileManifest, FromJsonReadsWhatToJsonBuilds) {
   negative["world_size"] = -1;
   EXPECT_TRUE(throws_error([&] { (void)Manifest::from_json(negative); }, ErrorCode::kCorrupt,
                            {"field world_size: expected an integer >= 0"}));
+}
+
+// manifest_xxh3: an edit that keeps every field valid (the epoch) is
+// refused by the parser, load and verify, naming the file and the field; a
+// version 2 manifest without it is refused; a version 1 manifest (written
+// before the field existed) is still read, with or without the edit.
+TEST_P(HostileManifest, TheSelfChecksumCatchesValidEditsAndVersion1StillReads) {
+  TempDir tmp;
+  Rig rig(tmp / "ckpt", GetParam());
+  rig.save_at(1);
+  const fs::path dir = tmp / "ckpt" / "global_step_1";
+  const fs::path path = dir / "manifest.json";
+  const json original = json::parse(read_bytes(path));
+  ASSERT_EQ(original["format_version"], 2);
+  ASSERT_TRUE(original.contains("manifest_xxh3"));
+  json edited = original;
+  edited["epoch"] = original["epoch"].get<std::int64_t>() + 1;
+  EXPECT_TRUE(throws_error([&] { (void)Manifest::parse(edited.dump(), path); },
+                           ErrorCode::kCorrupt,
+                           {path.string() + ": field manifest_xxh3: the manifest is damaged: "
+                                            "its content hashes to xxh3:",
+                            ", not the recorded " + original["manifest_xxh3"].get<std::string>()}));
+  json unsealed = original;
+  unsealed.erase("manifest_xxh3");
+  EXPECT_TRUE(throws_error([&] { (void)Manifest::parse(unsealed.dump(), path); },
+                           ErrorCode::kCorrupt,
+                           {"field manifest_xxh3: missing (required from format version 2)"}));
+  json version1 = edited;
+  version1.erase("manifest_xxh3");
+  version1["format_version"] = 1;
+  Manifest old;
+  ASSERT_NO_THROW(old = Manifest::parse(version1.dump(), path));
+  EXPECT_EQ(old.format_version, 1);
+  EXPECT_EQ(old.epoch, edited["epoch"].get<std::int64_t>());
+  EXPECT_FALSE(old.to_json().contains("manifest_xxh3"));  // written back as it was
+  // On disk: load and verify refuse the edit on every rank; version 1 loads.
+  if (world_rank() == 0) write_bytes(path, edited.dump());
+  MPI_Barrier(MPI_COMM_WORLD);
+  const Caught load = catch_error([&] { rig.engine->load(dir); });
+  EXPECT_TRUE(is_error(load, ErrorCode::kCorrupt, {path.string(), "manifest_xxh3"}));
+  EXPECT_TRUE(same_on_all_ranks(load.message));
+  const Caught verify = catch_error([&] { (void)verify_checkpoint(dir, MPI_COMM_WORLD); });
+  EXPECT_TRUE(is_error(verify, ErrorCode::kCorrupt, {path.string(), "manifest_xxh3"}));
+  if (world_rank() == 0) write_bytes(path, version1.dump());
+  MPI_Barrier(MPI_COMM_WORLD);
+  Rig fresh(tmp / "ckpt", GetParam());
+  for (auto& s : fresh.trainer.state().tensors()) std::memset(s.data(), 0, s.nbytes());
+  EXPECT_NO_THROW(fresh.engine->load(dir));
+  EXPECT_TRUE(state_holds_expected(fresh.trainer.state()));
+  EXPECT_TRUE(verify_checkpoint(dir, MPI_COMM_WORLD).ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, HostileManifest, ::testing::ValuesIn(resumable_engines()),

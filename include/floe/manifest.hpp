@@ -50,8 +50,10 @@ struct FileRecord {
 };
 
 struct Manifest {
-  // Readers refuse a manifest whose format_version is greater.
-  static constexpr int kFormatVersion = 1;
+  // Readers refuse a manifest whose format_version is greater. Version 2
+  // added manifest_xxh3, a checksum of the manifest itself; version 1
+  // manifests (no such field) are still read.
+  static constexpr int kFormatVersion = 2;
 
   int format_version = kFormatVersion;
   std::string floe_version;
@@ -71,10 +73,13 @@ struct Manifest {
   // The record of tensor `key` (TensorSpec::key()), or nullptr.
   const TensorRecord* find(const std::string& key) const;
 
+  // From format version 2 on, includes manifest_xxh3, the checksum of the
+  // rest (docs/manifest.md: "Self-checksum").
   nlohmann::json to_json() const;
   // Validates while parsing: format version, known dtypes, shapes whose byte
   // size fits, regions inside their tensors, file names that stay inside the
-  // checkpoint directory. Throws Error(kCorrupt) naming the field, or
+  // checkpoint directory, and then manifest_xxh3 (required from version 2,
+  // checked whenever present). Throws Error(kCorrupt) naming the field, or
   // Error(kUnsupported) for a newer format version.
   static Manifest from_json(const nlohmann::json& json);
   // Parses the text of a manifest.json as from_json does; errors name `path`.

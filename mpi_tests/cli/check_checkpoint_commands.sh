@@ -139,6 +139,27 @@ cp -r "${mp}" "${work}/short/"
 truncate -s -100 "${work}/short/global_step_1/data.bin"
 run 1 2 "${floe}" verify "${work}/short/global_step_1"
 expect "verify truncated" "${out}" '^floe: error: .*data\.bin is [0-9]+ bytes but the manifest records [0-9]+ \(truncated\)$'
+# A manifest edited into other valid JSON (the epoch's digit): every command
+# that reads it refuses it by its self-checksum, naming the file.
+mkdir "${work}/edited"
+cp -r "$(dirname "${h5}")" "${work}/edited/"
+edited="${work}/edited/$(basename "$(dirname "${h5}")")/$(basename "${h5}")"
+"${py}" - "${edited}/manifest.json" <<'PY'
+import sys
+p = sys.argv[1]
+s = open(p).read()
+i = s.index('"epoch":') + len('"epoch":')
+open(p, "w").write(s[:i] + str((int(s[i]) + 1) % 10) + s[i + 1:])
+PY
+damaged='manifest\.json: field manifest_xxh3: the manifest is damaged: its content hashes to xxh3:[0-9a-f]{16}, not the recorded xxh3:[0-9a-f]{16}$'
+for cmd in verify inspect; do
+  run 1 0 "${floe}" "${cmd}" "${edited}"
+  expect "${cmd} edited manifest" "${out}" "^floe: error: ${edited}/${damaged}"
+done
+run 1 2 "${floe}" export-hf "${edited}" --out "${work}/edited_hf"
+expect "export-hf edited manifest" "${out}" "${edited}/${damaged}"
+run 0 0 "${floe}" list "$(dirname "${edited}")"
+expect "list edited manifest" "${out}" "bad manifest: ${edited}/${damaged}"
 
 # ---- diff ---------------------------------------------------------------
 # hdf5 on 2 ranks (dim-0 shards) against mpiio on 3 (flat ranges).
@@ -177,6 +198,10 @@ cp -r "${mp}" "${work}/fewer/"
 import json, sys
 m = json.load(open(sys.argv[1]))
 m["tensors"] = [t for t in m["tensors"] if t["key"] != "model/model.ids"]
+# An edited manifest no longer matches its self-checksum (format version 2);
+# written as format version 1, which has none and is still read.
+del m["manifest_xxh3"]
+m["format_version"] = 1
 json.dump(m, open(sys.argv[1], "w"))
 PY
 run 1 2 "${floe}" diff "${h5}" "${work}/fewer/global_step_1"

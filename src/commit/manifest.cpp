@@ -80,6 +80,35 @@ std::string file_from(const JsonFields& f, const std::string& key) {
   return file;
 }
 
+// The self-checksum's member, required from format version 2.
+constexpr const char* kSelfChecksumKey = "manifest_xxh3";
+constexpr int kFirstVersionWithSelfChecksum = 2;
+
+// XXH3-64 of the manifest's canonical form: the JSON value without its
+// manifest_xxh3 member, serialized as nlohmann::json::dump() does with no
+// indent (members in bytewise key order, no whitespace, integers in
+// decimal, floats in their shortest round-trip form). It depends only on
+// the parsed value, so a damaged byte that changes any key, string, number
+// or structure changes it, and formatting that parses to the same value
+// does not. Built member by member: the same bytes as dumping a copy
+// without the member, without copying a large manifest.
+std::uint64_t self_checksum(const json& manifest) {
+  Xxh3Stream hash;
+  const auto add = [&](const std::string& text) { hash.update(text.data(), text.size()); };
+  add("{");
+  bool first = true;
+  for (auto it = manifest.begin(); it != manifest.end(); ++it) {
+    if (it.key() == kSelfChecksumKey) continue;
+    if (!first) add(",");
+    first = false;
+    add(json(it.key()).dump());
+    add(":");
+    add(it.value().dump());
+  }
+  add("}");
+  return hash.digest();
+}
+
 }  // namespace
 
 const TensorRecord* Manifest::find(const std::string& key) const {
@@ -135,6 +164,9 @@ json Manifest::to_json() const {
   for (const auto& f : files) file_list.push_back({{"path", f.path}, {"size", f.size}});
   out["metadata"] = metadata;
   out["engine_info"] = engine_info;
+  if (format_version >= kFirstVersionWithSelfChecksum) {
+    out[kSelfChecksumKey] = format_xxh3(self_checksum(out));
+  }
   return out;
 }
 
@@ -247,6 +279,28 @@ Manifest Manifest::from_json(const json& j) {
   }
   m.metadata = top.value("metadata");
   m.engine_info = top.object("engine_info");
+  // Last, so that a field that is invalid on its own is named as such; what
+  // is left is damage that keeps every field valid (a digit of a scalar, of
+  // the epoch, of a checksum or offset that some other check would only
+  // catch later, or not at all).
+  if (top.has(kSelfChecksumKey)) {
+    const std::string text = top.string(kSelfChecksumKey);
+    std::uint64_t recorded = 0;
+    try {
+      recorded = parse_xxh3(text);
+    } catch (const Error& e) {
+      top.fail(kSelfChecksumKey, e.what());
+    }
+    const std::uint64_t computed = self_checksum(j);
+    if (recorded != computed) {
+      top.fail(kSelfChecksumKey,
+               "the manifest is damaged: its content hashes to " + format_xxh3(computed) +
+                   ", not the recorded " + format_xxh3(recorded));
+    }
+  } else if (m.format_version >= kFirstVersionWithSelfChecksum) {
+    top.fail(kSelfChecksumKey, "missing (required from format version " +
+                                   std::to_string(kFirstVersionWithSelfChecksum) + ")");
+  }
   return m;
 }
 

@@ -160,17 +160,14 @@ std::vector<CheckpointEntry> Coordinator::list() {
 }
 
 Manifest Coordinator::read_manifest(const fs::path& dir) {
-  // Rank 0 reads and validates the file, so a bad manifest fails with its
-  // reason on every rank; the others parse the same bytes it read.
+  // Rank 0 reads the file; every rank parses the bytes it read at the same
+  // time (a manifest of many tensors takes a while to parse: the ranks do
+  // not wait for rank 0's parse before starting theirs), and a bad manifest
+  // fails with its reason on every rank.
   std::string text;
-  Manifest manifest;
-  on_root([&] {
-    text = fs_.read_file(dir / kManifestName, kMaxManifestBytes);
-    manifest = Manifest::parse(text, dir / kManifestName);
-  });
+  on_root([&] { text = fs_.read_file(dir / kManifestName, kMaxManifestBytes); });
   text = comm_.broadcast_bytes(text, 0);
-  if (comm_.rank() != 0) manifest = Manifest::parse(text, dir / kManifestName);
-  return manifest;
+  return collectively(comm_, [&] { return Manifest::parse(text, dir / kManifestName); });
 }
 
 fs::path Coordinator::set_aside(const std::string& tag,

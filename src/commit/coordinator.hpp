@@ -58,7 +58,8 @@ class Coordinator {
   // oldest first.
   std::vector<CheckpointEntry> list();
 
-  // Reads and parses `dir`'s manifest on rank 0 and hands it to every rank.
+  // Reads `dir`'s manifest on rank 0, hands its text to every rank, and
+  // every rank parses it (the same Error on every rank when it is bad).
   Manifest read_manifest(const std::filesystem::path& dir);
 
   // Renames a checkpoint that failed verification to `<tag>.corrupt` (or

@@ -1,7 +1,7 @@
 #include "floe/layout.hpp"
 
 #include <algorithm>
-#include <map>
+#include <unordered_map>
 
 #include "core/comm.hpp"
 #include "core/wire.hpp"
@@ -68,7 +68,6 @@ std::string shape_text(const Shape& shape) {
 
 // Marks writers and checks that the written pieces tile the tensor exactly.
 void settle(TensorLayout& tensor) {
-  const std::string key = tensor.spec.key();
   for (std::size_t i = 0; i < tensor.pieces.size(); ++i) {
     Piece& p = tensor.pieces[i];
     p.writer = true;
@@ -104,7 +103,7 @@ void settle(TensorLayout& tensor) {
       if (!b.offset.empty() && b.offset[0] >= a_end) break;
       if (intersect(a, b)) {
         throw Error(ErrorCode::kMismatch,
-                    "tensor \"" + key + "\": the regions of ranks " +
+                    "tensor \"" + tensor.spec.key() + "\": the regions of ranks " +
                         std::to_string(boxes[i].second) + " and " +
                         std::to_string(boxes[j].second) +
                         " overlap; mark regions that several ranks hold as "
@@ -115,7 +114,7 @@ void settle(TensorLayout& tensor) {
   const std::uint64_t total = num_elements(tensor.spec.shape);
   if (covered != total) {
     throw Error(ErrorCode::kMismatch,
-                "tensor \"" + key + "\": the ranks' regions cover " +
+                "tensor \"" + tensor.spec.key() + "\": the ranks' regions cover " +
                     std::to_string(covered) + " of its " + std::to_string(total) +
                     " elements; every element must be held by some rank");
   }
@@ -144,7 +143,10 @@ GlobalLayout gather_layout(const State& state, MPI_Comm mpi_comm) {
 
   GlobalLayout layout;
   layout.world_size = comm.size();
-  std::map<std::string, std::size_t> index;
+  // Hashed: a state of many tensors costs one lookup per piece, not a
+  // string comparison per tree level.
+  std::unordered_map<std::string, std::size_t> index;
+  if (!all.empty()) index.reserve(WireReader(all[0]).u64());
   for (int rank = 0; rank < comm.size(); ++rank) {
     WireReader r(all[rank]);
     const std::uint64_t count = r.u64();

@@ -103,15 +103,27 @@ void run_export_bench(State& state, const ExportBenchOptions& options) {
   Memory in_memory, engine_memory, offline_memory;
   const fs::path raw_file = dir / "raw" / ("rank" + std::to_string(rank) + ".bin");
   if (rank == 0) fs::create_directories(raw_file.parent_path());
+  // The three writes run in a rotated order each repetition, so each takes
+  // every position equally often (see cmd_bench.cpp).
+  std::vector<std::string> order = {"raw write", "export_hf", "hf engine save"};
   for (int r = 0; r < options.repeat; ++r) {
-    seconds["raw write"].push_back(timed(MPI_COMM_WORLD, [&] { raw_write(raw_file, state); }));
-    clear(dir / "hf-mem", rank);
-    seconds["export_hf"].push_back(measured(in_memory, [&] {
-      export_hf(state, dir / "hf-mem", MPI_COMM_WORLD, export_options);
-    }));
     trainer.progress_now.global_step = r + 2;
-    seconds["hf engine save"].push_back(
-        measured(engine_memory, [&] { hf_engine->save(); }));
+    for (const auto& op : order) {
+      if (op == "raw write") {
+        // Like the exports, which write into a directory cleared beforehand
+        // (untimed), raw writes a new file rather than rewriting its last one.
+        fs::remove(raw_file);
+        seconds[op].push_back(timed(MPI_COMM_WORLD, [&] { raw_write(raw_file, state); }));
+      } else if (op == "export_hf") {
+        clear(dir / "hf-mem", rank);
+        seconds[op].push_back(measured(in_memory, [&] {
+          export_hf(state, dir / "hf-mem", MPI_COMM_WORLD, export_options);
+        }));
+      } else {
+        seconds[op].push_back(measured(engine_memory, [&] { hf_engine->save(); }));
+      }
+    }
+    std::rotate(order.begin(), order.begin() + 1, order.end());
     clear(dir / "hf-ckpt", rank);
     drop_cache(dir);
     MPI_Barrier(MPI_COMM_WORLD);

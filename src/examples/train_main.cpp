@@ -316,7 +316,6 @@ int train(const TrainOptions& o) {
     }
   };
 
-  floe::example::install_stop_handlers();
   for (std::int64_t step = start + 1; step <= o.steps; ++step) {
     if (floe::example::stop_requested(MPI_COMM_WORLD)) {
       log0("stop signal at the boundary of step " + std::to_string(step - 1) +
@@ -385,6 +384,10 @@ int main(int argc, char** argv) {
   g_thread_multiple = provided >= MPI_THREAD_MULTIPLE;
   MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
   MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+  // From here on, not only once the loop starts: a job preempted while it
+  // loads its checkpoint (minutes, for a large state) still stops at the
+  // first step boundary with exit 75, having nothing new to save.
+  floe::example::install_stop_handlers();
   int status = floe::example::kExitDone;
   auto fail = [&](const std::string& what, int code) {
     // One write per line, so the ranks' lines do not interleave.

@@ -17,6 +17,8 @@
 #include <fstream>
 #include <optional>
 
+#include <hdf5.h>
+
 #include "engine_fixture.hpp"
 #include "floe/hf.hpp"
 #include "hf_test_util.hpp"
@@ -35,6 +37,10 @@ struct Tally {
   // name the file the damage points to, e.g. a data file whose dataset a
   // flipped manifest byte renamed).
   int tried = 0, detected = 0, named = 0, harmless = 0, silent = 0, unclean = 0;
+  // manifest.json only: flips after which the file still parses to the same
+  // JSON value (formatting only), and how many of the harmless ones were not
+  // such a flip (must be none: the self-checksum covers the value).
+  int same_value = 0, harmless_changed = 0;
   std::string first_bad;      // the first silent or unclean case, for the message
   std::string first_unnamed;  // the first detected case not naming the file
 
@@ -159,38 +165,84 @@ struct Saved {
   std::unique_ptr<CheckpointEngine> engine;
 };
 
+// HDF5 identifiers of the kinds no file owns (property lists, dataspaces,
+// transient datatypes): H5Fget_obj_count does not see them.
+std::uint64_t hdf5_ids() {
+  std::uint64_t total = 0;
+  for (const H5I_type_t type : {H5I_GENPROP_LST, H5I_DATASPACE, H5I_DATATYPE}) {
+    hsize_t n = 0;
+    if (H5Inmembers(type, &n) >= 0) total += n;
+  }
+  return total;
+}
+
 Verdict judge_checkpoint(const std::string& engine, const fs::path& out,
                          const fs::path& dir, const std::string& name,
                          const State& reference, std::string& why) {
+  const std::uint64_t ids_before = hdf5_ids();
   const Caught verify = catch_error([&] {
     const VerifyReport r = verify_checkpoint(dir, MPI_COMM_WORLD);
     if (!r.ok()) throw Error(ErrorCode::kCorrupt, r.problems[0]);
   });
-  Saved fresh;
-  build_test_state(fresh.trainer.state(), world_rank(), world_size(), Partition::kMixed);
-  for (auto& s : fresh.trainer.state().tensors()) std::memset(s.data(), 0, s.nbytes());
-  fresh.trainer.state().set_scalar("lr", 0.0);
-  fresh.engine = make_test_engine(fresh.trainer, engine, out);
-  const Caught load = catch_error([&] { fresh.engine->load(dir); });
-  const bool exact = !load.thrown && state_holds_expected(fresh.trainer.state()) &&
-                     same_scalars_and_blobs(fresh.trainer.state(), reference);
-  return combine(verify, load, exact, name, why);
+  Caught load;
+  bool exact = false;
+  {
+    Saved fresh;
+    build_test_state(fresh.trainer.state(), world_rank(), world_size(), Partition::kMixed);
+    for (auto& s : fresh.trainer.state().tensors()) std::memset(s.data(), 0, s.nbytes());
+    fresh.trainer.state().set_scalar("lr", 0.0);
+    fresh.engine = make_test_engine(fresh.trainer, engine, out);
+    load = catch_error([&] { fresh.engine->load(dir); });
+    exact = !load.thrown && state_holds_expected(fresh.trainer.state()) &&
+            same_scalars_and_blobs(fresh.trainer.state(), reference);
+  }
+  // Every HDF5 file, dataset, group, attribute, property list, dataspace and
+  // type the readers opened is closed again, refused or not: one left open
+  // keeps the file open and makes HDF5 print "infinite loop closing
+  // library" at exit. (HDF5 1.10.8 still prints that after some damaged
+  // files with no identifier left open: state of its own that a failed
+  // H5Fopen leaves behind; see RELIABILITY.md.)
+  const std::int64_t open_ids =
+      static_cast<std::int64_t>(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL)) +
+      (static_cast<std::int64_t>(hdf5_ids()) - static_cast<std::int64_t>(ids_before));
+  Verdict v = combine(verify, load, exact, name, why);
+  int leaked = open_ids != 0;
+  MPI_Allreduce(MPI_IN_PLACE, &leaked, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  if (leaked) {
+    why = "HDF5 identifiers left open (" + std::to_string(open_ids) + " on rank " +
+          std::to_string(world_rank()) + ") after: " + why;
+    v = Verdict::kUnclean;
+  }
+  return v;
+}
+
+// Whether flipping bit `bit` of byte `at` leaves `text` parsing to the same
+// JSON value (nlohmann compares numbers by value: 1e-05 == 1E-05).
+bool same_json_value(const std::string& text, std::uint64_t at, int bit) {
+  std::string damaged = text;
+  damaged[at] = static_cast<char>(damaged[at] ^ (1 << bit));
+  try {
+    return nlohmann::json::parse(damaged) == nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception&) {
+    return false;
+  }
 }
 
 class CorruptionSweep : public ::testing::TestWithParam<std::string> {};
 
-// At 2 ranks the sweeps fall out of step: after some damaged files, load or
-// verify does not issue the same collectives on every rank, and later
-// trials mix (or hang, as the hf sweep does). Reported in RELIABILITY.md as
-// open; FLOE_SWEEP_ALL_RANKS=1 runs the sweeps at any rank count to
-// reproduce it. One rank still sweeps every byte class.
+// The sweeps run at 1 rank by default; FLOE_SWEEP_ALL_RANKS=1 runs them at
+// any rank count (they pass at 2 ranks since every rank reads the intact
+// file before rank 0 damages it). Not in the default 2-rank run yet: twice,
+// a later test of the same 2-rank process hung after them (HostileManifest
+// on hdf5 right after the hdf5 sweep, once StorageFaults on hf), and each of
+// those tests passes alone; see RELIABILITY.md.
 bool sweep_here() {
   const char* all = std::getenv("FLOE_SWEEP_ALL_RANKS");
   return world_size() == 1 || (all && std::string(all) == "1");
 }
 
 TEST_P(CorruptionSweep, FlipsAndTruncationsOfEveryFileAreDetected) {
-  if (!sweep_here()) GTEST_SKIP() << "runs at 1 rank (see RELIABILITY.md, open items)";
+  if (!sweep_here()) GTEST_SKIP() << "runs at 1 rank unless FLOE_SWEEP_ALL_RANKS=1";
   const std::string engine = GetParam();
   TempDir tmp;
   const fs::path out = tmp / "ckpt";
@@ -201,6 +253,7 @@ TEST_P(CorruptionSweep, FlipsAndTruncationsOfEveryFileAreDetected) {
   saver.engine->save();
   saver.trainer.progress_now.global_step = 2;
   saver.engine->save();
+  MPI_Barrier(MPI_COMM_WORLD);  // rank 0's commit is done: every rank reads it
   const fs::path dir = out / "global_step_2";
   const Manifest manifest = Manifest::read(dir);
   std::vector<std::string> kinds;
@@ -221,6 +274,9 @@ TEST_P(CorruptionSweep, FlipsAndTruncationsOfEveryFileAreDetected) {
       }
     }
     Tally flipped, cut;
+    const bool is_manifest = name == "manifest.json";
+    const std::string original = is_manifest ? read_bytes(dir / name) : std::string();
+    MPI_Barrier(MPI_COMM_WORLD);  // read intact on every rank before rank 0 damages it
     for (std::size_t k = 0; k < flips.size(); ++k) {
       const int bit = static_cast<int>(k % 8);
       const std::string what = engine + " " + name + " bit " + std::to_string(bit) +
@@ -228,8 +284,16 @@ TEST_P(CorruptionSweep, FlipsAndTruncationsOfEveryFileAreDetected) {
       run_within(std::chrono::seconds(60), [&] {
         Damage damage(dir / name, false, flips[k], bit);
         std::string why;
-        count(flipped, judge_checkpoint(engine, out, dir, name, saver.trainer.state(), why),
-              what, why);
+        const Verdict v = judge_checkpoint(engine, out, dir, name, saver.trainer.state(), why);
+        count(flipped, v, what, why);
+        if (is_manifest) {
+          const bool same = same_json_value(original, flips[k], bit);
+          flipped.same_value += same;
+          if (v == Verdict::kHarmless && !same) {
+            ++flipped.harmless_changed;
+            flipped.bad(what + ": harmless, but the manifest's value changed");
+          }
+        }
       });
     }
     for (const std::uint64_t at : positions(size, 48)) {
@@ -242,8 +306,12 @@ TEST_P(CorruptionSweep, FlipsAndTruncationsOfEveryFileAreDetected) {
       });
     }
     if (world_rank() == 0) {
-      std::printf("[ figures  ] %s\n[ figures  ] %s\n",
+      std::printf("[ figures  ] %s%s\n[ figures  ] %s\n",
                   flipped.line(engine + " " + name + " bit flips").c_str(),
+                  is_manifest ? (" (" + std::to_string(flipped.same_value) +
+                                 " left the JSON value unchanged)")
+                                    .c_str()
+                              : "",
                   cut.line(engine + " " + name + " truncations").c_str());
     }
     // Truncation is always caught (sizes are in the manifest; a cut
@@ -257,10 +325,16 @@ TEST_P(CorruptionSweep, FlipsAndTruncationsOfEveryFileAreDetected) {
       EXPECT_EQ(flipped.named, flipped.detected) << flipped.first_unnamed;
       EXPECT_GT(flipped.detected, flipped.tried / 2);
     } else {
-      // manifest.json carries no checksum of its own: a flip that keeps it
-      // valid JSON and consistent (a digit of a scalar, of the epoch or of
-      // created_utc) is not caught. RELIABILITY.md reports the count.
-      EXPECT_GE(flipped.detected, flipped.tried * 3 / 4) << flipped.line("manifest flips");
+      // manifest.json checks itself (manifest_xxh3 over its canonical form):
+      // every flip that changes its JSON value is refused, naming the file;
+      // the only ones accepted are those that leave the value as it was
+      // (an exponent's e/E), and those load exactly.
+      EXPECT_EQ(flipped.silent, 0) << flipped.first_bad;
+      EXPECT_EQ(flipped.harmless_changed, 0) << flipped.first_bad;
+      EXPECT_EQ(flipped.named, flipped.detected) << flipped.first_unnamed;
+      EXPECT_EQ(flipped.detected + flipped.harmless, flipped.tried)
+          << flipped.line("manifest flips");
+      EXPECT_EQ(flipped.harmless, flipped.same_value) << flipped.line("manifest flips");
     }
   }
 }
@@ -334,7 +408,7 @@ Verdict judge_export(const fs::path& dir, const std::string& name, std::string& 
 }
 
 TEST(CorruptionSweepHf, FlipsAndTruncationsOfAnExportAreDetected) {
-  if (!sweep_here()) GTEST_SKIP() << "runs at 1 rank (see RELIABILITY.md, open items)";
+  if (!sweep_here()) GTEST_SKIP() << "runs at 1 rank unless FLOE_SWEEP_ALL_RANKS=1";
   TempDir tmp;
   const fs::path dir = tmp / "export";
   {
@@ -353,6 +427,11 @@ TEST(CorruptionSweepHf, FlipsAndTruncationsOfAnExportAreDetected) {
   for (const std::string& name : {names.back(), names.front()}) {
     const fs::path file = dir / name;
     const std::string bytes = read_bytes(file);
+    // Every rank reads the intact file before rank 0 damages it: a rank
+    // that read it after the first flip planned other positions (a header
+    // length with a flipped bit), ran a different number of trials, and
+    // hung the job in the last one's collectives.
+    MPI_Barrier(MPI_COMM_WORLD);
     std::uint64_t header_end = bytes.size();  // the index is all "header"
     if (name != names.back()) {
       std::uint64_t n = 0;

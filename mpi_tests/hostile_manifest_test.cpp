@@ -264,6 +264,7 @@ TEST_P(HostileManifest, TheSelfChecksumCatchesValidEditsAndVersion1StillReads) {
   TempDir tmp;
   Rig rig(tmp / "ckpt", GetParam());
   rig.save_at(1);
+  MPI_Barrier(MPI_COMM_WORLD);  // rank 0's commit is done: every rank reads it
   const fs::path dir = tmp / "ckpt" / "global_step_1";
   const fs::path path = dir / "manifest.json";
   const json original = json::parse(read_bytes(path));

@@ -48,7 +48,14 @@ std::ostream& null_stream() {
 }  // namespace
 
 std::ostream& out() { return world_rank() == 0 ? std::cout : null_stream(); }
-std::ostream& err() { return world_rank() == 0 ? std::cerr : null_stream(); }
+std::ostream& err() {
+  if (world_rank() != 0) return null_stream();
+  // What went to stdout goes out first: under mpirun both reach the
+  // terminal through one forwarder, and an unflushed stdout block could
+  // land in the middle of an (unbuffered, piecewise) stderr line.
+  std::cout.flush();
+  return std::cerr;
+}
 
 std::optional<po::variables_map> parse_command_line(
     const CommandLine& line, const std::vector<std::string>& args) {

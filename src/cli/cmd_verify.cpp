@@ -72,8 +72,7 @@ int run_verify(const std::vector<std::string>& args) {
         << human_bytes(report.bytes_checked) << " (" << report.bytes_checked
         << " bytes) checked " << rate << "\n";
   if (report.ok()) return 0;
-  err() << "floe: verify: " << counted(report.problems.size(), "problem")
-        << "\n";
+  err() << "floe: verify: " + counted(report.problems.size(), "problem") + "\n";
   return 1;
 }
 

@@ -43,6 +43,22 @@ struct Segment {
   bool direct = false;
 };
 
+// `runs` with each run longer than `most` cut into pieces of at most `most`
+// bytes (file offset and memory advancing together).
+std::vector<IoRun> split_runs(const std::vector<IoRun>& runs, std::uint64_t most) {
+  std::vector<IoRun> out;
+  for (IoRun run : runs) {
+    while (run.length > 0) {
+      const std::uint64_t take = std::min(run.length, most);
+      out.push_back(IoRun{run.offset, run.memory, take});
+      run.offset += take;
+      run.memory = static_cast<const char*>(run.memory) + take;
+      run.length -= take;
+    }
+  }
+  return out;
+}
+
 // Cuts `runs` into segments, each contiguous in the file and moved by one
 // MPI_File_write_at_all with contiguous memory: ROMIO writes such a call
 // with one pwrite from the caller's buffer, where a derived memory type
@@ -50,17 +66,7 @@ struct Segment {
 // file and memory merge for free; small runs adjacent in the file share a
 // packed segment. `runs` is split in place at kMaxTransfer.
 std::vector<Segment> plan_segments(std::vector<IoRun>& runs) {
-  std::vector<IoRun> cut;
-  for (IoRun run : runs) {
-    while (run.length > 0) {
-      const std::uint64_t take = std::min(run.length, kMaxTransfer);
-      cut.push_back(IoRun{run.offset, run.memory, take});
-      run.offset += take;
-      run.memory = static_cast<const char*>(run.memory) + take;
-      run.length -= take;
-    }
-  }
-  runs = std::move(cut);
+  runs = split_runs(runs, kMaxTransfer);
   std::vector<Segment> out;
   for (std::size_t i = 0; i < runs.size(); ++i) {
     const IoRun& run = runs[i];
@@ -178,16 +184,7 @@ void MpiFile::write_all(MPI_Comm comm, std::vector<IoRun> runs) {
 
 void MpiFile::write_scattered_all(MPI_Comm comm, const std::vector<IoRun>& input) {
   // Rounds of runs: [first, last) of `runs`, at most kScatterBytes in all.
-  std::vector<IoRun> runs;
-  for (IoRun run : input) {
-    while (run.length > 0) {
-      const std::uint64_t take = std::min(run.length, kScatterBytes);
-      runs.push_back(IoRun{run.offset, run.memory, take});
-      run.offset += take;
-      run.memory = static_cast<const char*>(run.memory) + take;
-      run.length -= take;
-    }
-  }
+  const std::vector<IoRun> runs = split_runs(input, kScatterBytes);
   std::vector<std::pair<std::size_t, std::size_t>> rounds;
   std::uint64_t bytes = 0;
   for (std::size_t i = 0; i < runs.size(); ++i) {

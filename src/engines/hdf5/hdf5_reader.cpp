@@ -145,6 +145,20 @@ void check_format(hid_t file, const std::string& file_text) {
   }
 }
 
+// Every requested box lies inside the tensor, and a non-empty request has
+// somewhere to go; throws naming the tensor.
+void check_request(const TensorSpec& spec, const std::vector<Box>& boxes, const void* out) {
+  std::uint64_t elements = 0;
+  for (const Box& box : boxes) {
+    Region::box(box).validate(spec.shape, spec.key());
+    elements += box.elements();
+  }
+  if (elements > 0 && out == nullptr) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "tensor \"" + spec.key() + "\": read into a null buffer");
+  }
+}
+
 }  // namespace
 
 Hdf5Reader::Hdf5Reader(const ReadContext& ctx, std::uint64_t direct_below)
@@ -291,15 +305,7 @@ void Hdf5Reader::read(const TensorRecord& tensor, const std::vector<Box>& boxes,
 void Hdf5Reader::read_direct(const TensorRecord& tensor, const Direct& direct,
                              const std::vector<Box>& boxes, void* out) {
   const TensorSpec& spec = tensor.spec;
-  std::uint64_t elements = 0;
-  for (const Box& box : boxes) {
-    Region::box(box).validate(spec.shape, spec.key());
-    elements += box.elements();
-  }
-  if (elements > 0 && out == nullptr) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "tensor \"" + spec.key() + "\": read into a null buffer");
-  }
+  check_request(spec, boxes, out);
   if (!direct.problem.empty()) throw Error(direct.code, direct.problem);
   const std::uint64_t element = dtype_size(spec.dtype);
   const Box whole = full_box(spec.shape);
@@ -349,15 +355,7 @@ void Hdf5Reader::read_collective(const TensorRecord& tensor,
   std::vector<PreparedTransfer> prepared;
   std::exception_ptr error;
   try {
-    std::uint64_t elements = 0;
-    for (const Box& box : boxes) {
-      Region::box(box).validate(spec.shape, spec.key());
-      elements += box.elements();
-    }
-    if (elements > 0 && out == nullptr) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  "tensor \"" + spec.key() + "\": read into a null buffer");
-    }
+    check_request(spec, boxes, out);
     plan = plan_transfers(
         spec.shape, boxes,
         std::max<std::uint64_t>(1, kMaxReadBytes / element_size));

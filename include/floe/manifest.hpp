@@ -76,6 +76,10 @@ struct Manifest {
   // From format version 2 on, includes manifest_xxh3, the checksum of the
   // rest (docs/manifest.md: "Self-checksum").
   nlohmann::json to_json() const;
+  // The manifest.json text Floe writes: exactly to_json().dump(), printed
+  // straight from the fields (no JSON tree) with the checksum computed on
+  // the way.
+  std::string dump() const;
   // Validates while parsing: format version, known dtypes, shapes whose byte
   // size fits, regions inside their tensors, file names that stay inside the
   // checkpoint directory, and then manifest_xxh3 (required from version 2,

@@ -77,7 +77,7 @@ void Coordinator::commit(const fs::path& staging, Manifest& manifest,
       fs_.fsync_file(path);
       manifest.files.push_back(FileRecord{file, fs_.file_size(path)});
     }
-    fs_.replace_file_atomically(staging / kManifestName, manifest.to_json().dump());
+    fs_.replace_file_atomically(staging / kManifestName, manifest.dump());
     const fs::path final_dir = output_dir_ / manifest.tag;
     const fs::path replaced = output_dir_ / (kReplacedPrefix + manifest.tag);
     const bool replacing = fs_.exists(final_dir);

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "commit/json_fields.hpp"
+#include "commit/manifest_text.hpp"
 #include "commit/paths.hpp"
 #include "floe/error.hpp"
 #include "floe/file_system.hpp"
@@ -80,10 +81,6 @@ std::string file_from(const JsonFields& f, const std::string& key) {
   return file;
 }
 
-// The self-checksum's member, required from format version 2.
-constexpr const char* kSelfChecksumKey = "manifest_xxh3";
-constexpr int kFirstVersionWithSelfChecksum = 2;
-
 // XXH3-64 of the manifest's canonical form: the JSON value without its
 // manifest_xxh3 member, serialized as nlohmann::json::dump() does with no
 // indent (members in bytewise key order, no whitespace, integers in
@@ -108,6 +105,10 @@ std::uint64_t self_checksum(const json& manifest) {
   add("}");
   return hash.digest();
 }
+
+// from_json, and with `source` (the text `j` was parsed from) the
+// self-checksum first tried on the text's own bytes.
+Manifest manifest_from(const json& j, const std::string* source);
 
 }  // namespace
 
@@ -170,18 +171,22 @@ json Manifest::to_json() const {
   return out;
 }
 
-Manifest Manifest::from_json(const json& j) {
+Manifest Manifest::from_json(const json& j) { return manifest_from(j, nullptr); }
+
+namespace {
+
+Manifest manifest_from(const json& j, const std::string* source) {
   const JsonFields top(j, "");
   Manifest m;
   if (top.string("format") != "floe-checkpoint") {
     top.fail("format", "expected \"floe-checkpoint\"");
   }
   m.format_version = static_cast<int>(top.i64("format_version"));
-  if (m.format_version > kFormatVersion) {
+  if (m.format_version > Manifest::kFormatVersion) {
     throw Error(ErrorCode::kUnsupported,
                 "manifest format version " + std::to_string(m.format_version) +
                     " is newer than this Floe reads (" +
-                    std::to_string(kFormatVersion) + "); upgrade Floe");
+                    std::to_string(Manifest::kFormatVersion) + "); upgrade Floe");
   }
   if (m.format_version < 1) top.fail("format_version", "must be >= 1");
   m.floe_version = top.string("floe_version");
@@ -291,6 +296,7 @@ Manifest Manifest::from_json(const json& j) {
     } catch (const Error& e) {
       top.fail(kSelfChecksumKey, e.what());
     }
+    if (source && text_is_as_written(*source, recorded)) return m;
     const std::uint64_t computed = self_checksum(j);
     if (recorded != computed) {
       top.fail(kSelfChecksumKey,
@@ -304,14 +310,18 @@ Manifest Manifest::from_json(const json& j) {
   return m;
 }
 
+}  // namespace
+
 Manifest Manifest::read(const std::filesystem::path& dir, FileSystem& fs) {
   const auto path = dir / kManifestName;
   return parse(fs.read_file(path, kMaxManifestBytes), path);
 }
 
 Manifest Manifest::parse(const std::string& text, const std::filesystem::path& path) {
+  // The text as Floe writes it, valid: read without a JSON tree.
+  if (std::optional<Manifest> fast = parse_as_written(text)) return std::move(*fast);
   try {
-    return from_json(parse_untrusted_json(text, path.string()));
+    return manifest_from(parse_untrusted_json(text, path.string()), &text);
   } catch (const Error& e) {
     if (std::string(e.what()).rfind(path.string(), 0) == 0) throw;
     throw Error(e.code(), path.string() + ": " + e.what());

@@ -1,0 +1,265 @@
+// manifest.json's text: Manifest::dump() prints straight from the fields
+// what to_json().dump() prints (format version 2's canonical form with
+// manifest_xxh3 spliced in), byte for byte, for every kind of field; the
+// fast reader (parse_as_written) reads what dump() writes and accepts no
+// text the general parser refuses; and the self-checksum check on the
+// file's own bytes leaves reformatted text to the canonical check and still
+// names damage.
+#include <optional>
+
+#include <gtest/gtest.h>
+
+#include "commit/json_fields.hpp"
+#include "commit/manifest_text.hpp"
+#include "floe/error.hpp"
+#include "floe/manifest.hpp"
+#include "io/checksum.hpp"
+#include "test_util.hpp"
+
+namespace floe::test {
+namespace {
+
+using nlohmann::json;
+
+PieceRecord piece(int rank, Region region, std::uint64_t nbytes, std::uint64_t offset,
+                  std::uint64_t xxh3) {
+  return PieceRecord{rank, std::move(region), "data.bin", offset, nbytes, xxh3};
+}
+
+// A manifest with every kind of field: both groups, box, flat and
+// replicated regions, a 0-d tensor, names that need escaping or are
+// non-ASCII, scalars of each type (floats in each of the shortest forms),
+// nested metadata, blobs and files.
+Manifest varied_manifest() {
+  Manifest m;
+  m.floe_version = "0.1.0";
+  m.engine = "mpiio";
+  m.tag = "global_step_120";
+  m.step = 120;
+  m.epoch = -3;
+  m.world_size = 4;
+  m.created_utc = "2026-11-28T12:00:00Z";
+  TensorRecord embed;
+  embed.spec = TensorSpec{TensorGroup::kModel, "model.embed.weight", "", DType::kF32, {37, 16}};
+  embed.dataset = "/model/model.embed.weight";
+  embed.pieces.push_back(piece(0, Region::box(Box{{0, 0}, {19, 16}}), 19 * 16 * 4, 4096,
+                               0x9f0c1d2e3a4b5c6dull));
+  embed.pieces.push_back(piece(1, Region::box(Box{{19, 0}, {18, 16}}), 18 * 16 * 4, 0,
+                               0));
+  m.tensors.push_back(embed);
+  TensorRecord adam;
+  adam.spec = TensorSpec{TensorGroup::kOptimizer, "model.embed.weight", "exp_avg",
+                         DType::kBF16, {37, 16}};
+  adam.pieces.push_back(piece(2, Region::flat(FlatRange{0, 100}), 200, 8192, ~0ull));
+  adam.pieces.push_back(piece(3, Region::flat(FlatRange{100, 592}), 984, 1u << 20, 1));
+  m.tensors.push_back(adam);
+  TensorRecord scalar;
+  scalar.spec = TensorSpec{TensorGroup::kModel, "step\"count\\\n\x01", "", DType::kI64, {}};
+  scalar.pieces.push_back(piece(0, Region::box(Box{{}, {}}).replicated(), 8, 12, 42));
+  m.tensors.push_back(scalar);
+  TensorRecord unicode;
+  unicode.spec = TensorSpec{TensorGroup::kOptimizer, "слой.вес/€", "ключ",
+                            DType::kF16, {2, 3, 4}};
+  unicode.dataset = "/optimizer/слой.вес/€/ключ";
+  unicode.pieces.push_back(piece(1, Region::box(Box{{0, 0, 0}, {2, 3, 4}}).replicated(),
+                                 48, 0, 7));
+  m.tensors.push_back(unicode);
+  m.scalars = {{"lr", 0.00025},     {"eps", 1e-05},        {"big", 1e16},
+               {"one", 1.0},        {"neg", -2.5},         {"steps", 1234},
+               {"huge", INT64_MAX}, {"min", INT64_MIN},    {"flag", true},
+               {"name", "adamw"},   {"\xe2\x82\xac", "x"}, {"Z", false}};
+  m.metadata = {{"run", "r\u00e9sum\u00e9"},
+                {"nested", {{"b", json::array({1, 2.5, nullptr, "/slash"})}, {"a", {}}}},
+                {"manifest_xxh3", "user's own key of that name"}};
+  m.blobs.push_back(BlobRecord{0, "rng", "data.bin", 9000, 100, 0xabcdefull});
+  m.blobs.push_back(BlobRecord{3, "data \"position\"", "data.bin", 9100, 0, 0});
+  m.files.push_back(FileRecord{"data.bin", 123456});
+  m.engine_info = {{"data_file", "data.bin"}, {"alignment", 4096}};
+  return m;
+}
+
+// `count` tensors as a save of a many-tensor state writes them.
+Manifest many_tensors(std::size_t count, int ranks) {
+  Manifest m = varied_manifest();
+  m.tensors.clear();
+  for (std::size_t t = 0; t < count; ++t) {
+    TensorRecord r;
+    r.spec = TensorSpec{TensorGroup::kModel, "layer." + std::to_string(t) + ".weight", "",
+                        DType::kF32, {2, 128}};
+    for (int k = 0; k < ranks; ++k) {
+      const std::uint64_t rows = 2 / ranks;
+      r.pieces.push_back(piece(k, Region::box(Box{{rows * k, 0}, {rows, 128}}),
+                               rows * 128 * 4, t * 1024 + k * 512, t * 77 + k));
+    }
+    m.tensors.push_back(std::move(r));
+  }
+  return m;
+}
+
+TEST(ManifestText, DumpPrintsWhatToJsonPrints) {
+  const Manifest m = varied_manifest();
+  const std::string text = m.dump();
+  EXPECT_EQ(text, m.to_json().dump());
+  EXPECT_NE(text.find("\"manifest_xxh3\":\"xxh3:"), std::string::npos);
+}
+
+TEST(ManifestText, FormatVersionOneHasNoSelfChecksum) {
+  Manifest m = varied_manifest();
+  m.format_version = 1;
+  EXPECT_EQ(m.dump(), m.to_json().dump());
+  EXPECT_EQ(m.dump().find("manifest_xxh3\":\"xxh3"), std::string::npos);
+}
+
+TEST(ManifestText, EmptyListsAndManyTensors) {
+  Manifest empty;
+  empty.world_size = 1;
+  EXPECT_EQ(empty.dump(), empty.to_json().dump());
+  const Manifest many = many_tensors(3000, 2);
+  EXPECT_EQ(many.dump(), many.to_json().dump());
+}
+
+TEST(ManifestText, InvalidUtf8FailsAsTheJsonTreeDoes) {
+  Manifest m = varied_manifest();
+  m.tensors[0].spec.name = "bad\xff";
+  EXPECT_THROW((void)m.to_json().dump(), json::type_error);
+  EXPECT_THROW((void)m.dump(), json::type_error);
+}
+
+TEST(ManifestText, ParsesBackToTheSameManifest) {
+  const Manifest m = varied_manifest();
+  const Manifest back = Manifest::parse(m.dump(), "x/manifest.json");
+  EXPECT_EQ(back.to_json(), m.to_json());
+  EXPECT_EQ(back.dump(), m.dump());
+}
+
+// The file's bytes are not what dump() wrote, but the value is: the
+// canonical check accepts it.
+TEST(ManifestText, ReformattedTextStillVerifies) {
+  const Manifest m = varied_manifest();
+  const std::string pretty = json::parse(m.dump()).dump(2);
+  ASSERT_NE(pretty, m.dump());
+  EXPECT_EQ(Manifest::parse(pretty, "x/manifest.json").to_json(), m.to_json());
+  // A member of that name nested before the top-level one (engine_info
+  // sorts first): the first occurrence is not the top-level member.
+  Manifest nested = varied_manifest();
+  nested.engine_info["manifest_xxh3"] = "xxh3:0000000000000000";
+  EXPECT_EQ(Manifest::parse(nested.dump(), "x/manifest.json").to_json(), nested.to_json());
+  // Members in another order, with whitespace between them.
+  json value = json::parse(m.dump());
+  std::string reordered = "{ \"world_size\" : 4";
+  for (const auto& [key, member] : value.items()) {
+    if (key != "world_size") reordered += ",\n  \"" + key + "\": " + member.dump();
+  }
+  reordered += "}\n";
+  EXPECT_EQ(Manifest::parse(reordered, "x/manifest.json").to_json(), m.to_json());
+}
+
+// One digit of a scalar changed (the value stays valid): refused naming
+// the field and both checksums, as the canonical check words it.
+TEST(ManifestText, DamageIsNamedWithTheCanonicalDigest) {
+  const Manifest m = varied_manifest();
+  std::string text = m.dump();
+  const std::size_t at = text.find("\"steps\":1234");
+  ASSERT_NE(at, std::string::npos);
+  text[at + 10] = '5';  // 1234 -> 1254
+  const std::string recorded = json::parse(m.dump())["manifest_xxh3"].get<std::string>();
+  json canonical = json::parse(text);
+  canonical.erase("manifest_xxh3");
+  const std::string value = canonical.dump();
+  const std::string expected = format_xxh3(xxh3_64(value.data(), value.size()));
+  EXPECT_TRUE(throws_error([&] { (void)Manifest::parse(text, "x/manifest.json"); },
+                           ErrorCode::kCorrupt,
+                           {"x/manifest.json: field manifest_xxh3: the manifest is damaged: "
+                            "its content hashes to " + expected + ", not the recorded " +
+                            recorded}));
+  // The recorded digest itself damaged (still well-formed).
+  std::string bad_record = m.dump();
+  const std::size_t digit = bad_record.find("\"manifest_xxh3\":\"xxh3:") + 22;
+  bad_record[digit] = bad_record[digit] == '0' ? '1' : '0';
+  EXPECT_TRUE(throws_error([&] { (void)Manifest::parse(bad_record, "x/manifest.json"); },
+                           ErrorCode::kCorrupt, {"field manifest_xxh3: the manifest is damaged"}));
+}
+
+// An ASCII manifest of every record kind, as a save writes it.
+Manifest ascii_manifest() {
+  Manifest m = many_tensors(6, 2);
+  m.engine_info = {{"data_file", "data.bin"}, {"alignment", 4096}, {"ratio", 0.5}};
+  m.scalars = {{"lr", 0.00025}, {"steps", 1234}, {"flag", true}, {"name", "adamw"}};
+  m.metadata = {{"run", "r\u00e9sum\u00e9"}, {"list", {1, 2, 3}}};
+  m.blobs = {BlobRecord{0, "rng", "data.bin", 9000, 100, 0xabcdefull},
+             BlobRecord{1, "rng", "data.bin", 9100, 0, 0}};
+  TensorRecord adam;
+  adam.spec = TensorSpec{TensorGroup::kOptimizer, "w", "exp_avg", DType::kBF16, {4, 4}};
+  adam.pieces.push_back(piece(0, Region::flat(FlatRange{0, 7}), 14, 100, 5));
+  adam.pieces.push_back(piece(1, Region::flat(FlatRange{7, 16}), 18, 200, 6));
+  m.tensors.push_back(adam);
+  TensorRecord scalar;
+  scalar.spec = TensorSpec{TensorGroup::kModel, "step", "", DType::kI64, {}};
+  scalar.dataset = "/model/step";
+  scalar.pieces.push_back(piece(0, Region::box(Box{{}, {}}).replicated(), 8, 300, 7));
+  m.tensors.push_back(scalar);
+  return m;
+}
+
+// What the general parser makes of `text`, or nullopt where it refuses it.
+std::optional<Manifest> general_parse(const std::string& text) {
+  try {
+    return Manifest::from_json(parse_untrusted_json(text, "x"));
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+}
+
+TEST(ManifestText, FastReaderReadsWhatDumpWrites) {
+  Manifest many = many_tensors(2000, 2);
+  many.blobs.clear();
+  for (const Manifest& m : {ascii_manifest(), many}) {
+    const std::string text = m.dump();
+    const std::optional<Manifest> fast = parse_as_written(text);
+    ASSERT_TRUE(fast.has_value());
+    EXPECT_EQ(fast->to_json(), m.to_json());
+    EXPECT_EQ(fast->dump(), text);
+  }
+  Manifest v1 = ascii_manifest();
+  v1.format_version = 1;
+  ASSERT_TRUE(parse_as_written(v1.dump()).has_value());
+  EXPECT_EQ(parse_as_written(v1.dump())->to_json(), v1.to_json());
+  // Escapes and non-ASCII names are the general parser's.
+  EXPECT_FALSE(parse_as_written(varied_manifest().dump()).has_value());
+}
+
+// Every single-byte change of a written manifest: whatever the fast reader
+// accepts, the general parser accepts too, with the same result. Version 1
+// (no self-checksum) lets changed values through to the field checks;
+// version 2's self-checksum leaves none standing.
+TEST(ManifestText, FastReaderAcceptsNothingTheParserRefuses) {
+  for (const int version : {1, 2}) {
+    Manifest m = ascii_manifest();
+    m.format_version = version;
+    const std::string text = m.dump();
+    std::size_t accepted = 0;
+    for (std::size_t at = 0; at < text.size(); ++at) {
+      for (const char c : {'0', '1', '9', '-', '"', ',', ']', '}', ' ', 'e', '\\', '\xc3'}) {
+        if (text[at] == c) continue;
+        std::string damaged = text;
+        damaged[at] = c;
+        const std::optional<Manifest> fast = parse_as_written(damaged);
+        if (!fast) continue;
+        ++accepted;
+        const std::optional<Manifest> general = general_parse(damaged);
+        ASSERT_TRUE(general.has_value()) << "version " << version << ", byte " << at
+                                         << " -> '" << c << "'";
+        EXPECT_EQ(fast->to_json(), general->to_json()) << "byte " << at;
+      }
+      EXPECT_FALSE(parse_as_written(text.substr(0, at)).has_value()) << "cut at " << at;
+    }
+    if (version == 1) {
+      EXPECT_GT(accepted, 100u);
+    } else {
+      EXPECT_EQ(accepted, 0u);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace floe::test

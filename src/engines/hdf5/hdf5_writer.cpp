@@ -5,6 +5,7 @@
 
 #include "core/comm.hpp"
 #include "engines/hdf5/h5_types.hpp"
+#include "engines/hdf5/hdf5_batch_writer.hpp"
 #include "engines/hdf5/hdf5_format.hpp"
 #include "engines/hdf5/hdf5_rank_report.hpp"
 #include "io/mpi_file.hpp"
@@ -164,12 +165,6 @@ struct TensorPlan {
   std::vector<Box> batch_boxes;
 };
 
-// True for the tensors written by the batched write: the same on every
-// rank (it depends on the tensor's global size alone).
-bool is_batched(const TensorSpec& spec, const Hdf5Options& options) {
-  return spec.nbytes() < options.small_tensor_bytes;
-}
-
 // Local: planned before any collective HDF5 call, so nothing that can fail
 // on one rank alone happens between them.
 std::vector<TensorPlan> plan_writes(const SaveContext& ctx,
@@ -276,25 +271,17 @@ void create_tensors(hid_t file, const CreateLists& lists,
     write_string_attribute(w.dataset.get(), kDtypeAttribute,
                            std::string(dtype_name(spec.dtype)), where);
     if (!w.batched) continue;
-    if (spec.nbytes() > 0) {
-      w.offset = H5Dget_offset(w.dataset.get());
-      if (w.offset == HADDR_UNDEF) {
-        throw Error(ErrorCode::kInternal,
-                    "H5Dget_offset (" + where + "): no contiguous storage "
-                    "allocated: " + error_stack());
-      }
-    }
+    if (spec.nbytes() > 0) w.offset = storage_offset(w.dataset.get(), where);
     w.dataset.close("H5Dclose (" + where + ")");
   }
 }
 
-// Local: this rank's runs of the batched write, sorted by file offset. A
-// piece's boxes are laid out one after the other in its buffer; each box
-// is a set of row-major runs of its tensor's contiguous storage.
-std::vector<IoRun> batch_runs(const GlobalLayout& layout,
-                              const std::vector<TensorPlan>& plans,
-                              const std::vector<TensorWrite>& writes) {
-  std::vector<IoRun> runs;
+// Local: this rank's pieces of the batched tensors that have storage (the
+// batched write's input, hdf5_batch_writer.hpp).
+std::vector<BatchPiece> batch_pieces(const GlobalLayout& layout,
+                                     const std::vector<TensorPlan>& plans,
+                                     const std::vector<TensorWrite>& writes) {
+  std::vector<BatchPiece> pieces;
   for (std::size_t t = 0; t < plans.size(); ++t) {
     const TensorPlan& plan = plans[t];
     if (!plan.batched || plan.batch_boxes.empty() ||
@@ -302,41 +289,11 @@ std::vector<IoRun> batch_runs(const GlobalLayout& layout,
       continue;
     }
     const TensorSpec& spec = layout.tensors[t].spec;
-    const std::uint64_t element = dtype_size(spec.dtype);
-    const Box whole = full_box(spec.shape);
-    const auto* buffer = static_cast<const char*>(plan.buffer);
-    std::uint64_t at = 0;  // elements of the buffer before this box
-    for (const Box& box : plan.batch_boxes) {
-      for_each_overlap_run(whole, box, [&](std::uint64_t whole_at,
-                                           std::uint64_t box_at,
-                                           std::uint64_t n) {
-        runs.push_back(IoRun{writes[t].offset + whole_at * element,
-                             buffer + (at + box_at) * element, n * element});
-      });
-      at += box.elements();
-    }
+    pieces.push_back(BatchPiece{writes[t].offset, &spec.shape,
+                                dtype_size(spec.dtype), &plan.batch_boxes,
+                                plan.buffer});
   }
-  std::sort(runs.begin(), runs.end(), [](const IoRun& a, const IoRun& b) {
-    return a.offset < b.offset;
-  });
-  return runs;
-}
-
-// Collective: the batched write into the closed file (whose datasets are
-// allocated: the bytes go where HDF5 put their storage), made durable.
-void write_batch(const Comm& comm, const std::filesystem::path& path,
-                 const Hdf5Options& options, const std::vector<IoRun>& runs) {
-  MpiFile file(comm.get(), path, MpiFile::Mode::kWrite, write_hints(options));
-  std::exception_ptr error;
-  try {
-    file.write_scattered_all(comm.get(), runs);
-  } catch (...) {
-    error = std::current_exception();
-  }
-  // Agreed on before the collective sync and close.
-  agree_on_error(comm, error);
-  file.sync();
-  file.close();
+  return pieces;
 }
 
 // Collective: every rank makes every tensor's collective writes in layout
@@ -493,7 +450,7 @@ WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
   std::vector<IoRun> batch;
   std::uint64_t batched = 0;
   collectively(comm, [&] {
-    batch = batch_runs(ctx.layout, plans, writes);
+    batch = batch_runs(batch_pieces(ctx.layout, plans, writes));
     for (const TensorWrite& w : writes) batched += w.offset != HADDR_UNDEF;
   });
   agree_on_error(comm, write_tensors(ctx.layout, writes, dxpl.get(), file_text,

@@ -1,6 +1,6 @@
 // Helpers of the hdf5 engine's suites: calling the engine's write step
-// directly, a state with every kind of region, and the expected bytes of any
-// boxes of a test tensor.
+// directly, a state with every kind of region (and a checkpoint of it), and
+// the expected bytes of any boxes of a test tensor.
 #pragma once
 
 #include <cstring>
@@ -128,5 +128,37 @@ inline void build_region_kinds(State& state, int rank, int size) {
                   dim0_shard(rows, rank, size));
   for (auto& shard : state.tensors()) fill_expected(shard);
 }
+
+// The setup the reader and error tests share: build_region_kinds' state
+// on every rank of MPI_COMM_WORLD (a test may add to trainer.state()
+// before write()), written by write_direct into path().
+struct RegionKindsCheckpoint {
+  RegionKindsCheckpoint() { build_region_kinds(trainer.state(), rank, size); }
+
+  // Writes the state (with engine options `extra`; its transfers into
+  // `stats`) and keeps its manifest. Collective.
+  const Manifest& write(nlohmann::json extra = {},
+                        h5::TransferStats* stats = nullptr) {
+    manifest = manifest_of(
+        write_direct(trainer, make_dir(path()), std::move(extra), stats));
+    return manifest;
+  }
+
+  fs::path path() const { return dir / "c"; }
+  fs::path file() const { return path() / "checkpoint.h5"; }
+  // What a reader of the written checkpoint, or of `other` in its place,
+  // is made from.
+  ReadContext read_context() const { return read_context(manifest); }
+  ReadContext read_context(const Manifest& other) const {
+    return ReadContext{path(), other, MPI_COMM_WORLD, *files};
+  }
+
+  const int rank = world_rank();
+  const int size = world_size();
+  TempDir dir;
+  SimpleTrainer trainer;
+  Manifest manifest;
+  std::shared_ptr<FileSystem> files = posix_file_system();
+};
 
 }  // namespace floe::test

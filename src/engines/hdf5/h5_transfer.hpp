@@ -19,8 +19,12 @@ struct TransferStats {
   std::uint64_t collective = 0;  // ... that HDF5 did as collective I/O
   std::string first_cause;       // why the first other one was not
   // Small tensors written by the batched MPI-IO write (not counted in
-  // `transfers`: HDF5 does not move their bytes) or read directly.
+  // `transfers`: HDF5 does not move their bytes), or tensors read directly
+  // after the reader's constructor checked them.
   std::uint64_t batched = 0;
+  // Tensors read with pread of their contiguous storage after read()'s
+  // collective check (not counted in `transfers` either).
+  std::uint64_t direct = 0;
 
   bool all_collective() const { return collective == transfers; }
 };

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 
 #include "commit/paths.hpp"
 #include "core/comm.hpp"
@@ -15,6 +16,12 @@ namespace {
 
 // Reads move at most this much per rank and transfer.
 constexpr std::uint64_t kMaxReadBytes = 1ull << 30;
+// A rank's request is read with pread when it takes at most this many runs,
+// or when its runs average at least this many bytes; many small runs (a
+// column block of a row-major tensor) go through the collective H5Dread,
+// whose two-phase I/O turns them into large reads.
+constexpr std::size_t kDirectMaxRuns = 64;
+constexpr std::uint64_t kDirectMinRunBytes = 256u << 10;
 
 std::string shape_text(const Shape& shape) {
   std::string out = "[";
@@ -159,10 +166,40 @@ void check_request(const TensorSpec& spec, const std::vector<Box>& boxes, const 
   }
 }
 
+// The address of `dataset`'s bytes in the file when they lie there as Floe
+// writes them (contiguous layout, allocated, exactly the tensor's size);
+// nothing otherwise (HDF5 is then left to find them).
+std::optional<std::uint64_t> contiguous_storage(hid_t dataset, const TensorSpec& spec) {
+  if (spec.nbytes() == 0) return 0;
+  const hid_t create = H5Dget_create_plist(dataset);
+  if (create < 0) {
+    H5Eclear2(H5E_DEFAULT);
+    return std::nullopt;
+  }
+  const Plist owned(create);
+  const haddr_t offset = H5Dget_offset(dataset);
+  if (H5Pget_layout(create) != H5D_CONTIGUOUS || offset == HADDR_UNDEF ||
+      H5Dget_storage_size(dataset) != spec.nbytes()) {
+    H5Eclear2(H5E_DEFAULT);
+    return std::nullopt;
+  }
+  return offset;
+}
+
+std::uint64_t request_bytes(const std::vector<Hdf5Reader::Run>& runs) {
+  std::uint64_t n = 0;
+  for (const auto& run : runs) n += run.length;
+  return n;
+}
+
 }  // namespace
 
-Hdf5Reader::Hdf5Reader(const ReadContext& ctx, std::uint64_t direct_below)
-    : comm_(ctx.comm), dir_(ctx.dir), direct_below_(direct_below) {
+Hdf5Reader::Hdf5Reader(const ReadContext& ctx, std::uint64_t direct_below,
+                       LargeReads large_reads)
+    : comm_(ctx.comm),
+      dir_(ctx.dir),
+      direct_large_(large_reads == LargeReads::kDirect),
+      direct_below_(direct_below) {
   const QuietErrors quiet;
   const Comm comm(comm_);
   std::filesystem::path path;
@@ -184,6 +221,7 @@ Hdf5Reader::Hdf5Reader(const ReadContext& ctx, std::uint64_t direct_below)
   collectively(comm, [&] {
     file_ = open_file(path, comm_);
     check_format(file_.get(), file_text_);
+    data_ = std::make_unique<ReadOnlyFile>(resolve_inside(dir_, name, "hdf5 data file"));
     dataset_access_ = Plist(
         check_id(H5Pcreate(H5P_DATASET_ACCESS), "H5Pcreate (dataset access)"));
     // Per operation, collective metadata reads work in HDF5 1.10.8 (rank 0
@@ -224,19 +262,9 @@ Hdf5Reader::Direct Hdf5Reader::check_direct(hid_t file, const TensorRecord& tens
     Dataset dataset = open_dataset(file, tensor.dataset, H5P_DEFAULT, file_text_,
                                    "tensor \"" + spec.key() + "\"");
     check_dataset(dataset.get(), spec, where);
-    const Plist create(check_id(H5Dget_create_plist(dataset.get()),
-                                "H5Dget_create_plist (" + where + ")",
-                                ErrorCode::kCorrupt));
-    if (spec.nbytes() > 0) {
-      const haddr_t offset = H5Dget_offset(dataset.get());
-      if (H5Pget_layout(create.get()) != H5D_CONTIGUOUS || offset == HADDR_UNDEF ||
-          H5Dget_storage_size(dataset.get()) != spec.nbytes()) {
-        direct.collective = true;  // not the storage Floe writes
-        H5Eclear2(H5E_DEFAULT);
-      } else {
-        direct.offset = offset;
-      }
-    }
+    const std::optional<std::uint64_t> storage = contiguous_storage(dataset.get(), spec);
+    direct.collective = !storage;  // not the storage Floe writes
+    direct.offset = storage.value_or(0);
     dataset.close("H5Dclose (" + where + ")");
   } catch (const Error& e) {
     direct.code = e.code();
@@ -246,7 +274,7 @@ Hdf5Reader::Direct Hdf5Reader::check_direct(hid_t file, const TensorRecord& tens
 }
 
 void Hdf5Reader::check_small_tensors(const ReadContext& ctx, const std::string& name) {
-  std::vector<std::size_t> small;  // indices into the manifest's tensors
+  std::vector<std::size_t> small;  // indices into the manifest's tensors, below direct_below_
   for (std::size_t t = 0; t < ctx.manifest.tensors.size(); ++t) {
     if (ctx.manifest.tensors[t].spec.nbytes() < direct_below_) small.push_back(t);
   }
@@ -256,7 +284,6 @@ void Hdf5Reader::check_small_tensors(const ReadContext& ctx, const std::string& 
   // Every size-th small tensor is this rank's to check.
   const std::string mine = collectively(comm, [&] {
     const hid_t file = own_file(name, "hdf5 data file");
-    data_ = std::make_unique<ReadOnlyFile>(resolve_inside(dir_, name, "hdf5 data file"));
     WireWriter w;
     for (std::size_t k = comm.rank(); k < small.size(); k += comm.size()) {
       const Direct d = check_direct(file, ctx.manifest.tensors[small[k]]);
@@ -302,40 +329,45 @@ void Hdf5Reader::read(const TensorRecord& tensor, const std::vector<Box>& boxes,
   read_collective(tensor, boxes, out);
 }
 
+std::vector<Hdf5Reader::Run> Hdf5Reader::runs_of(const TensorSpec& spec,
+                                                 std::uint64_t storage,
+                                                 const std::vector<Box>& boxes,
+                                                 void* out) {
+  const std::uint64_t element = dtype_size(spec.dtype);
+  const Box whole = full_box(spec.shape);
+  auto* bytes = static_cast<char*>(out);
+  // Runs that continue each other in both the file and memory are one read.
+  std::vector<Run> runs;
+  std::uint64_t at = 0;  // elements of `out` before this box
+  for (const Box& box : boxes) {
+    for_each_overlap_run(whole, box, [&](std::uint64_t whole_at, std::uint64_t box_at,
+                                         std::uint64_t n) {
+      const std::uint64_t offset = storage + whole_at * element;
+      char* memory = bytes + (at + box_at) * element;
+      if (!runs.empty()) {
+        Run& last = runs.back();
+        if (last.offset + last.length == offset && last.memory + last.length == memory) {
+          last.length += n * element;
+          return;
+        }
+      }
+      runs.push_back(Run{offset, memory, n * element});
+    });
+    at += box.elements();
+  }
+  return runs;
+}
+
+void Hdf5Reader::read_runs(const std::vector<Run>& runs) {
+  for (const Run& run : runs) data_->read_exact(run.offset, run.length, run.memory);
+}
+
 void Hdf5Reader::read_direct(const TensorRecord& tensor, const Direct& direct,
                              const std::vector<Box>& boxes, void* out) {
   const TensorSpec& spec = tensor.spec;
   check_request(spec, boxes, out);
   if (!direct.problem.empty()) throw Error(direct.code, direct.problem);
-  const std::uint64_t element = dtype_size(spec.dtype);
-  const Box whole = full_box(spec.shape);
-  auto* bytes = static_cast<char*>(out);
-  // Runs that continue each other in both the file and memory are one read.
-  std::uint64_t run_offset = 0, run_length = 0;
-  char* run_memory = nullptr;
-  const auto flush = [&] {
-    if (run_length > 0) data_->read_exact(run_offset, run_length, run_memory);
-    run_length = 0;
-  };
-  std::uint64_t at = 0;  // elements of `out` before this box
-  for (const Box& box : boxes) {
-    for_each_overlap_run(whole, box, [&](std::uint64_t whole_at, std::uint64_t box_at,
-                                         std::uint64_t n) {
-      const std::uint64_t offset = direct.offset + whole_at * element;
-      char* memory = bytes + (at + box_at) * element;
-      if (run_length > 0 && run_offset + run_length == offset &&
-          run_memory + run_length == memory) {
-        run_length += n * element;
-        return;
-      }
-      flush();
-      run_offset = offset;
-      run_memory = memory;
-      run_length = n * element;
-    });
-    at += box.elements();
-  }
-  flush();
+  read_runs(runs_of(spec, direct.offset, boxes, out));
   ++stats_.batched;
 }
 
@@ -371,20 +403,42 @@ void Hdf5Reader::read_collective(const TensorRecord& tensor,
     prepared.clear();
   }
   Dataset dataset;
+  std::vector<Run> runs;  // this rank's request, when it can be read directly
+  bool direct = direct_large_;
   try {
     dataset = open_dataset(file_.get(), tensor.dataset, dataset_access_.get(),
                            file_text_, "tensor \"" + spec.key() + "\"");
     check_dataset(dataset.get(), spec, where);
+    if (direct) {
+      const std::optional<std::uint64_t> storage = contiguous_storage(dataset.get(), spec);
+      direct = storage.has_value();
+      if (direct && !error) {
+        runs = runs_of(spec, *storage, boxes, out);
+        direct = runs.size() <= kDirectMaxRuns ||
+                 request_bytes(runs) / runs.size() >= kDirectMinRunBytes;
+      }
+    }
   } catch (...) {
     if (!error) error = std::current_exception();
   }
-  const std::uint64_t local[2] = {error ? 1u : 0u, plan.size()};
-  std::uint64_t global[2] = {0, 0};
-  check_mpi(MPI_Allreduce(local, global, 2, MPI_UINT64_T, MPI_MAX, comm_),
+  // Whether any rank failed, how many transfers each makes, and whether
+  // any rank needs the collective H5Dread.
+  const std::uint64_t local[3] = {error ? 1u : 0u, plan.size(), direct ? 0u : 1u};
+  std::uint64_t global[3] = {0, 0, 0};
+  check_mpi(MPI_Allreduce(local, global, 3, MPI_UINT64_T, MPI_MAX, comm_),
             "MPI_Allreduce");
   if (global[0] != 0) {
     dataset.reset();
     agree_on_error(comm, error);  // throws on every rank
+  }
+  if (global[2] == 0) {
+    // Every rank reads its own runs with pread, as read_direct does: no
+    // collective call is left, so a failure here is this rank's alone (the
+    // caller agrees on it after its last read, as for direct reads).
+    dataset.close("H5Dclose (" + where + ")");
+    read_runs(runs);
+    ++stats_.direct;
+    return;
   }
   const std::uint64_t rounds = global[1];
 

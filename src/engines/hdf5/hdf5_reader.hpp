@@ -1,6 +1,7 @@
-// The hdf5 engine's reader: tensors out of one checkpoint.h5 by collective
-// hyperslab reads (small ones by direct reads of their storage), whatever
-// partition wrote them; blobs by independent reads.
+// The hdf5 engine's reader: tensors out of one checkpoint.h5, whatever
+// partition wrote them, by direct reads (pread) of their contiguous storage,
+// or by collective hyperslab reads where that storage is not Floe's or a
+// rank asks for many small runs; blobs by independent reads.
 #pragma once
 
 #include <cstdint>
@@ -22,8 +23,24 @@ namespace floe::h5 {
 
 class Hdf5Reader : public CheckpointReader {
  public:
-  // Tensors smaller than this are read directly (see the constructor).
-  static constexpr std::uint64_t kDirectReadBelow = 1ull << 20;
+  // Tensors smaller than this are read directly (see the constructor): by
+  // default, every tensor.
+  static constexpr std::uint64_t kDirectReadBelow = ~std::uint64_t{0};
+
+  // How read() moves the bytes of the tensors the constructor did not
+  // check (see read()).
+  enum class LargeReads {
+    kDirect,      // pread where every rank's request allows it
+    kCollective,  // always the collective H5Dread
+  };
+
+  // One contiguous piece of a request: `length` bytes at file offset
+  // `offset` into `memory`.
+  struct Run {
+    std::uint64_t offset = 0;
+    char* memory = nullptr;
+    std::uint64_t length = 0;
+  };
 
   // Collective over ctx.comm. Opens the data file the manifest names, which
   // must stay inside ctx.dir (no absolute path, "..", or symlink out), with
@@ -31,27 +48,42 @@ class Hdf5Reader : public CheckpointReader {
   // the file when it is missing, outside the directory, not HDF5, or not a
   // Floe hdf5 checkpoint; kUnsupported for a newer format.
   //
-  // Tensors of fewer than `direct_below` bytes (0: none) are read directly:
-  // the ranks split the checks of their datasets between them here (each
-  // opens its share through its own handle, checks it as read() would, and
-  // notes where its contiguous storage lies), one allgather shares the
-  // outcome, and read() of such a tensor is then a local pread of the
-  // overlapping bytes with no collective call. A dataset that failed its
-  // check fails read() of that tensor on every rank with the error read()
-  // gives; one that is not stored contiguously is read with H5Dread.
+  // Tensors of fewer than `direct_below` bytes (0: none; by default all)
+  // are read directly: the ranks split the checks of their datasets between
+  // them here (each opens its share through its own handle, checks it as
+  // read() would, and notes where its contiguous storage lies), one
+  // allgather shares the outcome, and read() of such a tensor is then a
+  // local pread of the overlapping bytes with no collective call, so each
+  // rank streams its own bytes without waiting for the others tensor by
+  // tensor. A dataset that failed its check fails read() of that tensor on
+  // every rank with the error read() gives; one that is not stored
+  // contiguously is read with H5Dread. Every rank reads only the bytes its
+  // boxes overlap, one pread per run, also when they are many short ones
+  // (a column block of a row-major tensor): on a parallel file system, a
+  // reader with a smaller `direct_below` leaves such requests to the
+  // collective H5Dread (see read()).
   explicit Hdf5Reader(const ReadContext& ctx,
-                      std::uint64_t direct_below = kDirectReadBelow);
+                      std::uint64_t direct_below = kDirectReadBelow,
+                      LargeReads large_reads = LargeReads::kDirect);
   // Collective: closing the file is (MPI_File_close).
   ~Hdf5Reader() override;
   Hdf5Reader(const Hdf5Reader&) = delete;
   Hdf5Reader& operator=(const Hdf5Reader&) = delete;
 
-  // Collective (see CheckpointReader). Every rank opens the tensor's dataset
+  // Collective (see CheckpointReader). For a tensor the constructor did not
+  // check (at least `direct_below` bytes), every rank opens its dataset
   // (collective metadata reads) and checks its floe_dtype, stored type and
   // shape against `tensor`: kCorrupt naming the file and dataset when it is
-  // missing or differs. kInvalidArgument for a box outside the tensor. A
-  // tensor read directly was checked by the constructor and is read with
-  // pread alone.
+  // missing or differs. kInvalidArgument for a box outside the tensor. The
+  // same allreduce that agrees on those checks tells whether every rank can
+  // read its request directly: with LargeReads::kDirect, when the dataset's
+  // storage is contiguous and each rank's request is a few runs or long
+  // ones, each rank preads its own bytes (ROMIO's two-phase read adds a
+  // copy and an exchange for no gain when every rank's bytes are long
+  // runs); otherwise every rank takes part in the collective H5Dread. A
+  // failed pread (kCorrupt or kIo naming the file) is the reading rank's
+  // alone, as for a tensor the constructor checked, which is read with
+  // pread alone, with no collective call.
   void read(const TensorRecord& tensor, const std::vector<Box>& boxes,
             void* out) override;
 
@@ -62,7 +94,8 @@ class Hdf5Reader : public CheckpointReader {
   std::vector<std::uint8_t> read_blob(const BlobRecord& blob) override;
 
   // This rank's tensor transfers so far, as HDF5 reported them, and how
-  // many tensors it read directly (`batched`).
+  // many tensors it read directly after the constructor's checks
+  // (`batched`) or after read()'s own (`direct`).
   const TransferStats& stats() const { return stats_; }
 
  private:
@@ -82,6 +115,12 @@ class Hdf5Reader : public CheckpointReader {
   Direct check_direct(hid_t file, const TensorRecord& tensor);
   void read_direct(const TensorRecord& tensor, const Direct& direct,
                    const std::vector<Box>& boxes, void* out);
+  // The runs of `boxes` (into `out`, box after box) of a tensor whose
+  // contiguous storage starts at file offset `storage`, merged where they
+  // continue each other in both the file and memory.
+  static std::vector<Run> runs_of(const TensorSpec& spec, std::uint64_t storage,
+                                  const std::vector<Box>& boxes, void* out);
+  void read_runs(const std::vector<Run>& runs);
   void read_collective(const TensorRecord& tensor,
                        const std::vector<Box>& boxes, void* out);
   // This rank's own handle (MPI_COMM_SELF) of data file `name`.
@@ -98,9 +137,10 @@ class Hdf5Reader : public CheckpointReader {
   Plist transfer_list_;  // collective transfers, made once
   std::map<DType, Type> types_;
   const Type& type_of(DType dtype);
+  bool direct_large_;
   std::uint64_t direct_below_;
   std::unordered_map<std::string, Direct> direct_;  // by dataset path
-  std::unique_ptr<ReadOnlyFile> data_;              // for direct reads
+  std::unique_ptr<ReadOnlyFile> data_;              // for pread
 };
 
 // Collective. The ReaderFactory registered for "hdf5".

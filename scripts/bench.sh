@@ -4,7 +4,8 @@
 # included in both), the Hugging Face export (floe bench --export) at the
 # same rank counts, and 20,000 small tensors for the per-tensor cost.
 # Also, at each rank count: async save() blocking vs memcpy (floe bench
-# --async) and the peers (scripts/bench_peers.py: torch.save/load, h5py).
+# --async) and the peers (scripts/bench_peers.py: torch.save/load, h5py and
+# PyTorch DCP, with PyPI's torch in .venv-peers).
 # Usage: bash scripts/bench.sh [--no-install] [--size 1GiB] [--repeat 3]
 #        [--ranks "1 2 4"] [--dir SCRATCH]   (results: $BENCH_OUT, default bench-results/)
 set -euo pipefail
@@ -41,18 +42,28 @@ for n in ${ranks}; do
   "${mpi[@]}" -np "${n}" "${floe}" bench --export --dir "${scratch}" --size "${size}" \
     --tensors 16 --repeat "${repeat}" --json "${out}/export_np${n}.json"
 done
+# The peers' Python: PyPI's torch (with DCP) in .venv-peers; without the
+# network, Debian's python3-torch (1.13: no DCP, which the script reports).
+# shellcheck source=scripts/lib/pyenv.sh
+source scripts/lib/pyenv.sh
+peers_python=
+if floe_peers_pyenv "${FLOE_ROOT}"; then
+  peers_python="${FLOE_PEERS_PYTHON}"
+elif /usr/bin/python3 -c 'import torch, h5py' 2>/dev/null; then
+  peers_python=/usr/bin/python3
+fi
 for n in ${ranks}; do
   floe_phase "bench: ${n} ranks, ${size}: async save() blocking vs memcpy"
   "${mpi[@]}" -np "${n}" "${floe}" bench --async --dir "${scratch}" --size "${size}" \
     --tensors 16 --repeat "${repeat}" --json "${out}/async_np${n}.json"
-  # Peers (torch.save/load per rank, h5py, DCP when the torch here has it),
-  # each against its own raw write/read in the same run.
-  if /usr/bin/python3 -c 'import torch, h5py' 2>/dev/null; then
-    floe_phase "bench: ${n} ranks, ${size}: peers (scripts/bench_peers.py)"
-    "${mpi[@]}" -np "${n}" /usr/bin/python3 scripts/bench_peers.py --dir "${scratch}" \
+  # Peers (torch.save/load per rank, h5py, DCP), each against its own raw
+  # write/read in the same run.
+  if [[ -n ${peers_python} ]]; then
+    floe_phase "bench: ${n} ranks, ${size}: peers (scripts/bench_peers.py, ${peers_python})"
+    "${mpi[@]}" -np "${n}" "${peers_python}" scripts/bench_peers.py --dir "${scratch}" \
       --size "${size}" --tensors 16 --repeat "${repeat}" --json "${out}/peers_np${n}.json"
   else
-    floe_phase "peers skipped: /usr/bin/python3 lacks torch or h5py (apt-get install python3-torch python3-h5py)"
+    floe_phase "peers skipped: no Python with torch and h5py (see above)"
   fi
 done
 floe_phase "bench: 2 ranks, 20000 small tensors"

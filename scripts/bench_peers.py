@@ -10,8 +10,11 @@ uses: F32 [rows, 256] tensors in dim-0 shards) with
   dcp      torch.distributed.checkpoint save/load over gloo, when the torch
            at hand has it (reported as unavailable, with the reason, if not)
 
-interleaved over repetitions, page cache dropped (posix_fadvise) before the
-reads. Each time is the slowest rank's (a gloo all-reduce). Prints medians
+interleaved over repetitions, the order rotated each repetition (each peer
+takes every position equally often, as in floe bench), page cache dropped
+(posix_fadvise) before the reads. Every write goes to a new file (a new
+directory for dcp) and the previous repetition's is removed once it is
+written, as a checkpoint replaces the one before. Each time is the slowest rank's (a gloo all-reduce). Prints medians
 and throughput ratios to raw of the same run, like floe bench.
 
 Run under mpirun (ranks from OMPI_COMM_WORLD_*; rendezvous over TCP on
@@ -126,49 +129,77 @@ def main():
         shutil.rmtree(base, ignore_errors=True)
         os.makedirs(base)
     dist.barrier()
-    raw_path = os.path.join(base, f"raw.rank{rank}.bin")
-    pt_path = os.path.join(base, f"torch.rank{rank}.pt")
-    h5_path = os.path.join(base, f"h5py.rank{rank}.h5")
-    dcp_dir = os.path.join(base, "dcp")
+    rep = [0]  # the repetition running: each writes new files
+
+    def path(kind, r=None):
+        r = rep[0] if r is None else r
+        if kind == "dcp":
+            return os.path.join(base, f"dcp.{r}")
+        return os.path.join(base, f"{kind}.{r}.rank{rank}")
+
+    def replaced(kind):
+        """Removes the previous repetition's files of `kind` (not timed)."""
+        old = path(kind, rep[0] - 1)
+        if kind == "dcp":
+            dist.barrier()
+            if rank == 0:
+                shutil.rmtree(old, ignore_errors=True)
+        elif os.path.exists(old):
+            os.remove(old)
 
     def raw_write():
-        fd = os.open(raw_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(path("raw"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         for v in share.values():
             os.write(fd, memoryview(v).cast("B"))
         os.fsync(fd)
         os.close(fd)
 
     def raw_read():
-        fd = os.open(raw_path, os.O_RDONLY)
+        fd = os.open(path("raw"), os.O_RDONLY)
         for v in share.values():
             os.readv(fd, [memoryview(v).cast("B")])
         os.close(fd)
 
     def torch_save():
-        with open(pt_path, "wb") as f:
+        with open(path("torch"), "wb") as f:
             torch.save(tshare, f)
             f.flush()
             os.fsync(f.fileno())
 
     def torch_load():
-        torch.load(pt_path)
+        # As trainers load: new tensors. weights_only where this torch has
+        # it (the safe unpickler; these files hold tensors only).
+        if "weights_only" in torch.load.__code__.co_varnames:
+            torch.load(path("torch"), weights_only=True)
+        else:
+            torch.load(path("torch"))
 
     def h5_write():
-        with h5py.File(h5_path, "w") as f:
+        with h5py.File(path("h5py"), "w") as f:
             for k, v in share.items():
                 f.create_dataset(k, data=v)
-        fsync_path(h5_path)
+        fsync_path(path("h5py"))
 
     def h5_read():
-        with h5py.File(h5_path, "r") as f:
+        with h5py.File(path("h5py"), "r") as f:
             for k, v in share.items():
                 f[k].read_direct(v)
 
+    # DCP's current names (torch >= 2.2), else the older ones. Its
+    # FileSystemWriter fsyncs the files it writes (sync_files=True).
+    dcp_save_fn = getattr(dcp, "save", None) or getattr(dcp, "save_state_dict", None)
+    dcp_load_fn = getattr(dcp, "load", None) or getattr(dcp, "load_state_dict", None)
+
+    # Plain tensors under the same name on every rank are, to DCP, one
+    # replicated tensor: it would save rank 0's copy only. Each rank's shards
+    # get their own names, so every rank writes and reads its share.
+    dshare = {f"{k}.rank{rank}": v for k, v in tshare.items()}
+
     def dcp_save():
-        dcp.save_state_dict(tshare, dcp.FileSystemWriter(dcp_dir))
+        dcp_save_fn(dshare, storage_writer=dcp.FileSystemWriter(path("dcp")))
 
     def dcp_load():
-        dcp.load_state_dict(tshare, dcp.FileSystemReader(dcp_dir))
+        dcp_load_fn(dshare, storage_reader=dcp.FileSystemReader(path("dcp")))
 
     ops = [("raw", raw_write, raw_read), ("torch", torch_save, torch_load)]
     if h5py:
@@ -177,11 +208,14 @@ def main():
         ops.append(("dcp", dcp_save, dcp_load))
     samples = {}
     for r in range(args.repeat):
-        for name, write, _ in ops:
+        rep[0] = r
+        order = ops[r % len(ops):] + ops[:r % len(ops)]
+        for name, write, _ in order:
             samples.setdefault((name, "write"), []).append(slowest(write))
+            replaced(name)
         dist.barrier()
         drop_cache(base)
-        for name, _, read in ops:
+        for name, _, read in order:
             samples.setdefault((name, "read"), []).append(slowest(read))
         if rank == 0:
             print(f"repetition {r + 1}/{args.repeat} done", flush=True)

@@ -48,7 +48,8 @@ void build_state(State& state, std::uint64_t bytes, std::uint64_t count, int ran
         "layer." + std::to_string(t) + ".weight", DType::kF32, {rows, cols},
         Region::box(Box{{begin, 0}, {end - begin, cols}}));
     auto* f = shard.data_as<float>();
-    for (std::uint64_t i = 0; i < shard.region().elements(); ++i) {
+    const std::uint64_t n = shard.region().elements();
+    for (std::uint64_t i = 0; i < n; ++i) {
       f[i] = static_cast<float>((i * 2654435761u + t) % 1000) * 0.001f;
     }
   }

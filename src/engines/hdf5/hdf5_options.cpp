@@ -111,10 +111,6 @@ MpiInfo hints(const Hdf5Options& options, bool for_writing) {
 
 MpiInfo write_hints(const Hdf5Options& options) { return hints(options, true); }
 
-namespace {
-constexpr hsize_t kMetaBlockBytes = 1 << 20;
-}  // namespace
-
 Plist file_access(MPI_Comm comm, const Hdf5Options& options, bool for_writing) {
   const MpiInfo info = hints(options, for_writing);
   Plist fapl(check_id(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate (file access)"));
@@ -129,13 +125,6 @@ Plist file_access(MPI_Comm comm, const Hdf5Options& options, bool for_writing) {
                              options.alignment),
             "H5Pset_alignment");
     }
-    // Metadata (object headers, the groups' indexes) in blocks of 1 MiB
-    // instead of 2 KiB: with 2 KiB blocks each new block lands after the
-    // dataset just allocated, so a load's opens make cold reads all over
-    // the file; with 1 MiB they sit together, read by one readahead. (A
-    // 1 GiB checkpoint of 16 tensors keeps the same file size: the
-    // datasets' 1 MiB alignment left that room unused anyway.)
-    check(H5Pset_meta_block_size(fapl.get(), kMetaBlockBytes), "H5Pset_meta_block_size");
     if (options.collective_metadata) {
       check(H5Pset_coll_metadata_write(fapl.get(), true),
             "H5Pset_coll_metadata_write");

@@ -125,7 +125,7 @@ TEST(Hdf5Engine, TransfersAreReallyCollective) {
   auto files = posix_file_system();
   h5::Hdf5Reader reader(ReadContext{dir / "global_step_0", checkpoint.manifest,
                                     MPI_COMM_WORLD, *files},
-                        /*direct_below=*/0);
+                        /*direct_below=*/0, h5::Hdf5Reader::LargeReads::kCollective);
   EXPECT_TRUE(reads_expected(reader, checkpoint.manifest, "model/model.bias",
                              {Box{{u(rank % 6)}, {1}}}));
   // A rank asking for nothing still takes part, and the read is collective.
@@ -171,10 +171,12 @@ TEST(Hdf5Engine, SmallTensorsAreWrittenTogetherAndReadDirectly) {
                              {Box{{0, 0}, {0, 4}}}));
   EXPECT_EQ(reader.stats().batched, 4u);
   EXPECT_EQ(reader.stats().transfers, 0u);
+  // The big one too: the default reader checks every tensor up front and
+  // reads each with pread.
   EXPECT_TRUE(reads_expected(reader, manifest, "model/model.big",
                              {Box{{u(rank), 0}, {3, 1024}}}));
-  EXPECT_EQ(reader.stats().transfers, 1u);
-  EXPECT_TRUE(reader.stats().all_collective()) << reader.stats().first_cause;
+  EXPECT_EQ(reader.stats().batched, 5u);
+  EXPECT_EQ(reader.stats().transfers, 0u);
 
   // And the whole state loads back under another partition.
   SimpleTrainer loaded;
@@ -188,17 +190,10 @@ TEST(Hdf5Engine, SmallTensorsAreWrittenTogetherAndReadDirectly) {
   EXPECT_TRUE(state_holds_expected(loaded.state()));
 }
 
-TEST(Hdf5Engine, ReadsAnyBoxesWhateverPartitionWroteThem) {
-  TempDir dir;
-  const int rank = world_rank(), size = world_size();
-  SimpleTrainer trainer;
-  build_region_kinds(trainer.state(), rank, size);
-  const Manifest manifest =
-      manifest_of(write_direct(trainer, make_dir(dir / "c")));
-  auto files = posix_file_system();
-  h5::Hdf5Reader reader(
-      ReadContext{dir / "c", manifest, MPI_COMM_WORLD, *files});
-
+// Reads boxes of build_region_kinds' tensors that no partition wrote.
+// Collective.
+void expect_any_boxes_read(CheckpointReader& reader, const Manifest& manifest,
+                           int rank) {
   const std::string weight = "model/model.layers.0.mlp.weight";
   const std::string exp_avg = "optimizer/model.layers.0.mlp.weight/exp_avg";
   // A column block (not dim 0) of what was written in row shards.
@@ -223,25 +218,84 @@ TEST(Hdf5Engine, ReadsAnyBoxesWhateverPartitionWroteThem) {
                              {Box{{0, 0}, {0, 4}}}));
   EXPECT_TRUE(reads_expected(reader, manifest, "model/encoder/block.0/scale",
                              {Box{{1, 0}, {2, 5}}}));
+}
+
+TEST(Hdf5Engine, ReadsAnyBoxesWhateverPartitionWroteThem) {
+  RegionKindsCheckpoint c;
+  const Manifest& manifest = c.write();
+  const ReadContext ctx = c.read_context();
+  using Large = h5::Hdf5Reader::LargeReads;
+  {
+    SCOPED_TRACE("small tensors read directly");
+    h5::Hdf5Reader reader(ctx);
+    expect_any_boxes_read(reader, manifest, c.rank);
+    EXPECT_EQ(reader.stats().transfers, 0u);
+  }
+  {
+    // Every tensor through the large tensors' path: the runs of every
+    // request here are few, so each is read with pread.
+    SCOPED_TRACE("every tensor checked collectively, then read with pread");
+    h5::Hdf5Reader reader(ctx, /*direct_below=*/0, Large::kDirect);
+    expect_any_boxes_read(reader, manifest, c.rank);
+    EXPECT_EQ(reader.stats().transfers, 0u);
+    EXPECT_GT(reader.stats().direct, 0u);
+  }
+  {
+    SCOPED_TRACE("every tensor by collective H5Dread");
+    h5::Hdf5Reader reader(ctx, /*direct_below=*/0, Large::kCollective);
+    expect_any_boxes_read(reader, manifest, c.rank);
+    EXPECT_EQ(reader.stats().direct, 0u);
+    EXPECT_GT(reader.stats().transfers, 0u);
+    EXPECT_TRUE(reader.stats().all_collective()) << reader.stats().first_cause;
+  }
+}
+
+TEST(Hdf5Engine, LargeReadsArePreadUnlessARankAsksForManySmallRuns) {
+  TempDir dir;
+  const int rank = world_rank(), size = world_size();
+  SimpleTrainer trainer;
+  const Shape big{512, 1024};  // 2 MiB of F32: above small_tensor_bytes
+  fill_expected(trainer.state().add_model("model.big", DType::kF32, big,
+                                          dim0_shard(big, rank, size)));
+  make_test_engine(trainer, "hdf5", dir.path())->save();
+  const auto checkpoint = open_checkpoint(dir / "global_step_0", MPI_COMM_WORLD);
+  const Manifest& manifest = checkpoint.manifest;
+  auto files = posix_file_system();
+  // Every tensor checked by read() itself (collectively), not up front.
+  h5::Hdf5Reader reader(
+      ReadContext{dir / "global_step_0", manifest, MPI_COMM_WORLD, *files},
+      /*direct_below=*/0, h5::Hdf5Reader::LargeReads::kDirect);
+  const std::string key = "model/model.big";
+  // Row blocks that no rank wrote, a ZeRO flat range (a few boxes), and
+  // nothing at all: a few runs on every rank, each read with pread.
+  EXPECT_TRUE(reads_expected(reader, manifest, key,
+                             {Box{{u(rank) * 7, 0}, {100, 1024}}}));
+  EXPECT_TRUE(reads_expected(reader, manifest, key,
+                             zero_flat_shard(big, rank, size).boxes(big)));
+  std::vector<Box> some;
+  if (rank == 0) some.push_back(Box{{3, 0}, {1, 1024}});
+  EXPECT_TRUE(reads_expected(reader, manifest, key, some));
+  EXPECT_EQ(reader.stats().direct, 3u);
+  EXPECT_EQ(reader.stats().transfers, 0u);
+  // The last rank asks for a column block: 512 runs of 12 bytes, which the
+  // collective H5Dread serves better. Every rank takes part in it.
+  std::vector<Box> boxes = {Box{{u(rank), 0}, {2, 1024}}};
+  if (rank == size - 1) boxes = {Box{{0, 5}, {512, 3}}};
+  EXPECT_TRUE(reads_expected(reader, manifest, key, boxes));
+  EXPECT_EQ(reader.stats().direct, 3u);
+  EXPECT_EQ(reader.stats().transfers, 1u);
   EXPECT_TRUE(reader.stats().all_collective()) << reader.stats().first_cause;
 }
 
 TEST(Hdf5Engine, LargePiecesAreSplitIntoSeveralTransfers) {
-  TempDir dir;
-  const int rank = world_rank(), size = world_size();
-  SimpleTrainer trainer;
-  build_region_kinds(trainer.state(), rank, size);
+  RegionKindsCheckpoint c;
   h5::TransferStats stats;
-  const Manifest manifest = manifest_of(
-      write_direct(trainer, make_dir(dir / "c"),
-                   {{"max_transfer_bytes", "12"}, {"small_tensor_bytes", "0"}},
-                   &stats));
+  const Manifest& manifest = c.write(
+      {{"max_transfer_bytes", "12"}, {"small_tensor_bytes", "0"}}, &stats);
   // 12 bytes: 3 F32 / 6 BF16 / 6 F16 elements per transfer.
   EXPECT_GT(stats.transfers, 5u);
   EXPECT_TRUE(stats.all_collective()) << stats.first_cause;
-  auto files = posix_file_system();
-  h5::Hdf5Reader reader(
-      ReadContext{dir / "c", manifest, MPI_COMM_WORLD, *files});
+  h5::Hdf5Reader reader(c.read_context());
   for (const auto& tensor : manifest.tensors) {
     EXPECT_TRUE(reads_expected(reader, manifest, tensor.spec.key(),
                                {full_box(tensor.spec.shape)}));

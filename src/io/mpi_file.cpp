@@ -7,6 +7,7 @@
 
 #include "core/comm.hpp"
 #include "floe/error.hpp"
+#include "io/early_writeback.hpp"
 
 namespace floe {
 namespace {
@@ -28,6 +29,10 @@ void check(int rc, const std::string& what, const std::filesystem::path& path) {
 // their file neighbours in one transfer; longer ones go straight from the
 // caller's memory.
 constexpr std::uint64_t kPackBelow = 1ull << 20;
+// write_all moves at most this much per call from the caller's memory and
+// then starts the writeback of it, so the device writes one piece while
+// the next is copied into the page cache.
+constexpr std::uint64_t kWritebackUnit = 32ull << 20;
 // The staging buffer for packed runs, reused by every transfer.
 constexpr std::uint64_t kPackBytes = 16ull << 20;
 // The most bytes one round of write_scattered_all moves per rank.
@@ -63,10 +68,10 @@ std::vector<IoRun> split_runs(const std::vector<IoRun>& runs, std::uint64_t most
 // MPI_File_write_at_all with contiguous memory: ROMIO writes such a call
 // with one pwrite from the caller's buffer, where a derived memory type
 // makes it copy everything through a 512 KiB buffer. Runs adjacent in both
-// file and memory merge for free; small runs adjacent in the file share a
-// packed segment. `runs` is split in place at kMaxTransfer.
+// file and memory merge up to kWritebackUnit; small runs adjacent in the
+// file share a packed segment. `runs` is split in place at kWritebackUnit.
 std::vector<Segment> plan_segments(std::vector<IoRun>& runs) {
-  runs = split_runs(runs, kMaxTransfer);
+  runs = split_runs(runs, kWritebackUnit);
   std::vector<Segment> out;
   for (std::size_t i = 0; i < runs.size(); ++i) {
     const IoRun& run = runs[i];
@@ -77,7 +82,7 @@ std::vector<Segment> plan_segments(std::vector<IoRun>& runs) {
       const bool memory_next =
           static_cast<const char*>(prev.memory) + prev.length == run.memory;
       if (file_next && last.direct && memory_next &&
-          last.length + run.length <= kMaxTransfer) {
+          last.length + run.length <= kWritebackUnit) {
         last.length += run.length;
         last.last = i + 1;
         continue;
@@ -136,6 +141,7 @@ void MpiFile::write_all(MPI_Comm comm, std::vector<IoRun> runs) {
   const std::vector<Segment> segments = plan_segments(runs);
   const Comm c(comm);
   const std::uint64_t rounds = c.allreduce_max(segments.size());
+  EarlyWriteback writeback(path_);
   std::vector<char> pack;
   // A rank whose transfer fails keeps joining the remaining rounds with
   // nothing to write, so no rank waits in a collective call; the first
@@ -175,6 +181,7 @@ void MpiFile::write_all(MPI_Comm comm, std::vector<IoRun> runs) {
                                         std::to_string(length) +
                                         " bytes at offset " + std::to_string(offset));
       }
+      writeback.written(offset, length);
     } catch (...) {
       error = std::current_exception();
     }

@@ -70,11 +70,13 @@ class MpiFile {
 
   // Collective. Writes `runs` (sorted by offset, not overlapping). Each
   // MPI_File_write_at_all moves one range contiguous in both the file and
-  // memory (at most 1 GiB): runs that continue each other in file and
+  // memory (at most 32 MiB): runs that continue each other in file and
   // memory merge, small runs adjacent in the file are packed into a 16 MiB
-  // staging buffer, large ones go from the caller's memory. Every rank
-  // makes the same number of calls whatever its share; a rank whose call
-  // fails keeps joining the rest and throws Error(kIo) at the end.
+  // staging buffer, large ones go from the caller's memory. After each
+  // call the rank starts the kernel's writeback of what it wrote
+  // (EarlyWriteback; sync() still makes it durable). Every rank makes the
+  // same number of calls whatever its share; a rank whose call fails keeps
+  // joining the rest and throws Error(kIo) at the end.
   void write_all(MPI_Comm comm, std::vector<IoRun> runs);
   // Collective. Writes `runs` (sorted by offset, not overlapping, of any
   // size and anywhere in the file) in rounds of at most 64 MiB per rank:

@@ -8,6 +8,7 @@
 #include "engines/hdf5/hdf5_batch_writer.hpp"
 #include "engines/hdf5/hdf5_format.hpp"
 #include "engines/hdf5/hdf5_rank_report.hpp"
+#include "io/early_writeback.hpp"
 #include "io/mpi_file.hpp"
 
 namespace floe::h5 {
@@ -207,9 +208,34 @@ struct TensorWrite {
   Dataset dataset;
   hid_t type = H5I_INVALID_HID;  // owned by the TypeCache
   std::vector<PreparedTransfer> transfers;
+  // Per transfer: the first and one past the last element this rank writes
+  // (row-major, of the whole tensor), for the early writeback after it.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> spans;
+  std::uint64_t element_size = 0;
   bool batched = false;
   haddr_t offset = HADDR_UNDEF;  // of a batched tensor's storage in the file
+  // Of another tensor's storage, when HDF5 reports it (for the writeback).
+  haddr_t storage = HADDR_UNDEF;
 };
+
+// The first and one past the last element of `boxes` in the row-major order
+// of a tensor of `shape` ({0, 0} when they hold none).
+std::pair<std::uint64_t, std::uint64_t> element_span(const Shape& shape,
+                                                     const std::vector<Box>& boxes) {
+  std::uint64_t first = ~std::uint64_t{0}, last = 0;
+  for (const Box& box : boxes) {
+    if (box.elements() == 0) continue;
+    std::uint64_t begin = 0, end = 0;
+    for (std::size_t d = 0; d < shape.size(); ++d) {
+      begin = begin * shape[d] + box.offset[d];
+      end = end * shape[d] + box.offset[d] + box.extent[d] - 1;
+    }
+    first = std::min(first, begin);
+    last = std::max(last, end + 1);
+  }
+  if (first >= last) return {0, 0};
+  return {first, last};
+}
 
 // One stored type per dtype, made once per save.
 class TypeCache {
@@ -241,12 +267,16 @@ std::vector<TensorWrite> prepare_tensors(const GlobalLayout& layout,
     TensorWrite& w = out[t];
     w.type = types.get(spec.dtype);
     w.batched = plan.batched;
+    w.element_size = dtype_size(spec.dtype);
     w.transfers.reserve(plan.rounds);
     for (std::uint64_t k = 0; k < plan.rounds; ++k) {
       w.transfers.push_back(prepare_transfer(
           spec.shape, k < plan.mine.size() ? &plan.mine[k] : nullptr,
           plan.buffer, dtype_size(spec.dtype),
           where_of(dataset_path(spec), file_text), ErrorCode::kIo));
+      w.spans.push_back(k < plan.mine.size()
+                            ? element_span(spec.shape, plan.mine[k].boxes)
+                            : std::make_pair(std::uint64_t{0}, std::uint64_t{0}));
     }
   }
   return out;
@@ -270,7 +300,12 @@ void create_tensors(hid_t file, const CreateLists& lists,
     w.dataset = create_dataset(file, lists, path, w.type, spec.shape, where);
     write_string_attribute(w.dataset.get(), kDtypeAttribute,
                            std::string(dtype_name(spec.dtype)), where);
-    if (!w.batched) continue;
+    if (!w.batched) {
+      // A local query; without an address the writeback is skipped.
+      if (spec.nbytes() > 0) w.storage = H5Dget_offset(w.dataset.get());
+      if (w.storage == HADDR_UNDEF) H5Eclear2(H5E_DEFAULT);
+      continue;
+    }
     if (spec.nbytes() > 0) w.offset = storage_offset(w.dataset.get(), where);
     w.dataset.close("H5Dclose (" + where + ")");
   }
@@ -297,23 +332,32 @@ std::vector<BatchPiece> batch_pieces(const GlobalLayout& layout,
 }
 
 // Collective: every rank makes every tensor's collective writes in layout
-// order, then closes its dataset. A rank whose write fails keeps making the
-// remaining ones (the others may be inside them) and returns its first
-// error; the caller agrees on it once for the whole phase. (An HDF5 failure
-// inside a collective call is the same on every rank in practice.)
+// order, then closes its dataset. After each of its writes a rank starts
+// the kernel's writeback of the bytes it wrote (EarlyWriteback: the device
+// writes one tensor while the next is copied into the page cache; the
+// H5Fflush at the end still makes them durable). A rank whose write fails
+// keeps making the remaining ones (the others may be inside them) and
+// returns its first error; the caller agrees on it once for the whole
+// phase. (An HDF5 failure inside a collective call is the same on every
+// rank in practice.)
 std::exception_ptr write_tensors(const GlobalLayout& layout,
                                  std::vector<TensorWrite>& writes, hid_t dxpl,
                                  const std::string& file_text,
-                                 TransferStats& stats) {
+                                 EarlyWriteback& writeback, TransferStats& stats) {
   std::exception_ptr error;
   for (std::size_t t = 0; t < writes.size(); ++t) {
     TensorWrite& w = writes[t];
-    for (const PreparedTransfer& transfer : w.transfers) {
+    for (std::size_t k = 0; k < w.transfers.size(); ++k) {
       try {
-        run_transfer(Direction::kWrite, w.dataset.get(), w.type, dxpl, transfer,
+        run_transfer(Direction::kWrite, w.dataset.get(), w.type, dxpl, w.transfers[k],
                      stats,
                      where_of(dataset_path(layout.tensors[t].spec), file_text),
                      ErrorCode::kIo);
+        const auto [first, last] = w.spans[k];
+        if (w.storage != HADDR_UNDEF && last > first) {
+          writeback.written(w.storage + first * w.element_size,
+                            (last - first) * w.element_size);
+        }
       } catch (...) {
         if (!error) error = std::current_exception();
       }
@@ -453,8 +497,11 @@ WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
     batch = batch_runs(batch_pieces(ctx.layout, plans, writes));
     for (const TensorWrite& w : writes) batched += w.offset != HADDR_UNDEF;
   });
-  agree_on_error(comm, write_tensors(ctx.layout, writes, dxpl.get(), file_text,
-                                     stats));
+  {
+    EarlyWriteback writeback(path);
+    agree_on_error(comm, write_tensors(ctx.layout, writes, dxpl.get(), file_text,
+                                       writeback, stats));
+  }
   writes.clear();
   write_blobs(comm, file.get(), lists, reports, ctx.state, file_text);
   collectively(comm, [&] {

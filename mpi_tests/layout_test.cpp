@@ -3,6 +3,7 @@
 // error naming the tensor.
 #include "floe/layout.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 #include <vector>
@@ -216,6 +217,37 @@ TEST_F(Layout, MixedPartitionsKeepRankZerosOrder) {
   if (size > 1) {
     ASSERT_EQ(layout.tensors[4].pieces.size(), 1u);
     EXPECT_EQ(layout.tensors[4].pieces[0].rank, 1);
+  }
+  EXPECT_TRUE(same_on_all_ranks(describe(layout)));
+}
+
+TEST_F(Layout, PartlySharedOrdersMatchByKey) {
+  // Rank 0: a, b. Rank 1: a, b, x (matched in place, then a new one).
+  // Rank 2: a, x, b (x and b out of place). Rank 3: a, b, x again, where x
+  // sits at the place rank 1 gave it.
+  const Shape s{8, 2};
+  const auto add = [&](const std::string& name) {
+    state.add_model(name, DType::kF32, s, dim0_shard(s, rank, size));
+  };
+  const std::vector<std::vector<std::string>> orders = {
+      {"a", "b"}, {"a", "b", "x"}, {"a", "x", "b"}, {"a", "b", "x"}};
+  for (const auto& name : orders[std::min(rank, 3)]) add(name);
+  // Rank 0 lacks x, so not all of it is covered: the gather alone.
+  const GlobalLayout layout = gather_layout(state, MPI_COMM_WORLD);
+  std::vector<std::string> keys;
+  for (const auto& t : layout.tensors) keys.push_back(t.spec.key());
+  std::vector<std::string> want_keys = {"model/a", "model/b"};
+  if (size > 1) want_keys.push_back("model/x");
+  EXPECT_EQ(keys, want_keys);
+  for (const auto& t : layout.tensors) {
+    std::vector<int> ranks;
+    for (const auto& p : t.pieces) ranks.push_back(p.rank);
+    std::vector<int> want;
+    for (int r = 0; r < size; ++r) {
+      const auto& mine = orders[std::min(r, 3)];
+      if (std::find(mine.begin(), mine.end(), t.spec.name) != mine.end()) want.push_back(r);
+    }
+    EXPECT_EQ(ranks, want) << t.spec.key();
   }
   EXPECT_TRUE(same_on_all_ranks(describe(layout)));
 }

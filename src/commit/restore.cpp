@@ -110,31 +110,43 @@ using Assignment = std::vector<std::vector<int>>;
 
 // Tensors by key: the finds of a load are O(1), so 20,000 tensors cost
 // 20,000 lookups, not 20,000 squared.
-std::unordered_map<std::string, const TensorLayout*> index_of(const GlobalLayout& layout) {
-  std::unordered_map<std::string, const TensorLayout*> out;
+using LayoutIndex = std::unordered_map<std::string, const TensorLayout*>;
+
+LayoutIndex index_of(const GlobalLayout& layout) {
+  LayoutIndex out;
+  out.reserve(layout.tensors.size());
   for (const auto& t : layout.tensors) out.emplace(t.spec.key(), &t);
   return out;
 }
 
-Assignment assign_checks(const Manifest& manifest, const GlobalLayout* asked,
-                         int world_size) {
+// Whether `a` and `b` hold the same elements in the same order (equal
+// Region::boxes); two boxes compare without building the lists.
+bool same_boxes(const Region& a, const Region& b, const Shape& shape) {
+  if (a.kind() == Region::Kind::kBox && b.kind() == Region::Kind::kBox) {
+    return a.as_box() == b.as_box();
+  }
+  return a.boxes(shape) == b.boxes(shape);
+}
+
+// `keys[t]` is the key of the manifest's tensor t; `asked` (with its index)
+// is the load's layout, or null for verify.
+Assignment assign_checks(const Manifest& manifest, const std::vector<std::string>& keys,
+                         const LayoutIndex* asked, int world_size) {
   Assignment out(manifest.tensors.size());
   int turn = 0;
-  const auto asked_index = asked ? index_of(*asked)
-                                 : std::unordered_map<std::string, const TensorLayout*>{};
   for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
     const TensorRecord& record = manifest.tensors[t];
     const TensorLayout* wanted = nullptr;
     if (asked) {
-      auto it = asked_index.find(record.spec.key());
-      if (it != asked_index.end()) wanted = it->second;
+      auto it = asked->find(keys[t]);
+      if (it != asked->end()) wanted = it->second;
     }
+    out[t].reserve(record.pieces.size());
     for (const auto& piece : record.pieces) {
-      const auto piece_boxes = piece.region.boxes(record.spec.shape);
       const Piece* inline_check = nullptr;
       if (wanted) {
         for (const auto& p : wanted->pieces) {
-          if (p.region.boxes(record.spec.shape) == piece_boxes) {
+          if (same_boxes(p.region, piece.region, record.spec.shape)) {
             inline_check = &p;
             break;
           }
@@ -206,9 +218,30 @@ void throw_if_problems(const Comm& comm, const std::vector<std::string>& problem
   });
 }
 
-void check_names(const Manifest& manifest, const State& state,
-                 const GlobalLayout& asked, const OpenCheckpoint& checkpoint,
-                 const LoadOptions& options) {
+// Finds every state tensor's shard by the manifest's keys: true when each
+// has a record of its dtype and shape and, unless extra tensors are
+// allowed, every record is asked for by some rank. `shards[t]` is this
+// rank's shard of tensor t (or null).
+bool names_match(const Manifest& manifest, const std::vector<std::string>& keys,
+                 State& state, const LayoutIndex& asked, const LoadOptions& options,
+                 std::vector<TensorShard*>& shards) {
+  std::size_t found = 0;
+  for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
+    const TensorSpec& spec = manifest.tensors[t].spec;
+    TensorShard* shard = shards[t] = state.find(keys[t]);
+    if (shard) {
+      ++found;
+      if (shard->spec().dtype != spec.dtype || shard->spec().shape != spec.shape) return false;
+    }
+    if (!options.allow_extra_tensors && !asked.count(keys[t])) return false;
+  }
+  return found == state.tensors().size();
+}
+
+// Throws the first problem names_match found, naming the tensor.
+void explain_names(const Manifest& manifest, const State& state,
+                   const LayoutIndex& asked_index, const OpenCheckpoint& checkpoint,
+                   const LoadOptions& options) {
   std::unordered_map<std::string, const TensorRecord*> records;
   for (const auto& r : manifest.tensors) records.emplace(r.spec.key(), &r);
   for (const auto& shard : state.tensors()) {
@@ -229,7 +262,6 @@ void check_names(const Manifest& manifest, const State& state,
     }
   }
   if (options.allow_extra_tensors) return;
-  const auto asked_index = index_of(asked);
   for (const auto& record : manifest.tensors) {
     if (!asked_index.count(record.spec.key())) {
       throw Error(ErrorCode::kMismatch,
@@ -289,7 +321,7 @@ VerifyReport verify_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_co
   const Comm comm(mpi_comm);
   const OpenCheckpoint checkpoint = open_checkpoint(dir, mpi_comm, fs);
   const Manifest& manifest = checkpoint.manifest;
-  const Assignment who = assign_checks(manifest, nullptr, comm.size());
+  const Assignment who = assign_checks(manifest, {}, nullptr, comm.size());
   const std::size_t steps = manifest.tensors.size() + 1;  // blobs: the last
   VerifyReport report;
   std::vector<std::string> problems;
@@ -351,10 +383,22 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
                    const Comm& comm, bool verify, const LoadOptions& options) {
   const Manifest& manifest = checkpoint.manifest;
   const GlobalLayout asked = gather_layout(state, comm.get());
-  collectively(comm, [&] { check_names(manifest, state, asked, checkpoint, options); });
+  // Each key made once: the lookups below are one hash each per tensor.
+  std::vector<std::string> keys;
+  LayoutIndex asked_index;
+  std::vector<TensorShard*> shards(manifest.tensors.size());
+  collectively(comm, [&] {
+    keys.reserve(manifest.tensors.size());
+    for (const auto& record : manifest.tensors) keys.push_back(record.spec.key());
+    asked_index = index_of(asked);
+    if (!names_match(manifest, keys, state, asked_index, options, shards)) {
+      explain_names(manifest, state, asked_index, checkpoint, options);
+      throw Error(ErrorCode::kInternal, "load: a tensor check failed without a reason");
+    }
+  });
 
   const Assignment who =
-      verify ? assign_checks(manifest, &asked, comm.size()) : Assignment{};
+      verify ? assign_checks(manifest, keys, &asked_index, comm.size()) : Assignment{};
   std::vector<InlineChecker::Problem> found;  // (tensor index, problem)
   std::uint64_t pieces = 0, bytes = 0;
   std::exception_ptr error;  // one agreement for the pass, as in verify
@@ -370,7 +414,7 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
       continue;
     }
     try {
-      TensorShard* shard = state.find(record.spec.key());
+      TensorShard* shard = shards[t];
       std::vector<Box> boxes;
       if (shard) boxes = shard->region().boxes(record.spec.shape);
       checkpoint.reader->read(record, boxes, shard ? shard->data() : nullptr);

@@ -143,10 +143,19 @@ GlobalLayout gather_layout(const State& state, MPI_Comm mpi_comm) {
 
   GlobalLayout layout;
   layout.world_size = comm.size();
-  // Hashed: a state of many tensors costs one lookup per piece, not a
-  // string comparison per tree level.
+  // Ranks usually list the same tensors in the same order: tensor t of a
+  // rank is first compared with the layout's tensor t, and only tensors
+  // found elsewhere are looked up by key, in an index built at the first
+  // such one (a state of many tensors then costs one hash lookup per piece,
+  // not a string comparison per tree level). A rank's own list has each
+  // key once (State refuses duplicates).
   std::unordered_map<std::string, std::size_t> index;
-  if (!all.empty()) index.reserve(WireReader(all[0]).u64());
+  bool indexed = false;
+  const auto add_tensor = [&](TensorSpec spec) {
+    if (indexed) index.emplace(spec.key(), layout.tensors.size());
+    layout.tensors.push_back(TensorLayout{std::move(spec), {}});
+    return layout.tensors.size() - 1;
+  };
   for (int rank = 0; rank < comm.size(); ++rank) {
     WireReader r(all[rank]);
     const std::uint64_t count = r.u64();
@@ -159,16 +168,37 @@ GlobalLayout gather_layout(const State& state, MPI_Comm mpi_comm) {
       spec.shape.resize(r.u64());
       for (auto& d : spec.shape) d = r.u64();
       Region region = read_region(r);
-      const std::string key = spec.key();
-      auto [it, added] = index.emplace(key, layout.tensors.size());
-      if (added) {
-        layout.tensors.push_back(TensorLayout{std::move(spec), {}});
+      std::size_t at = layout.tensors.size();
+      bool added = false;
+      if (rank == 0) {
+        at = add_tensor(std::move(spec));
+        added = true;
+      } else if (t < layout.tensors.size() && layout.tensors[t].spec.group == spec.group &&
+                 layout.tensors[t].spec.name == spec.name &&
+                 layout.tensors[t].spec.opt_key == spec.opt_key) {
+        at = t;
       } else {
-        const TensorSpec& first = layout.tensors[it->second].spec;
+        if (!indexed) {
+          index.reserve(2 * layout.tensors.size());
+          for (std::size_t i = 0; i < layout.tensors.size(); ++i) {
+            index.emplace(layout.tensors[i].spec.key(), i);
+          }
+          indexed = true;
+        }
+        const auto it = index.find(spec.key());
+        if (it != index.end()) {
+          at = it->second;
+        } else {
+          at = add_tensor(std::move(spec));
+          added = true;
+        }
+      }
+      if (!added) {
+        const TensorSpec& first = layout.tensors[at].spec;
         if (first.dtype != spec.dtype || first.shape != spec.shape) {
           throw Error(ErrorCode::kMismatch,
-                      "tensor \"" + key + "\": rank " +
-                          std::to_string(layout.tensors[it->second].pieces.front().rank) +
+                      "tensor \"" + spec.key() + "\": rank " +
+                          std::to_string(layout.tensors[at].pieces.front().rank) +
                           " has " + std::string(dtype_name(first.dtype)) +
                           shape_text(first.shape) + " but rank " +
                           std::to_string(rank) + " has " +
@@ -176,7 +206,7 @@ GlobalLayout gather_layout(const State& state, MPI_Comm mpi_comm) {
                           shape_text(spec.shape));
         }
       }
-      layout.tensors[it->second].pieces.push_back(Piece{rank, std::move(region), true});
+      layout.tensors[at].pieces.push_back(Piece{rank, std::move(region), true});
     }
   }
   return layout;

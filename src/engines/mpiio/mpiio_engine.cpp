@@ -4,6 +4,7 @@
 
 #include "core/comm.hpp"
 #include "engines/mpiio/extent_plan.hpp"
+#include "floe/error.hpp"
 #include "io/checksum.hpp"
 #include "io/mpi_file.hpp"
 
@@ -134,13 +135,24 @@ WriteResult MpiioEngine::write_state(const SaveContext& ctx) {
     file.close();
   }
 
-  // 3. The checksums, to every rank, into the plan.
+  // 3. The checksums, to every rank, into the plan: rank r's pieces take
+  // r's checksums in layout order, as plan_extents placed them.
   mine.blobs.clear();
   const auto sums = comm.allgather_bytes(mine.encode());
   for (std::size_t r = 0; r < sums.size(); ++r) {
     all[r].piece_xxh3 = RankContribution::decode(sums[r]).piece_xxh3;
   }
-  plan = plan_extents(ctx.layout, all, kDataFile, alignment);
+  std::vector<std::size_t> taken(all.size(), 0);
+  for (auto& tensor : plan.tensors) {
+    for (auto& piece : tensor.pieces) {
+      const auto& rank_sums = all.at(static_cast<std::size_t>(piece.rank)).piece_xxh3;
+      if (taken[piece.rank] >= rank_sums.size()) {
+        throw Error(ErrorCode::kInternal, "rank " + std::to_string(piece.rank) +
+                                              " sent too few checksums");
+      }
+      piece.xxh3 = rank_sums[taken[piece.rank]++];
+    }
+  }
 
   WriteResult result;
   result.tensors = std::move(plan.tensors);

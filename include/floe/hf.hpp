@@ -50,8 +50,12 @@ struct HfExportOptions {
   // 0's working directory. Default: none.
   std::vector<std::filesystem::path> copy_files;
 
-  // The most bytes one rank moves per collective write, and the size of its
-  // staging buffer (where casts happen). Between 1 MiB and 1 GiB in
+  // A rank's staging memory for writing, where casts happen. export_hf and
+  // the hf engine write long unconverted runs straight from the state and
+  // the rest through four buffers of a quarter of it (at most 4 MiB each),
+  // or, when the runs are small, in collective rounds of at most this many
+  // bytes; export_checkpoint_hf reads slices of a quarter of it, the next
+  // while the previous ones are written. Between 1 MiB and 1 GiB in
   // practice; any value >= 64 works. Default: 32 MiB, which keeps a rank's
   // peak memory within its own part + 64 MiB (BENCHMARKS.md, "HF export").
   std::uint64_t round_bytes = 32ULL << 20;
@@ -89,9 +93,9 @@ HfExportSummary export_hf(const State& state, const std::filesystem::path& dir,
 // resumable engine at any world size) into `dir`, with the same bytes
 // export_hf would write from the saved state with the same options. Any
 // number of ranks works. Streams: each round, every rank reads one slice of
-// at most options.round_bytes of a file's data from the checkpoint (plus as
-// much again in the stored dtype when casting) and the ranks write their
-// slices with one collective write; no rank holds more. Throws the same
+// at most a quarter of options.round_bytes of a file's data from the
+// checkpoint (plus as much again in the stored dtype when casting) while its
+// previous slices are written; no rank holds more than four slices. Throws the same
 // Error on every rank: what open_checkpoint throws for a missing or
 // unreadable checkpoint (kNotFound when there is no manifest), the errors of
 // export_hf for bad options or an existing export, kIo when writing fails.

@@ -32,8 +32,8 @@ const char kHelp[] =
     "model.safetensors.index.json when the\ntensors exceed --max-shard-size "
     "(split greedily in checkpoint order, as\ntransformers' save_pretrained "
     "does). Optimizer state is never exported. Run\nunder mpirun to share the "
-    "work: each rank moves at most --buffer-size bytes\nper round (twice that "
-    "when casting), whatever the model's size. DIR must be\nempty or new; "
+    "work: each rank holds at most --buffer-size bytes of data\n(more when "
+    "casting), whatever the model's size. DIR must be\nempty or new; "
     "with --force an export already there is replaced (other files\nstay). "
     "Exit status: 0 written, 1 error, 2 usage.";
 
@@ -152,7 +152,8 @@ int run_export_hf(const std::vector<std::string>& args) {
       "A file to copy into DIR under its own name (config.json, "
       "tokenizer.json, ...); repeatable.")(
       "buffer-size", po::value<std::string>()->default_value("32MiB"),
-      "Bytes each rank reads and writes per round.")(
+      "Staging memory per rank: it reads a slice of a quarter of it while "
+      "the previous ones are written.")(
       "force", "Replace an export already in DIR.")(
       "checkpoint", po::value<std::string>()->required(), "The checkpoint.");
   line.positional.add("checkpoint", 1);

@@ -2,12 +2,16 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <exception>
+#include <new>
+#include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "core/comm.hpp"
-#include "engines/hf/early_writeback.hpp"
+#include "engines/hf/file_writer.hpp"
 #include "engines/hf/float_cast.hpp"
 #include "engines/hf/write_hints.hpp"
 #include "floe/error.hpp"
@@ -56,6 +60,10 @@ class Failure {
   void set(const std::string& why) {
     if (message_.empty()) message_ = path_ + ": " + why;
   }
+  // A message that names the file itself; empty: no failure.
+  void set_message(const std::string& message) {
+    if (message_.empty()) message_ = message;
+  }
   bool failed() const { return !message_.empty(); }
   std::exception_ptr error() const {
     return failed() ? std::make_exception_ptr(Error(ErrorCode::kIo, message_))
@@ -103,121 +111,109 @@ void build_file_type(const std::vector<WriteRun>& runs, OwnedType& type,
   }
 }
 
+// Bytes of each buffer independent writes go through (and at most
+// `round_bytes`, the caller's bound on staging memory, over the buffers).
+constexpr std::uint64_t kWriterBuffer = 4ull << 20;
+
+std::uint64_t writer_capacity(std::uint64_t round_bytes) {
+  return std::max<std::uint64_t>(
+      std::min(round_bytes / FileWriter::kBuffers, kWriterBuffer), 8);
+}
+
 // Runs at least this long that need no conversion are written straight
-// from the caller's buffer; shorter ones (the header, small boxes' rows) and
-// converted ones are packed into the staging buffer with their file
-// neighbours, so they cost one write per buffer instead of one each.
-constexpr std::uint64_t kDirectRun = 1ull << 20;
+// from the caller's memory, in pieces of kStraightPiece (each one's
+// writeback started as soon as it is written).
+constexpr std::uint64_t kStraightRun = 1ull << 20;
+constexpr std::uint64_t kStraightPiece = 16ull << 20;
 
-// Independent writes move at most this much per call, and start its
-// writeback (EarlyWriteback) before the next.
-constexpr std::uint64_t kWritebackChunk = 16ull << 20;
-
-bool direct(const WriteRun& run) {
-  return run.from == run.to && run.bytes() >= kDirectRun;
-}
-
-// Bytes of `runs` that go through the staging buffer.
-std::uint64_t packed_bytes(const std::vector<WriteRun>& runs) {
-  std::uint64_t total = 0;
-  for (const WriteRun& r : runs) {
-    if (!direct(r)) total += r.bytes();
-  }
-  return total;
-}
-
-// This rank's runs, written with independent MPI_File_write_at calls (no
-// rank waits for another until the file is synced): direct runs from their
-// own memory, runs adjacent in both file and memory as one call; the others
-// converted into `staging` and written a buffer at a time. After a failure
-// it writes nothing more.
+// This rank's runs (sorted by file offset) handed to the FileWriter: long
+// unconverted ones straight from their memory, the others copied (converted
+// where asked) into its buffers; runs adjacent in the file share a buffer,
+// so the header and small runs cost one write per buffer, not one each.
+// Stops early once the writer has failed.
 class IndependentWriter {
  public:
-  IndependentWriter(MPI_File fh, const std::filesystem::path& path,
-                    Failure& failure, unsigned char* staging,
-                    std::uint64_t capacity)
-      : fh_(fh),
-        writeback_(path),
-        failure_(failure),
-        staging_(staging),
-        capacity_(capacity) {}
+  explicit IndependentWriter(FileWriter& out) : out_(out) {}
 
   void write(const std::vector<WriteRun>& runs) {
-    for (std::size_t i = 0; i < runs.size() && !failure_.failed();) {
-      if (!direct(runs[i])) {
-        pack(runs[i++]);
+    for (const WriteRun& r : runs) {
+      if (out_.failed()) break;
+      if (!out_.direct() && r.from == r.to && r.bytes() >= kStraightRun) {
+        // Written from the caller's memory, no copy (not for O_DIRECT,
+        // which needs aligned memory).
+        flush();
+        for (std::uint64_t done = 0; done < r.bytes(); done += kStraightPiece) {
+          out_.write_from(r.file_offset + done, r.src + done,
+                          std::min(kStraightPiece, r.bytes() - done));
+        }
         continue;
       }
-      flush();
-      const std::uint64_t offset = runs[i].file_offset;
-      const unsigned char* const src = runs[i].src;
-      std::uint64_t n = runs[i].bytes();
-      for (++i; i < runs.size() && direct(runs[i]) &&
-                runs[i].file_offset == offset + n && runs[i].src == src + n;
-           ++i) {
-        n += runs[i].bytes();
+      const std::size_t in_size = dtype_size(r.from);
+      const std::size_t out_size = dtype_size(r.to);
+      for (std::uint64_t element = 0; element < r.count;) {
+        const std::uint64_t at = r.file_offset + element * out_size;
+        if (buffer_ && (offset_ + filled_ != at || room_ - filled_ < out_size))
+          flush();
+        if (!buffer_) {
+          buffer_ = out_.acquire(at);
+          offset_ = at;
+          room_ = out_.room(at);
+          filled_ = 0;
+        }
+        const std::uint64_t n =
+            std::min(r.count - element, (room_ - filled_) / out_size);
+        if (r.from == r.to) {
+          std::memcpy(buffer_ + filled_, r.src + element * in_size,
+                      n * out_size);
+        } else {
+          cast_elements(r.src + element * in_size, r.from, buffer_ + filled_,
+                        r.to, n);
+        }
+        filled_ += n * out_size;
+        element += n;
       }
-      put(offset, src, n);
     }
     flush();
   }
 
  private:
-  void pack(const WriteRun& r) {
-    const std::size_t in_size = dtype_size(r.from);
-    const std::size_t out_size = dtype_size(r.to);
-    for (std::uint64_t element = 0; element < r.count;) {
-      const std::uint64_t at = r.file_offset + element * out_size;
-      if (packed_ > 0 && packed_offset_ + packed_ != at) flush();
-      if (capacity_ - packed_ < out_size) flush();
-      if (packed_ == 0) packed_offset_ = at;
-      const std::uint64_t n =
-          std::min(r.count - element, (capacity_ - packed_) / out_size);
-      cast_elements(r.src + element * in_size, r.from, staging_ + packed_, r.to,
-                    n);
-      packed_ += n * out_size;
-      element += n;
-    }
-  }
-
   void flush() {
-    if (packed_ == 0) return;
-    put(packed_offset_, staging_, packed_);
-    packed_ = 0;
+    if (!buffer_) return;
+    out_.submit(filled_);
+    buffer_ = nullptr;
   }
 
-  // `n` bytes at `data` to file offset `offset`, kWritebackChunk a call,
-  // each chunk's writeback started as soon as it is written.
-  void put(std::uint64_t offset, const unsigned char* data, std::uint64_t n) {
-    while (n > 0 && !failure_.failed()) {
-      const std::uint64_t take = std::min(n, kWritebackChunk);
-      MPI_Status status;
-      if (failure_.check(
-              MPI_File_write_at(fh_, static_cast<MPI_Offset>(offset), data,
-                                static_cast<int>(take), MPI_BYTE, &status),
-              "MPI_File_write_at")) {
-        int written = 0;
-        MPI_Get_count(&status, MPI_BYTE, &written);
-        if (static_cast<std::uint64_t>(written) != take) {
-          failure_.set("MPI_File_write_at wrote " + std::to_string(written) +
-                       " of " + std::to_string(take) + " bytes at offset " +
-                       std::to_string(offset));
-        }
-        writeback_.written(offset, take);
-      }
-      offset += take;
-      data += take;
-      n -= take;
-    }
-  }
-
-  MPI_File fh_;
-  EarlyWriteback writeback_;
-  Failure& failure_;
-  unsigned char* staging_;
-  std::uint64_t capacity_;
-  std::uint64_t packed_offset_ = 0, packed_ = 0;
+  FileWriter& out_;
+  unsigned char* buffer_ = nullptr;
+  std::uint64_t offset_ = 0, room_ = 0, filled_ = 0;
 };
+
+// Runs `fill` on a thread of its own while the calling thread runs
+// `meanwhile` (if any); rethrows the first exception of either once both
+// are done.
+void fill_alongside(const std::function<void()>& fill,
+                    const std::function<void()>& meanwhile) {
+  if (!meanwhile) {
+    fill();
+    return;
+  }
+  std::exception_ptr fill_error, meanwhile_error;
+  std::thread filler([&] {
+    try {
+      fill();
+    } catch (...) {
+      fill_error = std::current_exception();
+    }
+  });
+  try {
+    meanwhile();
+  } catch (...) {
+    meanwhile_error = std::current_exception();
+  }
+  filler.join();
+  if (meanwhile_error) std::rethrow_exception(meanwhile_error);
+  if (fill_error) std::rethrow_exception(fill_error);
+}
 
 // The collective rounds for small runs: one file view over this rank's
 // runs, then MPI_File_write_all of at most `round_bytes` packed bytes per
@@ -263,7 +259,8 @@ void write_file_collectively(MPI_Comm mpi_comm,
                              std::uint64_t file_size,
                              const std::vector<WriteRun>& runs,
                              std::uint64_t round_bytes,
-                             std::vector<unsigned char>& staging) {
+                             std::vector<unsigned char>& staging,
+                             const std::function<void()>& meanwhile) {
   const Comm comm(mpi_comm);
   Failure failure(path.string());
   const std::uint64_t my_bytes = run_bytes(runs);
@@ -271,13 +268,12 @@ void write_file_collectively(MPI_Comm mpi_comm,
   const std::uint64_t all_runs =
       comm.allreduce_sum(static_cast<std::uint64_t>(runs.size()));
   const bool independent = large_runs(all_bytes, all_runs);
-  // Independent writes stage only what they pack; rounds stage everything.
-  const std::uint64_t staged =
-      std::min(round_bytes, independent ? packed_bytes(runs) : my_bytes);
+  // Rounds stage everything; independent writes go through FileWriter.
   const std::uint64_t rounds =
       independent ? 0
                   : comm.allreduce_max(rounds_needed(my_bytes, round_bytes));
-  if (staging.size() < staged) staging.resize(staged);
+  if (!independent && staging.size() < std::min(round_bytes, my_bytes))
+    staging.resize(std::min(round_bytes, my_bytes));
 
   const MpiInfo hints = write_hints(all_bytes, all_runs);
   MPI_File fh = MPI_FILE_NULL;
@@ -295,14 +291,40 @@ void write_file_collectively(MPI_Comm mpi_comm,
   }
   failure.check(MPI_File_set_size(fh, static_cast<MPI_Offset>(file_size)),
                 "MPI_File_set_size");
-  if (independent) {
-    IndependentWriter(fh, path, failure, staging.data(), staged).write(runs);
+  std::exception_ptr meanwhile_error;
+  if (independent && !failure.failed()) {
+    // The file exists on every rank now (MPI_File_open created it).
+    std::optional<FileWriter> writer;
+    try {
+      writer.emplace(path, writer_capacity(round_bytes));
+    } catch (const std::bad_alloc&) {
+      failure.set("cannot allocate the write buffers");
+    }
+    if (writer) {
+      try {
+        fill_alongside([&] { IndependentWriter(*writer).write(runs); },
+                       meanwhile);
+      } catch (...) {
+        meanwhile_error = std::current_exception();
+      }
+      failure.set_message(writer->finish());
+    }
   } else {
-    write_rounds(fh, runs, rounds, round_bytes, staging, failure);
+    if (meanwhile) {
+      try {
+        meanwhile();
+      } catch (...) {
+        meanwhile_error = std::current_exception();
+      }
+    }
+    if (!independent) {
+      write_rounds(fh, runs, rounds, round_bytes, staging, failure);
+    }
   }
   failure.check(MPI_File_sync(fh), "MPI_File_sync");
   failure.check(MPI_File_close(&fh), "MPI_File_close");
   agree_on_error(comm, failure.error());
+  if (meanwhile_error) std::rethrow_exception(meanwhile_error);
 }
 
 }  // namespace floe::hf

@@ -2,17 +2,18 @@
 // export, offline and streamed. The plan (files, headers, offsets) is the one
 // export_hf makes from the saved state, so the bytes are the same; the data
 // moves in rounds where each rank reads one bounded slice of the file's data
-// section from the checkpoint (converting dtypes if asked) and all ranks
-// write their slices with one MPI_File_write_at_all. No rank holds more than
-// its slice.
+// section from the checkpoint (converting dtypes if asked) into a FileWriter
+// buffer, which the writer's threads write while the rank reads its next
+// slices into the other buffers. No rank holds more than
+// FileWriter::kBuffers slices.
 #include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "core/comm.hpp"
-#include "engines/hf/early_writeback.hpp"
 #include "engines/hf/export_dir.hpp"
+#include "engines/hf/file_writer.hpp"
 #include "engines/hf/float_cast.hpp"
 #include "engines/hf/write_hints.hpp"
 #include "engines/hf/safetensors_index.hpp"
@@ -70,10 +71,9 @@ class FileStreamer {
     });
   }
 
-  void write(const fs::path& path, std::vector<unsigned char>& staging,
-             std::vector<unsigned char>& source) {
+  void write(const fs::path& path, std::vector<unsigned char>& source) {
     MPI_File fh = MPI_FILE_NULL;
-    // One contiguous slice per rank per call.
+    // One contiguous slice per rank per round.
     const std::uint64_t ranks = static_cast<std::uint64_t>(comm_.size());
     const MpiInfo info = hf::write_hints(slice_ * ranks, ranks);
     agree_mpi(comm_,
@@ -92,8 +92,17 @@ class FileStreamer {
                                &status);
       }
       agree_mpi(comm_, rc, path, "MPI_File_write_at (header)");
-      hf::EarlyWriteback writeback(path);
-      stream(fh, path, staging, source, writeback);
+      std::string written;  // the writer's error, if any
+      {
+        // A slice fits a buffer wherever it starts (room() >= slice).
+        hf::FileWriter writer(path, slice_ + hf::FileWriter::kAlign);
+        stream(writer, source);
+        written = writer.finish();
+      }
+      agree_on_error(comm_, written.empty()
+                                ? nullptr
+                                : std::make_exception_ptr(
+                                      Error(ErrorCode::kIo, written)));
       agree_mpi(comm_, MPI_File_sync(fh), path, "MPI_File_sync");
     } catch (...) {
       // Every rank is here: each step above agrees on its failure.
@@ -104,10 +113,9 @@ class FileStreamer {
   }
 
  private:
-  void stream(MPI_File fh, const fs::path& path,
-              std::vector<unsigned char>& staging,
-              std::vector<unsigned char>& source,
-              hf::EarlyWriteback& writeback) {
+  // The rounds: this rank's slice of each read into a writer buffer and
+  // handed over, so the writer's threads write it while the next is read.
+  void stream(hf::FileWriter& writer, std::vector<unsigned char>& source) {
     const std::uint64_t data_start = file_.header.size();
     const std::uint64_t data_bytes = file_.size - data_start;
     const auto ranks = static_cast<std::uint64_t>(comm_.size());
@@ -121,36 +129,24 @@ class FileStreamer {
       const std::uint64_t mine_begin =
           std::min(round_begin + rank * slice_, round_end);
       const std::uint64_t mine_end = std::min(mine_begin + slice_, round_end);
-      if (staging.size() < mine_end - mine_begin)
-        staging.resize(mine_end - mine_begin);
+      unsigned char* const slice = writer.acquire(data_start + mine_begin);
       // Every tensor whose data meets this round, in the same order on every
       // rank (the reads are collective); each rank asks for its part only.
       for (std::size_t k = next; k < order_.size(); ++k) {
         const hf::PlannedTensor& t = plan_.tensors[order_[k]];
         if (t.begin >= round_end) break;
         if (t.nbytes == 0 || t.begin + t.nbytes <= round_begin) continue;
-        read_part(t, mine_begin, mine_end, staging, source);
+        read_part(t, mine_begin, mine_end, slice, source);
         if (t.begin + t.nbytes <= round_end) next = k + 1;
       }
-      MPI_Status status;
-      const std::uint64_t n = mine_end - mine_begin;
-      int rc = MPI_File_write_at_all(
-          fh, static_cast<MPI_Offset>(data_start + mine_begin), staging.data(),
-          static_cast<int>(n), MPI_BYTE, &status);
-      if (rc == MPI_SUCCESS && n > 0) {  // no status is promised for 0
-        int written = 0;
-        MPI_Get_count(&status, MPI_BYTE, &written);
-        if (static_cast<std::uint64_t>(written) != n) rc = MPI_ERR_IO;
-      }
-      agree_mpi(comm_, rc, path, "MPI_File_write_at_all");
-      writeback.written(data_start + mine_begin, n);
+      writer.submit(mine_end - mine_begin);
     }
   }
 
   // Collective: fills this rank's bytes [begin, end) of the data section
   // that tensor `t` covers (possibly none) from the checkpoint.
   void read_part(const hf::PlannedTensor& t, std::uint64_t begin,
-                 std::uint64_t end, std::vector<unsigned char>& staging,
+                 std::uint64_t end, unsigned char* slice,
                  std::vector<unsigned char>& source) {
     const std::uint64_t lo = std::max(begin, t.begin);
     const std::uint64_t hi = std::max(lo, std::min(end, t.begin + t.nbytes));
@@ -164,7 +160,7 @@ class FileStreamer {
       const std::uint64_t first = (lo - t.begin) / out_size;
       boxes = flat_range_to_boxes(t.shape, FlatRange{first, first + count});
     }
-    unsigned char* out = staging.data() + (count > 0 ? lo - begin : 0);
+    unsigned char* out = slice + (count > 0 ? lo - begin : 0);
     const TensorRecord& record = *sources_[t.source];
     const bool cast = t.dtype != t.source_dtype;
     if (cast && source.size() < count * in_size) source.resize(count * in_size);
@@ -206,14 +202,20 @@ HfExportSummary export_checkpoint_hf(const fs::path& checkpoint,
   const std::vector<std::string> copied =
       hf::copy_files_on_rank0(comm, options.copy_files, dir, plan, *fs);
 
-  // A multiple of 8 bytes, so every slice starts on an element boundary.
-  const std::uint64_t slice =
-      std::clamp(options.round_bytes, kMinSlice, kMaxSlice) / 8 * 8;
-  std::vector<unsigned char> staging, source;
+  // The writer's buffers (one being read into, the others written) share
+  // round_bytes. A multiple of 8 bytes, so every slice starts on an element
+  // boundary; of 4 KiB when large, so consecutive slices keep the same
+  // alignment.
+  std::uint64_t slice = std::clamp(options.round_bytes, kMinSlice, kMaxSlice) /
+                        hf::FileWriter::kBuffers;
+  slice = slice >= 2 * hf::FileWriter::kAlign
+              ? slice / hf::FileWriter::kAlign * hf::FileWriter::kAlign
+              : slice / 8 * 8;
+  std::vector<unsigned char> source;
   HfExportSummary summary;
   for (std::size_t f = 0; f < plan.files.size(); ++f) {
     FileStreamer(comm, *ckpt.reader, sources, plan, f, slice)
-        .write(dir / plan.files[f].name, staging, source);
+        .write(dir / plan.files[f].name, source);
     summary.files.push_back(plan.files[f].name);
   }
   if (!plan.index_json.empty()) {

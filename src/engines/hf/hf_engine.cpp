@@ -70,7 +70,7 @@ class HfEngine final : public CheckpointEngine {
  protected:
   // The manifest describes the safetensors data as the files hold it: one
   // piece per tensor (rank 0, the whole tensor, its absolute offset), with
-  // the XXH3 of its bytes as the file holds them (tensor_checksums).
+  // the XXH3 of its bytes as the file holds them (TensorChecksums).
   // Optimizer tensors and blobs are not exported.
   WriteResult write_state(const SaveContext& ctx) override {
     const hf::ExportOutcome outcome = hf::write_export(

@@ -1,6 +1,8 @@
 #include "engines/hf/safetensors_writer.hpp"
 
 #include <algorithm>
+#include <functional>
+#include <optional>
 
 #include "core/comm.hpp"
 #include "engines/hf/collective_write.hpp"
@@ -56,6 +58,10 @@ ExportOutcome write_export(const GlobalLayout& layout, const State& state,
   const std::uint64_t round_bytes =
       std::clamp(options.round_bytes, kMinRoundBytes, kMaxRoundBytes);
   std::vector<unsigned char> staging;
+  // The checksums from the writers' buffers are computed while the first
+  // file is written (the CPU is idle while the device works).
+  std::optional<TensorChecksums> sums;
+  if (checksums) sums.emplace(plan, layout, state, comm);
   for (std::size_t f = 0; f < plan.files.size(); ++f) {
     const fs::path path = dir / plan.files[f].name;
     std::vector<WriteRun> runs;
@@ -63,10 +69,13 @@ ExportOutcome write_export(const GlobalLayout& layout, const State& state,
       runs = runs_for_file(plan, f, layout, state, comm.rank());
       fs.before_data_write(path, run_bytes(runs));
     });
+    std::function<void()> meanwhile;
+    if (sums && f == 0) meanwhile = [&] { sums->hash_buffers(); };
     write_file_collectively(mpi_comm, path, plan.files[f].size, runs,
-                            round_bytes, staging);
+                            round_bytes, staging, meanwhile);
     out.files.push_back(plan.files[f].name);
   }
+  if (sums && plan.files.empty()) sums->hash_buffers();
   if (!plan.index_json.empty()) {
     collectively(comm, [&] {
       if (comm.rank() == 0)
@@ -87,7 +96,7 @@ ExportOutcome write_export(const GlobalLayout& layout, const State& state,
       }
     }
   });
-  if (checksums) out.xxh3 = tensor_checksums(plan, layout, state, dir, comm);
+  if (sums) out.xxh3 = sums->finish(dir);
   return out;
 }
 

@@ -33,8 +33,8 @@ struct ExportOutcome {
 // through `fs`), each data file with write_file_collectively, the index
 // (rank 0, through `fs`), a check (rank 0, through `fs`) that each file has
 // its planned size, then, with `checksums`, each tensor's checksum
-// (tensor_checksums: from the writers' buffers, or read back). Throws the
-// same Error on every rank.
+// (TensorChecksums: from the writers' buffers while the first file is
+// written, or read back at the end). Throws the same Error on every rank.
 ExportOutcome write_export(const GlobalLayout& layout, const State& state,
                            MPI_Comm comm, const std::filesystem::path& dir,
                            const HfExportOptions& options, FileSystem& fs,

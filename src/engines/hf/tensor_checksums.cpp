@@ -24,13 +24,6 @@ constexpr std::uint64_t kCastChunk = 1u << 20;
 // The tag of the messages that carry a stream's state from rank to rank.
 constexpr int kStateTag = 0x4846;
 
-// Elements [begin, end) of a tensor, written by `rank` from the start of
-// its buffer.
-struct Stretch {
-  std::uint64_t begin = 0, end = 0;
-  int rank = 0;
-};
-
 // The writer pieces of `tensor` as stretches in tensor order, if each is
 // contiguous and together they tile the tensor exactly; nullopt otherwise.
 std::optional<std::vector<Stretch>> stretches_of(const TensorLayout& tensor,
@@ -220,22 +213,25 @@ void hash_from_files(const ExportPlan& plan, const std::vector<int>& owner,
 
 }  // namespace
 
-std::vector<std::uint64_t> tensor_checksums(const ExportPlan& plan,
-                                            const GlobalLayout& layout,
-                                            const State& state,
-                                            const fs::path& dir,
-                                            const Comm& comm) {
+TensorChecksums::TensorChecksums(const ExportPlan& plan,
+                                 const GlobalLayout& layout, const State& state,
+                                 const Comm& comm)
+    : plan_(plan), layout_(layout), state_(state), comm_(comm) {
   // The same on every rank: computed from the layout alone.
-  std::vector<std::optional<std::vector<Stretch>>> chains;
   for (const PlannedTensor& t : plan.tensors) {
-    chains.push_back(stretches_of(layout.tensors[t.source], t.shape));
+    chains_.push_back(stretches_of(layout.tensors[t.source], t.shape));
   }
-  WireWriter mine;
-  hash_from_buffers(plan, layout, state, chains, comm, mine);
-  hash_from_files(plan, read_back_owners(plan, chains, comm.size()), dir, comm,
-                  mine);
-  std::vector<std::uint64_t> out(plan.tensors.size(), 0);
-  for (const std::string& part : comm.allgather_bytes(mine.bytes())) {
+}
+
+void TensorChecksums::hash_buffers() {
+  hash_from_buffers(plan_, layout_, state_, chains_, comm_, mine_);
+}
+
+std::vector<std::uint64_t> TensorChecksums::finish(const fs::path& dir) {
+  hash_from_files(plan_, read_back_owners(plan_, chains_, comm_.size()), dir,
+                  comm_, mine_);
+  std::vector<std::uint64_t> out(plan_.tensors.size(), 0);
+  for (const std::string& part : comm_.allgather_bytes(mine_.bytes())) {
     WireReader r(part);
     while (!r.done()) {
       const std::uint64_t i = r.u64();

@@ -112,17 +112,14 @@ TEST(Hdf5Engine, FileLayoutTypesAndAttributes) {
 }
 
 TEST(Hdf5Engine, H5pyReadsTheCheckpoint) {
-  TempDir dir;
-  const int rank = world_rank(), size = world_size();
-  SimpleTrainer trainer;
-  build_region_kinds(trainer.state(), rank, size);
-  trainer.state().add_model("mask", DType::kBool, {5}, replicated_whole({5}));
-  fill_expected(*trainer.state().find("model/mask"));
-  trainer.state().set_scalar("lr", 0.25);
-  trainer.state().set_blob("rng", {1, 2, static_cast<std::uint8_t>(rank)});
-  const Manifest manifest =
-      manifest_of(write_direct(trainer, make_dir(dir / "c")));
-  if (rank != 0) return;  // no collectives follow
+  RegionKindsCheckpoint c;
+  State& state = c.trainer.state();
+  state.add_model("mask", DType::kBool, {5}, replicated_whole({5}));
+  fill_expected(*state.find("model/mask"));
+  state.set_scalar("lr", 0.25);
+  state.set_blob("rng", {1, 2, static_cast<std::uint8_t>(c.rank)});
+  const Manifest& manifest = c.write();
+  if (c.rank != 0) return;  // no collectives follow
   // An absolute path from CMake: __FILE__ is relative under ccache's
   // base_dir.
   const fs::path script = fs::path(FLOE_TEST_SOURCE_DIR) / "python" / "check_h5py.py";
@@ -148,15 +145,14 @@ TEST(Hdf5Engine, H5pyReadsTheCheckpoint) {
         {"shape", tensor.spec.shape},
         {"hex", hex}};
   }
-  for (int r = 0; r < size; ++r) {
+  for (int r = 0; r < c.size; ++r) {
     expected["blobs"]["/ranks/" + std::to_string(r) + "/rng"] = {1, 2, r};
-    expected["world_size"] = size;
+    expected["world_size"] = c.size;
   }
-  const fs::path json = dir / "expected.json";
+  const fs::path json = c.dir / "expected.json";
   std::ofstream(json) << expected.dump();
   const std::string command = "/usr/bin/python3 " + script.string() + " " +
-                              (dir / "c" / "checkpoint.h5").string() + " " +
-                              json.string();
+                              c.file().string() + " " + json.string();
   EXPECT_EQ(std::system(command.c_str()), 0) << command;
 }
 
@@ -173,13 +169,9 @@ void edit_file(const fs::path& file, const std::function<void(hid_t)>& edit) {
 }
 
 TEST(Hdf5Engine, MissingOrAlteredDatasetIsCorruptNamingFileAndDataset) {
-  TempDir dir;
-  const int rank = world_rank(), size = world_size();
-  SimpleTrainer trainer;
-  build_region_kinds(trainer.state(), rank, size);
-  const Manifest manifest =
-      manifest_of(write_direct(trainer, make_dir(dir / "c")));
-  const fs::path file = dir / "c" / "checkpoint.h5";
+  RegionKindsCheckpoint c;
+  const Manifest& manifest = c.write();
+  const fs::path file = c.file();
   edit_file(file, [](hid_t f) {
     H5Ldelete(f, "/model/model.layers.0.mlp.weight", H5P_DEFAULT);
     const hid_t d = H5Dopen2(f, "/model/model.bias", H5P_DEFAULT);
@@ -211,9 +203,7 @@ TEST(Hdf5Engine, MissingOrAlteredDatasetIsCorruptNamingFileAndDataset) {
     H5Sclose(s);
     H5Dclose(bad);
   });
-  auto files = posix_file_system();
-  h5::Hdf5Reader reader(
-      ReadContext{dir / "c", manifest, MPI_COMM_WORLD, *files});
+  h5::Hdf5Reader reader(c.read_context());
   std::vector<unsigned char> buffer(1024);
   const std::vector<Box> no_boxes;
   EXPECT_TRUE(throws_error(
@@ -244,49 +234,44 @@ TEST(Hdf5Engine, MissingOrAlteredDatasetIsCorruptNamingFileAndDataset) {
 }
 
 TEST(Hdf5Engine, BadRequestOnOneRankFailsOnEveryRank) {
-  TempDir dir;
-  const int rank = world_rank(), size = world_size();
-  SimpleTrainer trainer;
-  build_region_kinds(trainer.state(), rank, size);
-  const Manifest manifest =
-      manifest_of(write_direct(trainer, make_dir(dir / "c")));
-  auto files = posix_file_system();
-  // Read with H5Dread (collective): the error is agreed on.
-  h5::Hdf5Reader reader(
-      ReadContext{dir / "c", manifest, MPI_COMM_WORLD, *files},
-      /*direct_below=*/0);
-  std::vector<unsigned char> buffer(1024);
-  std::vector<Box> boxes = {Box{{0, 0}, {1, 5}}};
-  if (rank == size - 1) boxes.push_back(Box{{2, 0}, {2, 5}});  // past row 3
-  EXPECT_TRUE(throws_error(
-      [&] {
-        reader.read(record_of(manifest, "model/model.layers.0.mlp.weight"),
-                    boxes, buffer.data());
-      },
-      ErrorCode::kInvalidArgument, {"model/model.layers.0.mlp.weight"}));
-  EXPECT_TRUE(reads_expected(reader, manifest,
-                             "model/model.layers.0.mlp.weight",
-                             {Box{{0, 0}, {3, 5}}}));
+  RegionKindsCheckpoint c;
+  const Manifest& manifest = c.write();
+  // Read with the collective check (then H5Dread or pread): the error is
+  // agreed on before any byte moves.
+  for (const auto large : {h5::Hdf5Reader::LargeReads::kCollective,
+                           h5::Hdf5Reader::LargeReads::kDirect}) {
+    h5::Hdf5Reader reader(c.read_context(), /*direct_below=*/0, large);
+    std::vector<unsigned char> buffer(1024);
+    std::vector<Box> boxes = {Box{{0, 0}, {1, 5}}};
+    if (c.rank == c.size - 1) {
+      boxes.push_back(Box{{2, 0}, {2, 5}});  // past row 3
+    }
+    EXPECT_TRUE(throws_error(
+        [&] {
+          reader.read(record_of(manifest, "model/model.layers.0.mlp.weight"),
+                      boxes, buffer.data());
+        },
+        ErrorCode::kInvalidArgument, {"model/model.layers.0.mlp.weight"}));
+    EXPECT_TRUE(reads_expected(reader, manifest,
+                               "model/model.layers.0.mlp.weight",
+                               {Box{{0, 0}, {3, 5}}}));
+  }
 }
 
 TEST(Hdf5Engine, BadRequestOfADirectReadFailsOnItsRankOnly) {
-  TempDir dir;
-  const int rank = world_rank(), size = world_size();
-  SimpleTrainer trainer;
-  build_region_kinds(trainer.state(), rank, size);
-  const Manifest manifest =
-      manifest_of(write_direct(trainer, make_dir(dir / "c")));
-  auto files = posix_file_system();
-  h5::Hdf5Reader reader(
-      ReadContext{dir / "c", manifest, MPI_COMM_WORLD, *files});
+  RegionKindsCheckpoint c;
+  const Manifest& manifest = c.write();
+  h5::Hdf5Reader reader(c.read_context());
   // A direct read is local (no collective call to leave waiting): only the
   // rank that asked for a box outside the tensor fails; load and verify
   // agree once on every rank's outcome after their last read.
   std::vector<unsigned char> buffer(1024);
   std::vector<Box> boxes = {Box{{0, 0}, {1, 5}}};
-  if (rank == size - 1) boxes.push_back(Box{{2, 0}, {2, 5}});  // past row 3
+  if (c.rank == c.size - 1) {
+    boxes.push_back(Box{{2, 0}, {2, 5}});  // past row 3
+  }
   const auto& record = record_of(manifest, "model/model.layers.0.mlp.weight");
-  if (rank == size - 1) {
+  if (c.rank == c.size - 1) {
     EXPECT_TRUE(throws_error([&] { reader.read(record, boxes, buffer.data()); },
                              ErrorCode::kInvalidArgument,
                              {"model/model.layers.0.mlp.weight"}));
@@ -300,14 +285,10 @@ TEST(Hdf5Engine, BadRequestOfADirectReadFailsOnItsRankOnly) {
 }
 
 TEST(Hdf5Engine, DataFileMustBeAnHdf5FileInsideTheCheckpoint) {
-  TempDir dir;
-  const int rank = world_rank(), size = world_size();
-  SimpleTrainer trainer;
-  build_region_kinds(trainer.state(), rank, size);
-  Manifest manifest = manifest_of(write_direct(trainer, make_dir(dir / "c")));
-  auto files = posix_file_system();
+  RegionKindsCheckpoint c;
+  const Manifest& manifest = c.write();
   auto open = [&](const Manifest& m) {
-    h5::Hdf5Reader reader(ReadContext{dir / "c", m, MPI_COMM_WORLD, *files});
+    h5::Hdf5Reader reader(c.read_context(m));
   };
   Manifest escaping = manifest;
   for (auto& tensor : escaping.tensors) {
@@ -317,10 +298,10 @@ TEST(Hdf5Engine, DataFileMustBeAnHdf5FileInsideTheCheckpoint) {
   EXPECT_TRUE(throws_error([&] { open(escaping); }, ErrorCode::kCorrupt,
                            {"../elsewhere.h5"}));
 
-  if (rank == 0) {
-    fs::copy_file(dir / "c" / "checkpoint.h5", dir / "outside.h5");
-    fs::create_symlink(dir / "outside.h5", dir / "c" / "link.h5");
-    std::ofstream(dir / "c" / "text.h5") << "not hdf5";
+  if (c.rank == 0) {
+    fs::copy_file(c.file(), c.dir / "outside.h5");
+    fs::create_symlink(c.dir / "outside.h5", c.path() / "link.h5");
+    std::ofstream(c.path() / "text.h5") << "not hdf5";
   }
   MPI_Barrier(MPI_COMM_WORLD);
   auto renamed = [&](const std::string& name) {

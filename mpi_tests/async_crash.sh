@@ -5,7 +5,25 @@
 # values, and that no staging directory survives the resume.
 # usage: async_crash.sh MPIEXEC BINARY ENGINE SCRATCH
 set -u
+if (($# != 4)); then
+  echo "usage: $0 MPIEXEC BINARY ENGINE SCRATCH" >&2
+  exit 2
+fi
 mpiexec=$1 binary=$2 engine=$3 scratch=$4
+if ! command -v "$mpiexec" >/dev/null; then
+  echo "$0: MPI launcher '$mpiexec' not found" >&2
+  exit 2
+fi
+if [[ ! -x $binary ]]; then
+  echo "$0: '$binary' is not an executable: build the async_crash target first" >&2
+  exit 2
+fi
+# Staging directories left in $1 (0 when $1 does not exist: the save was
+# killed before it made the checkpoint directory).
+staging_count() {
+  if [[ -d $1 ]]; then find "$1" -mindepth 1 -maxdepth 1 -name '.staging-*' | wc -l
+  else echo 0; fi
+}
 sites=(
   "mkdir|.staging-"  "write data|"  "fsync|.staging-"  "write|manifest.json"
   "rename|manifest.json"  "rename|global_step_2"  "fsync directory|"  "write|latest"
@@ -17,12 +35,12 @@ for site in "${sites[@]}"; do
   op=${site%%|*} part=${site#*|}
   n=$((n + 1))
   dir="$scratch/$engine-async$n"  # no site words in the path: rules match paths
-  rm -rf "$dir" "$dir.returned"
-  "$mpiexec" -n 2 "$binary" save "$dir" "$engine" "$op" "$part" >/dev/null 2>&1
+  rm -rf "$dir" "$dir.returned" "$dir.log"
+  "$mpiexec" -n 2 "$binary" save "$dir" "$engine" "$op" "$part" >"$dir.log" 2>&1
   rc=$?
   latest=$(cat "$dir/latest" 2>/dev/null)
   result=$("$mpiexec" -n 2 "$binary" check "$dir" "$engine" 2>&1 | grep resumed_step)
-  after=$(ls -a "$dir" | grep -c '^\.staging-')
+  after=$(staging_count "$dir")
   verdict=ok
   if [[ $rc -eq 0 || $rc -eq 3 ]]; then verdict="FAIL (the save was not killed: rc=$rc)"
   elif [[ ! -e $dir.returned ]]; then verdict="FAIL (killed before save() returned)"
@@ -32,7 +50,11 @@ for site in "${sites[@]}"; do
   fi
   printf '%-6s kill at %-18s %-16s latest=%s, %s: %s\n' \
     "$engine" "$op" "${part:-(any)}" "$latest" "$result" "$verdict"
-  [[ $verdict == ok ]] || failed=$((failed + 1))
+  if [[ $verdict != ok ]]; then
+    failed=$((failed + 1))
+    echo "  the killed save's output ($dir.log), last lines:"
+    tail -n 5 "$dir.log" | sed 's/^/    /'
+  fi
 done
 echo "$(( ${#sites[@]} - failed )) passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -4,22 +4,41 @@
 # 2 once `latest` was replaced) and that no staging directory survives.
 # usage: crash_at_site.sh MPIEXEC BINARY ENGINE SCRATCH
 set -u
+if (($# != 4)); then
+  echo "usage: $0 MPIEXEC BINARY ENGINE SCRATCH" >&2
+  exit 2
+fi
 mpiexec=$1 binary=$2 engine=$3 scratch=$4
+if ! command -v "$mpiexec" >/dev/null; then
+  echo "$0: MPI launcher '$mpiexec' not found" >&2
+  exit 2
+fi
+if [[ ! -x $binary ]]; then
+  echo "$0: '$binary' is not an executable: build the crash_at_site target first" >&2
+  exit 2
+fi
+# Staging directories left in $1 (0 when $1 does not exist: the save was
+# killed before it made the checkpoint directory).
+staging_count() {
+  if [[ -d $1 ]]; then find "$1" -mindepth 1 -maxdepth 1 -name '.staging-*' | wc -l
+  else echo 0; fi
+}
 sites=(
   "write data|"  "fsync|.staging-"  "write|manifest.json"  "rename|manifest.json"
   "rename|global_step_2"  "fsync directory|"  "write|latest"  "rename|latest"
 )
+mkdir -p "$scratch"
 failed=0 n=0
 for site in "${sites[@]}"; do
   op=${site%%|*} part=${site#*|}
   n=$((n + 1))
   dir="$scratch/$engine-site$n"  # no site words in the path: rules match paths
-  rm -rf "$dir"
-  "$mpiexec" -n 2 "$binary" save "$dir" "$engine" "$op" "$part" >/dev/null 2>&1
+  rm -rf "$dir" "$dir.log"
+  "$mpiexec" -n 2 "$binary" save "$dir" "$engine" "$op" "$part" >"$dir.log" 2>&1
   rc=$?
-  leftovers=$(ls -a "$dir" | grep -c '^\.staging-')
+  leftovers=$(staging_count "$dir")
   result=$("$mpiexec" -n 2 "$binary" check "$dir" "$engine" 2>&1 | grep resumed_step)
-  after=$(ls -a "$dir" | grep -c '^\.staging-')
+  after=$(staging_count "$dir")
   step=${result#resumed_step=}; step=${step%% *}
   verdict=ok
   if [[ $rc -eq 0 || $rc -eq 3 ]]; then verdict="FAIL (the save was not killed: rc=$rc)"
@@ -29,7 +48,11 @@ for site in "${sites[@]}"; do
   fi
   printf '%-8s kill at %-16s %-16s staging before=%s after=%s resumed step %s: %s\n' \
     "$engine" "$op" "${part:-(any)}" "$leftovers" "$after" "$step" "$verdict"
-  [[ $verdict == ok ]] || failed=$((failed + 1))
+  if [[ $verdict != ok ]]; then
+    failed=$((failed + 1))
+    echo "  the killed save's output ($dir.log), last lines:"
+    tail -n 5 "$dir.log" | sed 's/^/    /'
+  fi
 done
 echo "$(( ${#sites[@]} - failed )) passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -69,6 +69,42 @@ void clear(const fs::path& dir, int rank) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+// Untimed, before every timed write: the page cache of everything under
+// `dir` is written back and dropped, so each write starts from the same
+// state (it gets the pages the op before it used). Without it the writes'
+// speed depended on what ran just before: on a VM whose free pages go back
+// to the host (free page reporting), copying into page-cache pages just
+// freed ran at 2-3 GB/s and into others at ~0.5 GB/s, and only the raw
+// write freed its own (its untimed removal of a file the raw read had just
+// cached).
+void settle(const fs::path& dir) {
+  MPI_Barrier(MPI_COMM_WORLD);
+  drop_cache(dir);
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// The raw write of one repetition: each rank writes its bytes to a new
+// file and fsyncs it (`write_s`), then removes the file of the repetition
+// before (`with_remove_s`, from the same start), as the hf engine's
+// retention removes the previous export inside its save. Slowest rank each.
+struct RawTimes {
+  double write_s = 0, with_remove_s = 0;
+};
+
+RawTimes timed_raw_write(const fs::path& file, const fs::path& previous,
+                         const State& state) {
+  MPI_Barrier(MPI_COMM_WORLD);
+  const double start = MPI_Wtime();
+  raw_write(file, state);
+  const double written = MPI_Wtime();
+  std::error_code ec;
+  fs::remove(previous, ec);  // absent in the first repetition
+  const double removed = MPI_Wtime();
+  double mine[2] = {written - start, removed - start}, slowest[2] = {0, 0};
+  MPI_Allreduce(mine, slowest, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  return RawTimes{slowest[0], slowest[1]};
+}
+
 }  // namespace
 
 void run_export_bench(State& state, const ExportBenchOptions& options) {
@@ -101,8 +137,13 @@ void run_export_bench(State& state, const ExportBenchOptions& options) {
   export_options.round_bytes = options.buffer;
   std::map<std::string, std::vector<double>> seconds;
   Memory in_memory, engine_memory, offline_memory;
-  const fs::path raw_file = dir / "raw" / ("rank" + std::to_string(rank) + ".bin");
-  if (rank == 0) fs::create_directories(raw_file.parent_path());
+  // Two raw files per rank, used in turns: each repetition writes one and
+  // removes the other.
+  auto raw_file = [&](int r) {
+    return dir / "raw" /
+           ("rank" + std::to_string(rank) + "." + std::to_string(r % 2) + ".bin");
+  };
+  if (rank == 0) fs::create_directories(dir / "raw");
   // The three writes run in a rotated order each repetition, so each takes
   // every position equally often (see cmd_bench.cpp).
   std::vector<std::string> order = {"raw write", "export_hf", "hf engine save"};
@@ -110,16 +151,20 @@ void run_export_bench(State& state, const ExportBenchOptions& options) {
     trainer.progress_now.global_step = r + 2;
     for (const auto& op : order) {
       if (op == "raw write") {
-        // Like the exports, which write into a directory cleared beforehand
-        // (untimed), raw writes a new file rather than rewriting its last one.
-        fs::remove(raw_file);
-        seconds[op].push_back(timed(MPI_COMM_WORLD, [&] { raw_write(raw_file, state); }));
+        settle(dir);
+        const RawTimes t = timed_raw_write(raw_file(r), raw_file(r + 1), state);
+        seconds[op].push_back(t.write_s);
+        seconds["raw write + remove"].push_back(t.with_remove_s);
       } else if (op == "export_hf") {
+        // Into a directory emptied beforehand (untimed): export_hf removes
+        // nothing.
         clear(dir / "hf-mem", rank);
+        settle(dir);
         seconds[op].push_back(measured(in_memory, [&] {
           export_hf(state, dir / "hf-mem", MPI_COMM_WORLD, export_options);
         }));
       } else {
+        settle(dir);
         seconds[op].push_back(measured(engine_memory, [&] { hf_engine->save(); }));
       }
     }
@@ -127,7 +172,8 @@ void run_export_bench(State& state, const ExportBenchOptions& options) {
     clear(dir / "hf-ckpt", rank);
     drop_cache(dir);
     MPI_Barrier(MPI_COMM_WORLD);
-    seconds["raw read"].push_back(timed(MPI_COMM_WORLD, [&] { raw_read(raw_file, state); }));
+    seconds["raw read"].push_back(
+        timed(MPI_COMM_WORLD, [&] { raw_read(raw_file(r), state); }));
     seconds["export-hf"].push_back(measured(offline_memory, [&] {
       export_checkpoint_hf(ckpt, dir / "hf-ckpt", MPI_COMM_WORLD,
                            export_options);
@@ -166,8 +212,8 @@ void run_export_bench(State& state, const ExportBenchOptions& options) {
   std::snprintf(row, sizeof row, "%-16s %10s %8s %14s\n", "op", "median s",
                 "GB/s", "vs raw write");
   out() << row;
-  for (const char* op : {"raw write", "raw read", "export_hf", "hf engine save",
-                         "export-hf"}) {
+  for (const char* op : {"raw write", "raw write + remove", "raw read",
+                         "export_hf", "hf engine save", "export-hf"}) {
     const double m = median(seconds[op]);
     const double ratio = raw_write_s / m;
     std::snprintf(row, sizeof row, "%-16s %10.3f %8.3f %14.3f\n", op, m,
@@ -179,6 +225,15 @@ void run_export_bench(State& state, const ExportBenchOptions& options) {
                                  {"gb_per_s", total / m / 1e9},
                                  {"throughput_vs_raw_write", ratio}});
   }
+  // The hf engine's save removes the previous export (keep_last_n: 1), as
+  // "raw write + remove" removes the previous raw file.
+  const double engine_vs_remove =
+      median(seconds["raw write + remove"]) / median(seconds["hf engine save"]);
+  std::snprintf(row, sizeof row,
+                "hf engine save vs raw write + remove: %.3f\n",
+                engine_vs_remove);
+  out() << row;
+  report["hf_engine_vs_raw_write_plus_remove"] = engine_vs_remove;
   const double offline_vs_both =
       (raw_read_s + raw_write_s) / median(seconds["export-hf"]);
   std::snprintf(row, sizeof row,

@@ -60,10 +60,11 @@ std::uint64_t flat_index(const Shape& shape, const Shape& index) {
 std::vector<std::uint64_t> box_elements(const Shape& shape, const Box& box) {
   std::vector<std::uint64_t> out;
   const std::uint64_t n = box.elements();
+  out.reserve(n);
   Shape index(box.offset.size(), 0);
+  Shape global(box.offset.size());  // one allocation, not one per element
   for (std::uint64_t i = 0; i < n; ++i) {
-    Shape global = box.offset;
-    for (std::size_t d = 0; d < global.size(); ++d) global[d] += index[d];
+    for (std::size_t d = 0; d < global.size(); ++d) global[d] = box.offset[d] + index[d];
     out.push_back(flat_index(shape, global));
     for (std::size_t d = index.size(); d-- > 0;) {
       if (++index[d] < box.extent[d]) break;

@@ -1,8 +1,12 @@
 // hf::FileWriter, the export's per-rank writer thread: stretches at any
 // offset and length land byte for byte (O_DIRECT middles, buffered heads and
 // tails), tiny buffers work, and failures come back from finish() naming
-// the file instead of throwing.
+// the file instead of throwing. Also EarlyWriteback on a caller's
+// descriptor, as FileWriter uses it.
 #include "engines/hf/file_writer.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <fstream>
@@ -12,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include "io/early_writeback.hpp"
 #include "test_util.hpp"
 
 namespace floe::test {
@@ -152,6 +157,52 @@ TEST(FileWriter, AFailedWriteIsKeptAndLaterOnesDropped) {
       << error;
   EXPECT_NE(error.find(std::strerror(ENOSPC)), std::string::npos) << error;
 }
+
+// EarlyWriteback on a caller's descriptor (how FileWriter uses it): it
+// starts writeback on the caller's file, stops after a failing call (a pipe
+// refuses sync_file_range), and never closes the descriptor, even then.
+#ifdef SYNC_FILE_RANGE_WRITE
+TEST(EarlyWriteback, UsesTheCallersDescriptorAndNeverClosesIt) {
+  TempDir tmp(MPI_COMM_SELF);
+  const auto path = tmp / "data.bin";
+  create_file(path, 0);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  const std::string bytes = random_bytes(1 << 20, 5);
+  ASSERT_EQ(::pwrite(fd, bytes.data(), bytes.size(), 0),
+            static_cast<ssize_t>(bytes.size()));
+  {
+    EarlyWriteback writeback(fd);
+    writeback.written(0, bytes.size());
+    EXPECT_TRUE(writeback.active());
+  }
+  EXPECT_GE(::fcntl(fd, F_GETFD), 0) << "the caller's descriptor was closed";
+  EXPECT_EQ(::fsync(fd), 0);
+  ::close(fd);
+
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  {
+    EarlyWriteback writeback(pipe_fds[1]);
+    EXPECT_TRUE(writeback.active());
+    writeback.written(0, 4096);  // ESPIPE
+    EXPECT_FALSE(writeback.active());
+    writeback.written(4096, 4096);  // not tried again
+  }
+  EXPECT_GE(::fcntl(pipe_fds[1], F_GETFD), 0)
+      << "the caller's descriptor was closed after a failure";
+  ::close(pipe_fds[0]);
+  ::close(pipe_fds[1]);
+}
+
+TEST(EarlyWriteback, OwnDescriptorOnlyForAnExistingFile) {
+  TempDir tmp(MPI_COMM_SELF);
+  create_file(tmp / "data.bin", 4096);
+  EXPECT_TRUE(EarlyWriteback(tmp / "data.bin").active());
+  EXPECT_FALSE(EarlyWriteback(tmp / "missing.bin").active());
+  EXPECT_FALSE(EarlyWriteback(-1).active());
+}
+#endif
 
 }  // namespace
 }  // namespace floe::test

@@ -39,6 +39,8 @@ FileWriter::FileWriter(const std::filesystem::path& path,
   buffered_fd_ = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (buffered_fd_ < 0) {
     error_ = path_.string() + ": cannot open for writing: " + std::strerror(errno);
+  } else {
+    writeback_.emplace(buffered_fd_);
   }
 #ifdef O_DIRECT
   if (direct && buffered_fd_ >= 0 && capacity_ >= 2 * kAlign) {
@@ -196,16 +198,8 @@ void FileWriter::write_slot(const Slot& slot) {
 }
 
 void FileWriter::start_writeback(std::uint64_t offset, std::uint64_t bytes) {
-#ifdef SYNC_FILE_RANGE_WRITE
   // Best effort; errors come back from the caller's sync as well.
-  if (bytes >= kWritebackMin) {
-    ::sync_file_range(buffered_fd_, static_cast<off64_t>(offset),
-                      static_cast<off64_t>(bytes), SYNC_FILE_RANGE_WRITE);
-  }
-#else
-  (void)offset;
-  (void)bytes;
-#endif
+  if (writeback_ && bytes >= kWritebackMin) writeback_->written(offset, bytes);
 }
 
 void FileWriter::write_buffered(std::uint64_t offset, const unsigned char* data,

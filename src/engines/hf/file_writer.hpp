@@ -6,9 +6,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "io/early_writeback.hpp"
 
 namespace floe::hf {
 
@@ -19,19 +22,19 @@ namespace floe::hf {
 // reading the next slice, hashing) overlaps the writes.
 //
 // Writes go through the page cache, and each stretch of >= 1 MiB has its
-// writeback started at once (sync_file_range), so the caller's final sync
-// finds little left. With `direct`, a buffer's 4 KiB-aligned middle is
-// written with O_DIRECT from the buffer itself (acquire() places the bytes
-// so that buffer and file alignment agree), its unaligned head and tail
-// buffered; a page written directly lies wholly inside one buffer's
-// stretch, and an export's writes never overlap, so no page is written
-// both ways. On the test VM's virtio disk direct writes were not faster
-// than buffered ones with early writeback (BENCHMARKS.md, HF export), so
-// the export does not use them (nor would several run in parallel unless
-// the file's blocks were allocated first: ext4 serializes direct writes
-// that allocate). Where O_DIRECT cannot be opened, or a direct
-// write fails with EINVAL (an alignment the file system refuses), the
-// writer falls back to buffered writes for the rest.
+// writeback started at once (EarlyWriteback on the writer's descriptor), so
+// the caller's final sync finds little left. With `direct`, a buffer's
+// 4 KiB-aligned middle is written with O_DIRECT from the buffer itself
+// (acquire() places the bytes so that buffer and file alignment agree), its
+// unaligned head and tail buffered; a page written directly lies wholly
+// inside one buffer's stretch, and an export's writes never overlap, so no
+// page is written both ways. On the test VM's virtio disk direct writes were
+// not faster than buffered ones with early writeback (BENCHMARKS.md, HF
+// export), so the export does not use them (nor would several run in
+// parallel unless the file's blocks were allocated first: ext4 serializes
+// direct writes that allocate). Where O_DIRECT cannot be opened, or a direct
+// write fails with EINVAL (an alignment the file system refuses), the writer
+// falls back to buffered writes for the rest.
 //
 // The threads make no MPI calls. Nothing is durable until the caller syncs
 // the file (MPI_File_sync or fsync: both flush the inode, whichever
@@ -102,6 +105,7 @@ class FileWriter {
   std::filesystem::path path_;
   std::uint64_t capacity_;
   int buffered_fd_ = -1, direct_fd_ = -1;
+  std::optional<EarlyWriteback> writeback_;  // on buffered_fd_, once open
   bool direct_refused_ = false;  // a direct write failed with EINVAL
   bool idle() const;  // nothing submitted is left unwritten
 

@@ -1,6 +1,7 @@
 // The hdf5 engine's file as others see it (h5py, serial HDF5: layout, types,
 // attributes, alignment) and its errors: corrupt or misplaced files, names
 // that cannot be datasets, bad options, a refused data write.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -116,6 +117,14 @@ TEST(Hdf5Engine, H5pyReadsTheCheckpoint) {
   State& state = c.trainer.state();
   state.add_model("mask", DType::kBool, {5}, replicated_whole({5}));
   fill_expected(*state.find("model/mask"));
+  // More links than a compact group holds (8), added in reverse name
+  // order: h5py must list /model in creation order from dense storage
+  // whose creation order is tracked but not indexed.
+  for (int i = 11; i >= 0; --i) {
+    const std::string name = "order." + std::to_string(100 + i);
+    state.add_model(name, DType::kF32, {2}, replicated_whole({2}));
+    fill_expected(*state.find("model/" + name));
+  }
   state.set_scalar("lr", 0.25);
   state.set_blob("rng", {1, 2, static_cast<std::uint8_t>(c.rank)});
   const Manifest& manifest = c.write();
@@ -145,6 +154,16 @@ TEST(Hdf5Engine, H5pyReadsTheCheckpoint) {
         {"shape", tensor.spec.shape},
         {"hex", hex}};
   }
+  // list(f["model"]): the model tensors (or the first group of a name
+  // with '/') in the order of the saved layout, which the manifest keeps
+  // (rank 0's state order, then tensors only other ranks hold).
+  nlohmann::json order = nlohmann::json::array();
+  for (const auto& tensor : manifest.tensors) {
+    if (tensor.spec.group != TensorGroup::kModel) continue;
+    const std::string first = tensor.spec.name.substr(0, tensor.spec.name.find('/'));
+    if (std::find(order.begin(), order.end(), first) == order.end()) order.push_back(first);
+  }
+  expected["model_order"] = order;
   for (int r = 0; r < c.size; ++r) {
     expected["blobs"]["/ranks/" + std::to_string(r) + "/rng"] = {1, 2, r};
     expected["world_size"] = c.size;

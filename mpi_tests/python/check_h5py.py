@@ -3,7 +3,8 @@
 test expects. Usage: check_h5py.py <checkpoint.h5> <expected.json>
 
 expected.json: {"tensors": {"<dataset>": {"dtype", "shape", "hex"}},
-"scalars": {name: value}, "blobs": {"<dataset>": [bytes]}, "world_size": n}.
+"scalars": {name: value}, "blobs": {"<dataset>": [bytes]}, "world_size": n,
+"model_order": [names of /model's members in creation order]}.
 Exits 0 when everything matches, 1 (listing the differences) otherwise.
 """
 import json
@@ -49,6 +50,9 @@ def main(path, expected_path):
             data = np.ascontiguousarray(ds[()])
             if data.tobytes().hex() != want["hex"]:
                 problems.append("%s: values differ" % name)
+        if "model_order" in expected and list(f["model"]) != expected["model_order"]:
+            problems.append("list(f['model']) is %r, not creation order %r"
+                            % (list(f["model"]), expected["model_order"]))
         for name, want in expected.get("scalars", {}).items():
             got = f["scalars"].attrs[name]
             if got != want:

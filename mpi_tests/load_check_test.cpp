@@ -53,11 +53,12 @@ struct LargeRig {
   std::unique_ptr<CheckpointEngine> engine;
 };
 
-// Flips the first byte of rank 0's piece of each tensor in `names`, found
-// in the piece's data file by the piece's first 64 bytes (the test values
-// are a hash of key and index: they occur once). Rank 0 edits; collective.
+// Flips the byte at `at_byte` (default: the first) of rank 0's piece of
+// each tensor in `names`, found in the piece's data file by the piece's
+// first 64 bytes (the test values are a hash of key and index: they occur
+// once). Rank 0 edits; collective.
 void damage(const fs::path& checkpoint, const State& saved,
-            const std::vector<std::string>& names) {
+            const std::vector<std::string>& names, std::uint64_t at_byte = 0) {
   std::string failure;
   if (world_rank() == 0) {
     const Manifest manifest = Manifest::read(checkpoint);
@@ -77,11 +78,17 @@ void damage(const fs::path& checkpoint, const State& saved,
       std::string bytes = slurp(file);
       const TensorShard* shard = saved.find(key_of(name));
       const std::string needle(reinterpret_cast<const char*>(shard->data()), 64);
-      const std::size_t at = bytes.find(needle);
-      if (at == std::string::npos || bytes.find(needle, at + 1) != std::string::npos) {
+      const std::size_t first = bytes.find(needle);
+      if (first == std::string::npos ||
+          bytes.find(needle, first + 1) != std::string::npos) {
         failure = "the first bytes of " + name + " are not in " + file.string() + " once";
         break;
       }
+      if (at_byte >= shard->nbytes()) {
+        failure = "byte " + std::to_string(at_byte) + " is outside " + name + "'s piece";
+        break;
+      }
+      const std::size_t at = first + at_byte;
       bytes[at] = static_cast<char>(bytes[at] ^ 0x01);
       std::ofstream(file, std::ios::binary | std::ios::in | std::ios::out)
           .seekp(static_cast<std::streamoff>(at))
@@ -118,13 +125,14 @@ struct DamagedLoad {
   std::string listing_before, listing_after;
 };
 
-DamagedLoad load_damaged(const std::string& engine, const std::vector<std::string>& names) {
+DamagedLoad load_damaged(const std::string& engine, const std::vector<std::string>& names,
+                         std::uint64_t at_byte = 0) {
   DamagedLoad out;
   TempDir tmp;
   LargeRig rig(tmp / "ckpt", engine);
   rig.trainer.progress_now.global_step = 1;
   rig.engine->save();
-  damage(tmp / "ckpt" / "global_step_1", rig.trainer.state(), names);
+  damage(tmp / "ckpt" / "global_step_1", rig.trainer.state(), names, at_byte);
   out.listing_before = listing(tmp / "ckpt");
   SimpleTrainer fresh;
   build_state(fresh.state(), false);
@@ -140,6 +148,19 @@ TEST_P(LoadCheck, DamagedLargePieceIsFoundByTheCheckerThread) {
     EXPECT_TRUE(is_error(r.caught, ErrorCode::kCorrupt,
                          {"checksum mismatch in " + file, "\"model/large.e\"",
                           "written by rank 0"}));
+    EXPECT_TRUE(same_on_all_ranks(r.caught.message));
+    EXPECT_EQ(r.listing_after, r.listing_before);
+  });
+}
+
+// The last byte of a large piece: the thread hashes the whole piece, not
+// a prefix of it.
+TEST_P(LoadCheck, DamageInALargePiecesLastByteIsFound) {
+  run_within(std::chrono::seconds(600), [&] {
+    const std::uint64_t last = kLargeRows * kCols * sizeof(float) - 1;
+    const DamagedLoad r = load_damaged(GetParam(), {"large.c"}, last);
+    EXPECT_TRUE(is_error(r.caught, ErrorCode::kCorrupt,
+                         {"checksum mismatch in", "\"model/large.c\"", "written by rank 0"}));
     EXPECT_TRUE(same_on_all_ranks(r.caught.message));
     EXPECT_EQ(r.listing_after, r.listing_before);
   });

@@ -4,25 +4,8 @@
 # 2 once `latest` was replaced) and that no staging directory survives.
 # usage: crash_at_site.sh MPIEXEC BINARY ENGINE SCRATCH
 set -u
-if (($# != 4)); then
-  echo "usage: $0 MPIEXEC BINARY ENGINE SCRATCH" >&2
-  exit 2
-fi
-mpiexec=$1 binary=$2 engine=$3 scratch=$4
-if ! command -v "$mpiexec" >/dev/null; then
-  echo "$0: MPI launcher '$mpiexec' not found" >&2
-  exit 2
-fi
-if [[ ! -x $binary ]]; then
-  echo "$0: '$binary' is not an executable: build the crash_at_site target first" >&2
-  exit 2
-fi
-# Staging directories left in $1 (0 when $1 does not exist: the save was
-# killed before it made the checkpoint directory).
-staging_count() {
-  if [[ -d $1 ]]; then find "$1" -mindepth 1 -maxdepth 1 -name '.staging-*' | wc -l
-  else echo 0; fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/crash_common.sh"
+crash_args crash_at_site "$@"
 sites=(
   "write data|"  "fsync|.staging-"  "write|manifest.json"  "rename|manifest.json"
   "rename|global_step_2"  "fsync directory|"  "write|latest"  "rename|latest"

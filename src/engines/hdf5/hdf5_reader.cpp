@@ -6,6 +6,7 @@
 
 #include "commit/paths.hpp"
 #include "core/comm.hpp"
+#include "engines/hdf5/h5_dataset_check.hpp"
 #include "engines/hdf5/h5_types.hpp"
 #include "engines/hdf5/hdf5_format.hpp"
 #include "engines/hdf5/hdf5_options.hpp"
@@ -22,14 +23,6 @@ constexpr std::uint64_t kMaxReadBytes = 1ull << 30;
 // whose two-phase I/O turns them into large reads.
 constexpr std::size_t kDirectMaxRuns = 64;
 constexpr std::uint64_t kDirectMinRunBytes = 256u << 10;
-
-std::string shape_text(const Shape& shape) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    out += (i ? "," : "") + std::to_string(shape[i]);
-  }
-  return out + "]";
-}
 
 // The one data file the manifest's pieces and blobs name (checkpoint.h5
 // when they name none).
@@ -52,75 +45,6 @@ std::string data_file_name(const Manifest& manifest) {
   }
   check_relative_path(names[0], "hdf5 data file");
   return names[0];
-}
-
-// True when every link of `path` exists (H5Lexists checks only the last).
-bool dataset_exists(hid_t file, const std::string& path, hid_t access,
-                    const std::string& where) {
-  if (path.empty() || path[0] != '/') return false;
-  for (std::size_t slash = path.find('/', 1);;
-       slash = path.find('/', slash + 1)) {
-    const std::string prefix = path.substr(0, slash);
-    if (!check_tri(H5Lexists(file, prefix.c_str(), access),
-                   "H5Lexists (" + where + ")", ErrorCode::kCorrupt)) {
-      return false;
-    }
-    if (slash == std::string::npos) return true;
-  }
-}
-
-Dataset open_dataset(hid_t file, const std::string& path, hid_t access,
-                     const std::string& file_text, const std::string& owner) {
-  const std::string where = "dataset " + path + " in " + file_text;
-  // Open first; the link-by-link existence check (a few more metadata
-  // lookups) only runs to explain a failed open.
-  const hid_t id = H5Dopen2(file, path.c_str(), access);
-  if (id >= 0) return Dataset(id);
-  const std::string stack = error_stack();
-  if (!dataset_exists(file, path, access, where)) {
-    throw Error(ErrorCode::kCorrupt,
-                file_text + " has no dataset " + path + " (" + owner + ")");
-  }
-  throw Error(ErrorCode::kCorrupt, "H5Dopen2 (" + where + "): " + stack);
-}
-
-// The dataset's extent; Shape{} for a scalar dataspace.
-Shape extent_of(hid_t dataset, const std::string& where) {
-  Space space(check_id(H5Dget_space(dataset), "H5Dget_space (" + where + ")",
-                       ErrorCode::kCorrupt));
-  const int rank = H5Sget_simple_extent_ndims(space.get());
-  if (rank < 0)
-    throw Error(ErrorCode::kCorrupt, where + " has no simple dataspace");
-  std::vector<hsize_t> dims(static_cast<std::size_t>(rank));
-  check(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr),
-        "H5Sget_simple_extent_dims (" + where + ")", ErrorCode::kCorrupt);
-  return Shape(dims.begin(), dims.end());
-}
-
-// Throws Error(kCorrupt) naming the dataset unless it holds what `spec` says.
-void check_dataset(hid_t dataset, const TensorSpec& spec,
-                   const std::string& where) {
-  const std::string recorded(dtype_name(spec.dtype));
-  const std::string stored = read_string_attribute(dataset, kDtypeAttribute,
-                                                   where, ErrorCode::kCorrupt);
-  if (stored != recorded) {
-    throw Error(ErrorCode::kCorrupt,
-                where + " holds " + kDtypeAttribute + " \"" + stored +
-                    "\" but the manifest records " + recorded);
-  }
-  Type type(check_id(H5Dget_type(dataset), "H5Dget_type (" + where + ")",
-                     ErrorCode::kCorrupt));
-  if (!check_tri(H5Tequal(type.get(), stored_type(spec.dtype).get()),
-                 "H5Tequal (" + where + ")", ErrorCode::kCorrupt)) {
-    throw Error(ErrorCode::kCorrupt,
-                where + " is not stored as Floe stores " + recorded);
-  }
-  const Shape shape = extent_of(dataset, where);
-  if (shape != spec.shape) {
-    throw Error(ErrorCode::kCorrupt, where + " has shape " + shape_text(shape) +
-                                         " but the manifest records " +
-                                         shape_text(spec.shape));
-  }
 }
 
 File open_file(const std::filesystem::path& path, MPI_Comm comm) {
@@ -150,40 +74,6 @@ void check_format(hid_t file, const std::string& file_text) {
                                              "; this Floe reads up to " +
                                              std::to_string(kFormatVersion));
   }
-}
-
-// Every requested box lies inside the tensor, and a non-empty request has
-// somewhere to go; throws naming the tensor.
-void check_request(const TensorSpec& spec, const std::vector<Box>& boxes, const void* out) {
-  std::uint64_t elements = 0;
-  for (const Box& box : boxes) {
-    Region::box(box).validate(spec.shape, spec.key());
-    elements += box.elements();
-  }
-  if (elements > 0 && out == nullptr) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "tensor \"" + spec.key() + "\": read into a null buffer");
-  }
-}
-
-// The address of `dataset`'s bytes in the file when they lie there as Floe
-// writes them (contiguous layout, allocated, exactly the tensor's size);
-// nothing otherwise (HDF5 is then left to find them).
-std::optional<std::uint64_t> contiguous_storage(hid_t dataset, const TensorSpec& spec) {
-  if (spec.nbytes() == 0) return 0;
-  const hid_t create = H5Dget_create_plist(dataset);
-  if (create < 0) {
-    H5Eclear2(H5E_DEFAULT);
-    return std::nullopt;
-  }
-  const Plist owned(create);
-  const haddr_t offset = H5Dget_offset(dataset);
-  if (H5Pget_layout(create) != H5D_CONTIGUOUS || offset == HADDR_UNDEF ||
-      H5Dget_storage_size(dataset) != spec.nbytes()) {
-    H5Eclear2(H5E_DEFAULT);
-    return std::nullopt;
-  }
-  return offset;
 }
 
 std::uint64_t request_bytes(const std::vector<Hdf5Reader::Run>& runs) {

@@ -1,0 +1,45 @@
+// The skeleton of an hdf5 checkpoint file, which the writer fills: the file
+// itself, its top groups and root attributes, and the property lists and
+// call every tensor's dataset is created with (docs/hdf5_layout.md).
+// Collective where HDF5's metadata operations are; failures throw Error.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include <mpi.h>
+
+#include "engines/hdf5/h5_handle.hpp"
+#include "engines/hdf5/hdf5_options.hpp"
+#include "engines/hdf5/hdf5_rank_report.hpp"
+#include "floe/layout.hpp"
+
+namespace floe::h5 {
+
+// The property lists every dataset of the file is created with.
+struct CreateLists {
+  Plist link;     // makes the groups a '/' in a name asks for
+  Plist dataset;  // contiguous, allocated at creation, never filled
+};
+
+// Contiguous, allocated at creation, never filled, no modification times;
+// links make intermediate groups and are UTF-8.
+CreateLists create_lists();
+
+// Creates `path` (scalar dataspace for an empty shape) of stored `type`.
+Dataset create_dataset(hid_t file, const CreateLists& lists,
+                       const std::string& path, hid_t type, const Shape& shape,
+                       const std::string& where);
+
+// /model and /optimizer (creation order tracked), /scalars and /ranks.
+void create_top_groups(hid_t file, const std::string& where);
+
+// The format name and version, world size and metadata on the root, the
+// scalars as attributes of /scalars.
+void write_root_attributes(hid_t file, const GlobalLayout& layout,
+                           const RankReport& root, const std::string& where);
+
+File create_file(const std::filesystem::path& path, MPI_Comm comm,
+                 const Hdf5Options& options);
+
+}  // namespace floe::h5

@@ -58,6 +58,12 @@ class CheckpointReader {
 
   // Not collective. Reads one saved blob.
   virtual std::vector<std::uint8_t> read_blob(const BlobRecord& blob) = 0;
+
+  // True when read() is not collective (a rank may skip tensors it reads
+  // nothing of) and several threads may call read() and read_blob() at
+  // once: load() then reads on a thread of its own while it checks what
+  // has arrived. Default: false.
+  virtual bool reads_independently() const { return false; }
 };
 
 // What a ReaderFactory is given. Valid only during the call: a reader copies

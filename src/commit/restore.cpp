@@ -11,6 +11,7 @@
 
 #include "commit/coordinator.hpp"
 #include "commit/paths.hpp"
+#include "commit/read_ahead.hpp"
 #include "floe/error.hpp"
 #include "floe/layout.hpp"
 #include "floe/registry.hpp"
@@ -108,8 +109,9 @@ class InlineChecker {
 // turn. Indexed [tensor][piece]; -1 - r means "rank r, inline".
 using Assignment = std::vector<std::vector<int>>;
 
-// Tensors by key: the finds of a load are O(1), so 20,000 tensors cost
-// 20,000 lookups, not 20,000 squared.
+// Tensors of every rank's layout by key, for explaining a state that does
+// not match: O(1) finds, so 20,000 tensors cost 20,000 lookups, not 20,000
+// squared.
 using LayoutIndex = std::unordered_map<std::string, const TensorLayout*>;
 
 LayoutIndex index_of(const GlobalLayout& layout) {
@@ -128,32 +130,28 @@ bool same_boxes(const Region& a, const Region& b, const Shape& shape) {
   return a.boxes(shape) == b.boxes(shape);
 }
 
-// `keys[t]` is the key of the manifest's tensor t; `asked` (with its index)
-// is the load's layout, or null for verify.
-Assignment assign_checks(const Manifest& manifest, const std::vector<std::string>& keys,
-                         const LayoutIndex* asked, int world_size) {
+// No rank loads exactly this piece (see InlineRanks).
+constexpr std::uint32_t kNoRank = UINT32_MAX;
+
+// For each piece of each manifest tensor, flattened in manifest order: the
+// lowest rank whose load region is exactly that piece, or kNoRank.
+using InlineRanks = std::vector<std::uint32_t>;
+
+// Pieces some rank loads as they are (`inline_ranks`; null for verify,
+// which loads nothing) are checked by that rank; the others go round the
+// ranks in turn.
+Assignment assign_checks(const Manifest& manifest, const InlineRanks* inline_ranks,
+                         int world_size) {
   Assignment out(manifest.tensors.size());
   int turn = 0;
+  std::size_t at = 0;
   for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
     const TensorRecord& record = manifest.tensors[t];
-    const TensorLayout* wanted = nullptr;
-    if (asked) {
-      auto it = asked->find(keys[t]);
-      if (it != asked->end()) wanted = it->second;
-    }
     out[t].reserve(record.pieces.size());
-    for (const auto& piece : record.pieces) {
-      const Piece* inline_check = nullptr;
-      if (wanted) {
-        for (const auto& p : wanted->pieces) {
-          if (same_boxes(p.region, piece.region, record.spec.shape)) {
-            inline_check = &p;
-            break;
-          }
-        }
-      }
-      out[t].push_back(inline_check ? -1 - inline_check->rank
-                                    : turn++ % world_size);
+    for (std::size_t k = 0; k < record.pieces.size(); ++k, ++at) {
+      const std::uint32_t rank = inline_ranks ? (*inline_ranks)[at] : kNoRank;
+      out[t].push_back(rank != kNoRank ? -1 - static_cast<int>(rank)
+                                       : turn++ % world_size);
     }
   }
   return out;
@@ -273,6 +271,86 @@ void explain_names(const Manifest& manifest, const State& state,
   }
 }
 
+// What a load's ranks agreed on: this rank's shard of each manifest tensor
+// and, with verify, who checks each piece.
+struct LoadMatch {
+  std::vector<TensorShard*> shards;  // by manifest tensor; null: none here
+  Assignment who;                    // empty without verify
+};
+
+// Collective. Matches the state with the manifest in one allreduce (the
+// minimum, element-wise) of: [0] 0 when this rank's names fail; [1 + t] 0
+// when this rank has tensor t; then, with verify, per piece this rank's
+// number when its region is exactly the piece (kNoRank if not). Anything
+// wrong is then explained the thorough way, with every rank's layout
+// (gather_layout, names_match, explain_names), so a bad state fails with the
+// same error as before this shortcut.
+LoadMatch match_state(const OpenCheckpoint& checkpoint, State& state, const Comm& comm,
+                      bool verify, const LoadOptions& options) {
+  const Manifest& manifest = checkpoint.manifest;
+  const std::size_t count = manifest.tensors.size();
+  LoadMatch out;
+  out.shards.resize(count);
+  std::vector<std::uint32_t> flags;
+  collectively(comm, [&] {
+    std::size_t pieces = 0;
+    if (verify) {
+      for (const auto& record : manifest.tensors) pieces += record.pieces.size();
+    }
+    flags.assign(1 + count + pieces, kNoRank);
+    std::size_t found = 0, piece_at = 1 + count;
+    bool names_ok = true;
+    for (std::size_t t = 0; t < count; ++t) {
+      const TensorRecord& record = manifest.tensors[t];
+      TensorShard* shard = out.shards[t] = state.find(record.spec.key());
+      const std::size_t first_piece = piece_at;
+      if (verify) piece_at += record.pieces.size();
+      if (!shard) continue;
+      ++found;
+      flags[1 + t] = 0;
+      if (shard->spec().dtype != record.spec.dtype ||
+          shard->spec().shape != record.spec.shape) {
+        names_ok = false;
+        continue;
+      }
+      if (!verify) continue;
+      for (std::size_t k = 0; k < record.pieces.size(); ++k) {
+        if (same_boxes(shard->region(), record.pieces[k].region, record.spec.shape)) {
+          flags[first_piece + k] = static_cast<std::uint32_t>(comm.rank());
+        }
+      }
+    }
+    flags[0] = names_ok && found == state.tensors().size() ? 1 : 0;
+  });
+  comm.allreduce_min(flags);
+
+  bool matched = flags[0] == 1;
+  for (std::size_t t = 0; t < count && matched && !options.allow_extra_tensors; ++t) {
+    matched = flags[1 + t] == 0;
+  }
+  if (!matched) {
+    const GlobalLayout asked = gather_layout(state, comm.get());
+    collectively(comm, [&] {
+      std::vector<std::string> keys;
+      keys.reserve(count);
+      for (const auto& record : manifest.tensors) keys.push_back(record.spec.key());
+      const LayoutIndex asked_index = index_of(asked);
+      if (!names_match(manifest, keys, state, asked_index, options, out.shards)) {
+        explain_names(manifest, state, asked_index, checkpoint, options);
+        throw Error(ErrorCode::kInternal, "load: a tensor check failed without a reason");
+      }
+    });
+    throw Error(ErrorCode::kInternal,
+                "load: the tensor checks of the state disagree with each other");
+  }
+  if (verify) {
+    const InlineRanks inline_ranks(flags.begin() + 1 + static_cast<std::ptrdiff_t>(count),
+                                   flags.end());
+    out.who = assign_checks(manifest, &inline_ranks, comm.size());
+  }
+  return out;
+}
+
 }  // namespace
 
 OpenCheckpoint open_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_comm,
@@ -321,7 +399,7 @@ VerifyReport verify_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_co
   const Comm comm(mpi_comm);
   const OpenCheckpoint checkpoint = open_checkpoint(dir, mpi_comm, fs);
   const Manifest& manifest = checkpoint.manifest;
-  const Assignment who = assign_checks(manifest, {}, nullptr, comm.size());
+  const Assignment who = assign_checks(manifest, nullptr, comm.size());
   const std::size_t steps = manifest.tensors.size() + 1;  // blobs: the last
   VerifyReport report;
   std::vector<std::string> problems;
@@ -382,23 +460,15 @@ VerifyReport verify_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_co
 void restore_state(const OpenCheckpoint& checkpoint, State& state,
                    const Comm& comm, bool verify, const LoadOptions& options) {
   const Manifest& manifest = checkpoint.manifest;
-  const GlobalLayout asked = gather_layout(state, comm.get());
-  // Each key made once: the lookups below are one hash each per tensor.
-  std::vector<std::string> keys;
-  LayoutIndex asked_index;
-  std::vector<TensorShard*> shards(manifest.tensors.size());
-  collectively(comm, [&] {
-    keys.reserve(manifest.tensors.size());
-    for (const auto& record : manifest.tensors) keys.push_back(record.spec.key());
-    asked_index = index_of(asked);
-    if (!names_match(manifest, keys, state, asked_index, options, shards)) {
-      explain_names(manifest, state, asked_index, checkpoint, options);
-      throw Error(ErrorCode::kInternal, "load: a tensor check failed without a reason");
-    }
-  });
-
-  const Assignment who =
-      verify ? assign_checks(manifest, keys, &asked_index, comm.size()) : Assignment{};
+  const LoadMatch match = match_state(checkpoint, state, comm, verify, options);
+  const std::vector<TensorShard*>& shards = match.shards;
+  const Assignment& who = match.who;
+  // A reader whose reads are independent reads on a thread of its own from
+  // here on; this thread checks each tensor once it has arrived.
+  std::optional<ReadAhead> ahead;
+  if (checkpoint.reader->reads_independently()) {
+    ahead.emplace(*checkpoint.reader, manifest.tensors, shards);
+  }
   std::vector<InlineChecker::Problem> found;  // (tensor index, problem)
   std::uint64_t pieces = 0, bytes = 0;
   std::exception_ptr error;  // one agreement for the pass, as in verify
@@ -415,9 +485,13 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
     }
     try {
       TensorShard* shard = shards[t];
-      std::vector<Box> boxes;
-      if (shard) boxes = shard->region().boxes(record.spec.shape);
-      checkpoint.reader->read(record, boxes, shard ? shard->data() : nullptr);
+      if (ahead) {
+        ahead->wait(t);
+      } else {
+        std::vector<Box> boxes;
+        if (shard) boxes = shard->region().boxes(record.spec.shape);
+        checkpoint.reader->read(record, boxes, shard ? shard->data() : nullptr);
+      }
       if (verify) {
         for (std::size_t k = 0; k < record.pieces.size(); ++k) {
           if (who[t][k] != -1 - comm.rank()) continue;
@@ -438,8 +512,10 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
       }
     } catch (...) {
       error = std::current_exception();
+      ahead.reset();  // reads nothing more into the state
     }
   }
+  ahead.reset();
   if (checker) {
     for (auto& p : checker->join()) found.push_back(std::move(p));
   }

@@ -39,6 +39,15 @@ std::uint64_t Comm::allreduce_sum(std::uint64_t v) const {
   return allreduce(comm_, v, MPI_SUM);
 }
 
+void Comm::allreduce_min(std::vector<std::uint32_t>& values) const {
+  if (values.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
+    throw Error(ErrorCode::kInvalidArgument, "allreduce: more than 2^31 values");
+  }
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()),
+                          MPI_UINT32_T, MPI_MIN, comm_),
+            "MPI_Allreduce");
+}
+
 std::vector<std::uint64_t> Comm::allgather(std::uint64_t value) const {
   std::vector<std::uint64_t> out(size_);
   check_mpi(MPI_Allgather(&value, 1, MPI_UINT64_T, out.data(), 1,

@@ -32,6 +32,9 @@ class Comm {
   std::uint64_t allreduce_max(std::uint64_t value) const;
   std::uint64_t allreduce_min(std::uint64_t value) const;
   std::uint64_t allreduce_sum(std::uint64_t value) const;
+  // Replaces `values` (of one length on every rank) with the element-wise
+  // minimum over the ranks: one allreduce for many flags or rank numbers.
+  void allreduce_min(std::vector<std::uint32_t>& values) const;
   // Every rank's `value`, indexed by rank.
   std::vector<std::uint64_t> allgather(std::uint64_t value) const;
   // Every rank's bytes, indexed by rank (lengths may differ).

@@ -258,7 +258,7 @@ Manifest CheckpointEngine::load(const std::optional<std::filesystem::path>& chec
     }
     dir = config_.output_dir / *tag;
   }
-  const OpenCheckpoint opened = open_checkpoint(dir, comm.get(), *fs_);
+  OpenCheckpoint opened = open_checkpoint(dir, comm.get(), *fs_);
   const std::string device = trainer_.device();
   if (!is_cuda_device(device)) {
     restore_state(opened, trainer_.state(), comm, config_.verify_on_load, options);
@@ -274,7 +274,7 @@ Manifest CheckpointEngine::load(const std::optional<std::filesystem::path>& chec
   }
   loaded_tag_ = opened.manifest.tag;
   run_callbacks(CallbackEvent::kPostLoad);
-  return opened.manifest;
+  return std::move(opened.manifest);  // not a copy: 20,000 tensors' records
 }
 
 std::optional<Manifest> CheckpointEngine::resume(const LoadOptions& options) {

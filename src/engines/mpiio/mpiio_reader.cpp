@@ -2,7 +2,10 @@
 // pieces it overlaps, reading only the overlapping bytes. Reads are
 // independent, so they go through plain bounds-checked pread: every run is
 // a large contiguous one when layouts match, and MPI-IO adds nothing there.
+// Being independent and thread-safe, they let load() read on a thread of
+// its own (reads_independently).
 #include <map>
+#include <mutex>
 
 #include "commit/paths.hpp"
 #include "engines/mpiio/mpiio_engine.hpp"
@@ -22,24 +25,38 @@ class MpiioReader : public CheckpointReader {
     auto* bytes = static_cast<char*>(out);
     Pending pending;
     std::uint64_t out_at = 0;  // elements
+    const ReadOnlyFile* file = nullptr;
+    const std::string* file_name = nullptr;
     for (const Box& want : boxes) {
       for (const auto& piece : tensor.pieces) {
-        const ReadOnlyFile& file = open(piece.file);
+        // Pieces of a tensor usually share one file: one lookup for them.
+        if (!file || piece.file != *file_name) {
+          file = &open(piece.file);
+          file_name = &piece.file;
+        }
         std::uint64_t piece_at = 0;
-        for (const Box& have : piece.region.boxes(tensor.spec.shape)) {
+        const auto read_overlap = [&](const Box& have) {
           for_each_overlap_run(have, want, [&](std::uint64_t have_at,
                                                std::uint64_t want_at,
                                                std::uint64_t n) {
-            pending.add(file, piece.offset + (piece_at + have_at) * element,
+            pending.add(*file, piece.offset + (piece_at + have_at) * element,
                         bytes + (out_at + want_at) * element, n * element);
           });
           piece_at += have.elements();
+        };
+        // A box piece (the usual kind) is used as it is, without a list.
+        if (piece.region.kind() == Region::Kind::kBox) {
+          read_overlap(piece.region.as_box());
+        } else {
+          for (const Box& have : piece.region.boxes(tensor.spec.shape)) read_overlap(have);
         }
       }
       out_at += want.elements();
     }
     pending.flush();
   }
+
+  bool reads_independently() const override { return true; }
 
   std::vector<std::uint8_t> read_blob(const BlobRecord& blob) override {
     std::vector<std::uint8_t> bytes(blob.nbytes);
@@ -72,7 +89,10 @@ class MpiioReader : public CheckpointReader {
     }
   };
 
+  // Thread-safe; a file stays open (and its reference valid) until the
+  // reader is destroyed.
   const ReadOnlyFile& open(const std::string& name) {
+    std::lock_guard<std::mutex> lock(files_mutex_);
     auto it = files_.find(name);
     if (it == files_.end()) {
       const auto path = resolve_inside(dir_, name, "mpiio checkpoint");
@@ -82,6 +102,7 @@ class MpiioReader : public CheckpointReader {
   }
 
   std::filesystem::path dir_;
+  std::mutex files_mutex_;
   std::map<std::string, ReadOnlyFile> files_;
 };
 

@@ -61,6 +61,7 @@ Manifest varied_manifest() {
   unicode.spec = TensorSpec{TensorGroup::kOptimizer, "слой.вес/€", "ключ",
                             DType::kF16, {2, 3, 4}};
   unicode.dataset = "/optimizer/слой.вес/€/ключ";
+  unicode.storage_offset = 4096;
   unicode.pieces.push_back(piece(1, Region::box(Box{{0, 0, 0}, {2, 3, 4}}).replicated(),
                                  48, 0, 7));
   m.tensors.push_back(unicode);
@@ -196,6 +197,7 @@ Manifest ascii_manifest() {
   TensorRecord scalar;
   scalar.spec = TensorSpec{TensorGroup::kModel, "step", "", DType::kI64, {}};
   scalar.dataset = "/model/step";
+  scalar.storage_offset = 123456 - 8;  // its last 8 bytes: the largest that fits
   scalar.pieces.push_back(piece(0, Region::box(Box{{}, {}}).replicated(), 8, 300, 7));
   m.tensors.push_back(scalar);
   return m;
@@ -258,6 +260,49 @@ TEST(ManifestText, FastReaderAcceptsNothingTheParserRefuses) {
     } else {
       EXPECT_EQ(accepted, 0u);
     }
+  }
+}
+
+// storage_offset (hdf5 tensors): printed after "shape" as the JSON tree
+// sorts it, read back by both readers, and refused by both where the bytes
+// it gives do not fit the recorded file, or there is no dataset.
+TEST(ManifestText, StorageOffsetIsWrittenAndCheckedByBothReaders) {
+  const Manifest m = ascii_manifest();
+  const std::string text = m.dump();
+  EXPECT_EQ(text, m.to_json().dump());
+  EXPECT_NE(text.find("\"shape\":[],\"storage_offset\":123448}"), std::string::npos);
+  const std::optional<Manifest> fast = parse_as_written(text);
+  ASSERT_TRUE(fast.has_value());
+  EXPECT_EQ(fast->tensors.back().storage_offset, std::optional<std::uint64_t>(123448));
+  EXPECT_FALSE(fast->tensors.front().storage_offset.has_value());
+  ASSERT_TRUE(general_parse(text).has_value());
+  EXPECT_EQ(general_parse(text)->to_json(), m.to_json());
+  // One byte too far, an overflow, no dataset, a file not listed.
+  const std::size_t last = m.tensors.size() - 1;
+  const std::string field = "field tensors[" + std::to_string(last) + "].storage_offset: ";
+  Manifest beyond = m;
+  beyond.tensors[last].storage_offset = 123456 - 7;
+  Manifest overflow = m;
+  overflow.tensors[last].storage_offset = ~std::uint64_t{0} - 3;
+  Manifest no_dataset = m;
+  no_dataset.tensors[last].dataset.clear();
+  Manifest unlisted = m;
+  unlisted.files[0].path = "other.bin";
+  const std::vector<std::pair<const Manifest*, std::string>> bad = {
+      {&beyond, field + "tensor \"model/step\": its 8 bytes at offset 123449 end at byte "
+                        "123457, beyond the 123456 bytes files records for \"data.bin\""},
+      {&overflow, field + "tensor \"model/step\": storage_offset + the tensor's 8 bytes "
+                          "overflows"},
+      {&no_dataset, field + "given for a tensor without a dataset"},
+      {&unlisted, field + "tensor \"model/step\": its data file \"data.bin\" is not listed "
+                          "in files"},
+  };
+  for (const auto& [manifest, message] : bad) {
+    const std::string damaged = manifest->dump();
+    EXPECT_FALSE(parse_as_written(damaged).has_value()) << message;
+    EXPECT_TRUE(throws_error([&] { (void)Manifest::parse(damaged, "x/manifest.json"); },
+                             ErrorCode::kCorrupt, {"x/manifest.json: " + message}))
+        << message;
   }
 }
 

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,12 @@ struct TensorRecord {
   TensorSpec spec;
   std::string dataset;  // HDF5 dataset path ("/model/<name>"); empty otherwise
   std::vector<PieceRecord> pieces;
+  // Where the dataset's contiguous storage starts in the data file (hdf5
+  // only; 0 for a tensor of no elements): its element i lies at
+  // storage_offset + i * element size, row-major. Lets the reader read the
+  // bytes without opening the dataset. Absent in checkpoints written before
+  // Floe recorded it, whose datasets the reader opens and checks instead.
+  std::optional<std::uint64_t> storage_offset;
 };
 
 // One rank's named blob.

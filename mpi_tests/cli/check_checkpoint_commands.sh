@@ -211,4 +211,38 @@ run 2 0 "${floe}" diff --atol -1 "${h5}" "${mp}"
 expect "diff --atol -1" "${out}" 'atol must be a finite number >= 0'
 run 1 0 "${floe}" diff "${h5}" "${work}/nowhere"
 expect "diff missing" "${out}" "^floe: error: no checkpoint at ${work}/nowhere"
+
+# ---- hdf5 storage offsets ---------------------------------------------------
+# A checkpoint as Floe wrote it before recording them (its datasets are
+# opened and checked) verifies and diffs equal to one with them.
+save 3 hdf5 "${work}/h5old" 2 --without-storage-offsets
+old="${work}/h5old/global_step_2"
+grep -q '"storage_offset":' "${h5}/manifest.json" || fail "no storage_offset in ${h5}"
+! grep -q '"storage_offset":' "${old}/manifest.json" || fail "storage_offset in ${old}"
+for np in 0 2 3; do
+  run 0 "${np}" "${floe}" verify "${old}"
+  expect "verify without offsets ${np}" "${out}" "^verify ${old}: ok$"
+done
+same_everywhere 0 "${floe}" diff "${h5}" "${old}"
+expect "diff with/without offsets" "${out}" '^result: equal \(bitwise\)$'
+run 0 2 "${floe}" diff "${old}" "${mp}"
+expect "diff without offsets vs mpiio" "${out}" '^result: equal \(bitwise\)$'
+# An offset past the data file's end: every command names the tensor and field.
+mkdir "${work}/offset"
+cp -r "$(dirname "${h5}")" "${work}/offset/"
+far="${work}/offset/$(basename "$(dirname "${h5}")")/$(basename "${h5}")"
+"${py}" - "${far}/manifest.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+t = next(t for t in m["tensors"] if t["key"] == "model/model.embed.weight")
+t["storage_offset"] = m["files"][0]["size"] - 100
+del m["manifest_xxh3"]  # edited: written as format version 1 (no self-checksum)
+m["format_version"] = 1
+json.dump(m, open(sys.argv[1], "w"))
+PY
+beyond='field tensors\[[0-9]+\]\.storage_offset: tensor "model/model\.embed\.weight": its 2368 bytes at offset [0-9]+ end at byte [0-9]+, beyond the [0-9]+ bytes files records for "checkpoint\.h5"$'
+run 1 2 "${floe}" verify "${far}"
+expect "verify offset beyond" "${out}" "${far}/manifest\.json: ${beyond}"
+run 1 0 "${floe}" diff "${h5}" "${far}"
+expect "diff offset beyond" "${out}" "${beyond}"
 echo PASS

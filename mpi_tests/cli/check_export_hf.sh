@@ -46,13 +46,16 @@ save 2 mpiio "${work}/mp" 1 --partition flat
 save 1 hf "${work}/hf1" 1
 save 4 hf "${work}/hf4" 1 --partition flat
 save 1 mpiio "${work}/changed" 1 --add model/model.embed.weight 100 0.5
+# As Floe wrote hdf5 checkpoints before it recorded storage offsets.
+save 2 hdf5 "${work}/h5old" 1 --partition flat --without-storage-offsets
 h5="${work}/h5/global_step_1" mp="${work}/mp/global_step_1"
 ref="${work}/hf1/global_step_1/model.safetensors"
 cmp "${ref}" "${work}/hf4/global_step_1/model.safetensors" ||
   fail "the hf engine wrote different bytes at 1 and 4 ranks"
 
 # ---- the same bytes at every rank count, from either engine ----------------
-for case in "1 ${h5}" "2 ${h5}" "3 ${mp}" "4 ${h5}" "1 ${mp}" "4 ${mp}"; do
+for case in "1 ${h5}" "2 ${h5}" "3 ${mp}" "4 ${h5}" "1 ${mp}" "4 ${mp}" \
+    "3 ${work}/h5old/global_step_1"; do
   read -r np src <<<"${case}"
   dest="${work}/e-${np}-$(basename "$(dirname "${src}")")"
   run 0 "${np}" "${floe}" export-hf "${src}" --out "${dest}"

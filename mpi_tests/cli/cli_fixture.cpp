@@ -3,12 +3,16 @@
 // every rank of MPI_COMM_WORLD saves its part.
 //
 //   cli_fixture ENGINE OUTPUT_DIR STEP [--partition dim0|flat|mixed]
-//               [--add KEY INDEX DELTA]...
+//               [--add KEY INDEX DELTA]... [--without-storage-offsets]
 //
+// --without-storage-offsets rewrites the manifest without the hdf5
+// tensors' storage_offset, exactly as Floe wrote it before it recorded them.
 // --add adds DELTA to element INDEX (global, row-major) of the F32 or F64
 // tensor KEY ("model/model.embed.weight") on every rank holding it, so a
 // diff against an unchanged save finds exactly that element.
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -54,7 +58,12 @@ int run(const std::vector<std::string>& args) {
   }
   test::Partition partition = test::Partition::kDim0;
   std::vector<Change> changes;
+  bool without_offsets = false;
   for (std::size_t i = 3; i < args.size(); ++i) {
+    if (args[i] == "--without-storage-offsets") {
+      without_offsets = true;
+      continue;
+    }
     if (args[i] == "--partition" && i + 1 < args.size()) {
       const std::string& p = args[++i];
       partition = p == "flat"    ? test::Partition::kFlat
@@ -77,6 +86,13 @@ int run(const std::vector<std::string>& args) {
   trainer.progress_now.epoch = 1;
   auto engine = test::make_test_engine(trainer, args[0], args[1]);
   engine->save();
+  if (without_offsets && test::world_rank() == 0) {
+    const std::filesystem::path dir =
+        std::filesystem::path(args[1]) / ("global_step_" + args[2]);
+    Manifest manifest = Manifest::read(dir);
+    for (auto& t : manifest.tensors) t.storage_offset.reset();
+    std::ofstream(dir / "manifest.json", std::ios::trunc) << manifest.dump();
+  }
   return 0;
 }
 

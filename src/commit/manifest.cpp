@@ -149,6 +149,7 @@ json Manifest::to_json() const {
                         {"nbytes", p.nbytes},
                         {"xxh3", format_xxh3(p.xxh3)}});
     }
+    if (t.storage_offset) j["storage_offset"] = *t.storage_offset;
     tensor_list.push_back(std::move(j));
   }
   out["scalars"] = scalars;
@@ -255,6 +256,10 @@ Manifest manifest_from(const json& j, const std::string* source) {
       piece.xxh3 = checksum_from(p);
       t.pieces.push_back(std::move(piece));
     }
+    if (f.has("storage_offset")) {
+      if (t.dataset.empty()) f.fail("storage_offset", "given for a tensor without a dataset");
+      t.storage_offset = f.u64("storage_offset");
+    }
     m.tensors.push_back(std::move(t));
   }
   m.scalars = top.object("scalars");
@@ -281,6 +286,12 @@ Manifest manifest_from(const json& j, const std::string* source) {
   for (std::size_t i = 0; i < file_list.size(); ++i) {
     const JsonFields f(file_list[i], "files[" + std::to_string(i) + "]");
     m.files.push_back(FileRecord{file_from(f, "path"), f.u64("size")});
+  }
+  for (std::size_t i = 0; i < m.tensors.size(); ++i) {
+    if (const std::string problem = storage_problem(m.tensors[i], m.files); !problem.empty()) {
+      JsonFields(tensor_list[i], "tensors[" + std::to_string(i) + "]")
+          .fail("storage_offset", problem);
+    }
   }
   m.metadata = top.value("metadata");
   m.engine_info = top.object("engine_info");

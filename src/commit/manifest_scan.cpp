@@ -265,6 +265,10 @@ TensorRecord scan_tensor(Scanner& s, FileNames& files, std::string_view* key_out
   }
   s.expect(",\"shape\":");
   t.spec.shape = s.dims();
+  if (s.accept(",\"storage_offset\":")) {
+    if (t.dataset.empty()) throw NotAsWritten{};
+    t.storage_offset = s.u64();
+  }
   s.expect("}");
 
   // group/name/opt_key spell the key: "model/<name>" or
@@ -394,6 +398,7 @@ Manifest scan_manifest(const std::string& text) {
     for (const PieceRecord& p : t.pieces) {
       if (static_cast<std::uint64_t>(p.rank) >= world) throw NotAsWritten{};
     }
+    if (!storage_problem(t, m.files).empty()) throw NotAsWritten{};
   }
   std::unordered_set<std::string_view> unique(keys.begin(), keys.end(), 2 * keys.size());
   if (unique.size() != keys.size()) throw NotAsWritten{};

@@ -9,6 +9,7 @@
 // lists its members sorted); the one member outside the canonical form,
 // manifest_xxh3, is spliced in at its sorted place once the rest is hashed.
 // manifest_text_test compares this text with to_json().dump() byte for byte.
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 #include <string_view>
@@ -116,7 +117,8 @@ void write_piece(CanonicalWriter& w, const PieceRecord& p) {
   w.raw("}");
 }
 
-// {"dataset"?,"dtype","group","key","name","opt_key"?,"pieces","shape"}
+// {"dataset"?,"dtype","group","key","name","opt_key"?,"pieces","shape",
+//  "storage_offset"?}
 void write_tensor(CanonicalWriter& w, const TensorRecord& t) {
   w.raw("{");
   if (!t.dataset.empty()) {
@@ -143,6 +145,10 @@ void write_tensor(CanonicalWriter& w, const TensorRecord& t) {
   }
   w.raw("],\"shape\":");
   w.integers(t.spec.shape);
+  if (t.storage_offset) {
+    w.raw(",\"storage_offset\":");
+    w.integer(*t.storage_offset);
+  }
   w.raw("}");
 }
 
@@ -174,6 +180,35 @@ void write_list(CanonicalWriter& w, const std::vector<Item>& items, Write&& writ
 }
 
 }  // namespace
+
+std::string storage_problem(const TensorRecord& t, const std::vector<FileRecord>& files) {
+  if (!t.storage_offset) return "";
+  const std::uint64_t offset = *t.storage_offset;
+  const std::uint64_t bytes = t.spec.nbytes();
+  // Spelled out only for a problem: the fast reader checks every tensor.
+  const auto tensor = [&] { return "tensor \"" + t.spec.key() + "\": "; };
+  std::uint64_t end = 0;
+  if (__builtin_add_overflow(offset, bytes, &end)) {
+    return tensor() + "storage_offset + the tensor's " + std::to_string(bytes) +
+           " bytes overflows";
+  }
+  const std::string* checked = nullptr;  // the pieces of a tensor share a file
+  for (const PieceRecord& piece : t.pieces) {
+    if (checked && *checked == piece.file) continue;
+    checked = &piece.file;
+    const auto file = std::find_if(files.begin(), files.end(),
+                                   [&](const FileRecord& f) { return f.path == piece.file; });
+    if (file == files.end()) {
+      return tensor() + "its data file \"" + piece.file + "\" is not listed in files";
+    }
+    if (end > file->size) {
+      return tensor() + "its " + std::to_string(bytes) + " bytes at offset " +
+             std::to_string(offset) + " end at byte " + std::to_string(end) + ", beyond the " +
+             std::to_string(file->size) + " bytes files records for \"" + file->path + "\"";
+    }
+  }
+  return "";
+}
 
 // Hashing the file's bytes costs a fraction of printing the parsed tree
 // again. The first occurrence of the member's text is the top-level one

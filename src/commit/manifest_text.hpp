@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "floe/manifest.hpp"
 
@@ -15,6 +16,13 @@ namespace floe {
 // from format version 2.
 constexpr const char* kSelfChecksumKey = "manifest_xxh3";
 constexpr int kFirstVersionWithSelfChecksum = 2;
+
+// Why tensor `t`'s storage_offset cannot be right, or "" when it can (or
+// it has none): the offset plus the tensor's byte size overflows, or ends
+// beyond the size `files` records for a file its pieces name (or that file
+// is not listed). Both readers check every tensor with it once `files` is
+// read.
+std::string storage_problem(const TensorRecord& t, const std::vector<FileRecord>& files);
 
 // True when `text` holds the bytes Manifest::dump() wrote: the canonical
 // form with the member spliced in at its sorted place, so that the text

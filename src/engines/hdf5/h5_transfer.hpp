@@ -20,11 +20,16 @@ struct TransferStats {
   std::string first_cause;       // why the first other one was not
   // Small tensors written by the batched MPI-IO write (not counted in
   // `transfers`: HDF5 does not move their bytes), or tensors read directly
-  // after the reader's constructor checked them.
+  // after the reader's constructor planned them (from the manifest's
+  // storage_offset, or its own check of the dataset).
   std::uint64_t batched = 0;
   // Tensors read with pread of their contiguous storage after read()'s
   // collective check (not counted in `transfers` either).
   std::uint64_t direct = 0;
+  // Datasets this rank opened and checked in the reader's constructor: its
+  // share of the tensors read directly whose manifest record gives no
+  // storage_offset (a checkpoint written before Floe recorded it).
+  std::uint64_t checked = 0;
 
   bool all_collective() const { return collective == transfers; }
 };

@@ -122,7 +122,7 @@ Hdf5Reader::Hdf5Reader(const ReadContext& ctx, std::uint64_t direct_below,
             "H5Pset_all_coll_metadata_ops");
     }
   });
-  check_small_tensors(ctx, name);
+  plan_direct_reads(ctx, name);
 }
 
 Hdf5Reader::~Hdf5Reader() {
@@ -163,20 +163,53 @@ Hdf5Reader::Direct Hdf5Reader::check_direct(hid_t file, const TensorRecord& tens
   return direct;
 }
 
-void Hdf5Reader::check_small_tensors(const ReadContext& ctx, const std::string& name) {
-  std::vector<std::size_t> small;  // indices into the manifest's tensors, below direct_below_
-  for (std::size_t t = 0; t < ctx.manifest.tensors.size(); ++t) {
-    if (ctx.manifest.tensors[t].spec.nbytes() < direct_below_) small.push_back(t);
+Hdf5Reader::Direct Hdf5Reader::recorded_direct(const TensorRecord& tensor,
+                                                std::uint64_t file_size) const {
+  const TensorSpec& spec = tensor.spec;
+  Direct direct;
+  direct.dtype = spec.dtype;
+  direct.shape = spec.shape;
+  direct.dataset = tensor.dataset;
+  direct.offset = *tensor.storage_offset;
+  // The manifest's own check compared it with the size files[] records,
+  // which open_checkpoint compares with the file; a reader made from a
+  // manifest by other means is held to the file itself.
+  const std::uint64_t bytes = spec.nbytes();
+  if (direct.offset > file_size || bytes > file_size - direct.offset) {
+    direct.problem = "tensor \"" + spec.key() + "\": field storage_offset: its " +
+                     std::to_string(bytes) + " bytes at offset " + std::to_string(direct.offset) +
+                     " lie beyond the end of " + file_text_ + " (" + std::to_string(file_size) +
+                     " bytes)";
   }
-  if (small.empty()) return;
+  return direct;
+}
+
+void Hdf5Reader::plan_direct_reads(const ReadContext& ctx, const std::string& name) {
+  // The tensors read directly (below direct_below_) whose record gives no
+  // storage_offset: their datasets are checked here. Every rank makes the
+  // same list from the same manifest.
+  std::vector<std::size_t> unchecked;
+  const std::uint64_t file_size = data_->size();
+  direct_.reserve(ctx.manifest.tensors.size());
+  for (std::size_t t = 0; t < ctx.manifest.tensors.size(); ++t) {
+    const TensorRecord& tensor = ctx.manifest.tensors[t];
+    if (tensor.spec.nbytes() >= direct_below_) continue;
+    if (tensor.storage_offset) {
+      direct_[tensor.spec.key()] = recorded_direct(tensor, file_size);
+    } else {
+      unchecked.push_back(t);
+    }
+  }
+  if (unchecked.empty()) return;
   const QuietErrors quiet;
   const Comm comm(comm_);
-  // Every size-th small tensor is this rank's to check.
+  // Every size-th one is this rank's to check.
   const std::string mine = collectively(comm, [&] {
     const hid_t file = own_file(name, "hdf5 data file");
     WireWriter w;
-    for (std::size_t k = comm.rank(); k < small.size(); k += comm.size()) {
-      const Direct d = check_direct(file, ctx.manifest.tensors[small[k]]);
+    for (std::size_t k = comm.rank(); k < unchecked.size(); k += comm.size()) {
+      const Direct d = check_direct(file, ctx.manifest.tensors[unchecked[k]]);
+      ++stats_.checked;
       w.u64(k);
       w.u8(d.collective ? 1 : 0);
       w.u64(d.offset);
@@ -189,8 +222,8 @@ void Hdf5Reader::check_small_tensors(const ReadContext& ctx, const std::string& 
     WireReader r(bytes);
     while (!r.done()) {
       const std::uint64_t k = r.u64();
-      if (k >= small.size()) throw Error(ErrorCode::kInternal, "bad direct-read index");
-      const TensorRecord& tensor = ctx.manifest.tensors[small[k]];
+      if (k >= unchecked.size()) throw Error(ErrorCode::kInternal, "bad direct-read index");
+      const TensorRecord& tensor = ctx.manifest.tensors[unchecked[k]];
       Direct d;
       d.collective = r.u8() != 0;
       d.offset = r.u64();

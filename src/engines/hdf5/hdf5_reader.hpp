@@ -49,15 +49,19 @@ class Hdf5Reader : public CheckpointReader {
   // Floe hdf5 checkpoint; kUnsupported for a newer format.
   //
   // Tensors of fewer than `direct_below` bytes (0: none; by default all)
-  // are read directly: the ranks split the checks of their datasets between
-  // them here (each opens its share through its own handle, checks it as
-  // read() would, and notes where its contiguous storage lies), one
-  // allgather shares the outcome, and read() of such a tensor is then a
-  // local pread of the overlapping bytes with no collective call, so each
-  // rank streams its own bytes without waiting for the others tensor by
-  // tensor. A dataset that failed its check fails read() of that tensor on
-  // every rank with the error read() gives; one that is not stored
-  // contiguously is read with H5Dread. Every rank reads only the bytes its
+  // are read directly: read() of such a tensor is a local pread of the
+  // overlapping bytes with no collective call, so each rank streams its own
+  // bytes without waiting for the others tensor by tensor. Where their
+  // bytes lie comes from the manifest (TensorRecord::storage_offset, which
+  // the writer records; no dataset is opened, and an offset whose bytes end
+  // beyond the data file fails read() of that tensor with kCorrupt naming
+  // the tensor and field). For records without it (checkpoints written
+  // before Floe recorded it), the ranks split the checks of their datasets
+  // between them here (each opens its share through its own handle, checks
+  // it as read() would, and notes where its contiguous storage lies) and one
+  // allgather shares the outcome. A dataset that failed its check fails
+  // read() of that tensor on every rank with the error read() gives; one
+  // that is not stored contiguously is read with H5Dread. Every rank reads only the bytes its
   // boxes overlap, one pread per run, also when they are many short ones
   // (a column block of a row-major tensor): on a parallel file system, a
   // reader with a smaller `direct_below` leaves such requests to the
@@ -71,7 +75,7 @@ class Hdf5Reader : public CheckpointReader {
   Hdf5Reader& operator=(const Hdf5Reader&) = delete;
 
   // Collective (see CheckpointReader). For a tensor the constructor did not
-  // check (at least `direct_below` bytes), every rank opens its dataset
+  // plan (at least `direct_below` bytes), every rank opens its dataset
   // (collective metadata reads) and checks its floe_dtype, stored type and
   // shape against `tensor`: kCorrupt naming the file and dataset when it is
   // missing or differs. kInvalidArgument for a box outside the tensor. The
@@ -82,7 +86,7 @@ class Hdf5Reader : public CheckpointReader {
   // copy and an exchange for no gain when every rank's bytes are long
   // runs); otherwise every rank takes part in the collective H5Dread. A
   // failed pread (kCorrupt or kIo naming the file) is the reading rank's
-  // alone, as for a tensor the constructor checked, which is read with
+  // alone, as for a tensor the constructor planned, which is read with
   // pread alone, with no collective call.
   void read(const TensorRecord& tensor, const std::vector<Box>& boxes,
             void* out) override;
@@ -93,13 +97,15 @@ class Hdf5Reader : public CheckpointReader {
   // and dataset when it is missing or its size differs from the record.
   std::vector<std::uint8_t> read_blob(const BlobRecord& blob) override;
 
-  // This rank's tensor transfers so far, as HDF5 reported them, and how
-  // many tensors it read directly after the constructor's checks
-  // (`batched`) or after read()'s own (`direct`).
+  // This rank's tensor transfers so far, as HDF5 reported them, how many
+  // tensors it read directly after the constructor's planning (`batched`)
+  // or after read()'s own checks (`direct`), and how many datasets the
+  // constructor opened to check (`checked`).
   const TransferStats& stats() const { return stats_; }
 
  private:
-  // What the constructor's checks found for a tensor read directly.
+  // Where a tensor read directly lies, from the manifest or from the
+  // constructor's checks.
   struct Direct {
     bool collective = false;   // not contiguous: read with H5Dread after all
     std::uint64_t offset = 0;  // of its storage in the file
@@ -111,7 +117,9 @@ class Hdf5Reader : public CheckpointReader {
     Shape shape;
   };
 
-  void check_small_tensors(const ReadContext& ctx, const std::string& name);
+  void plan_direct_reads(const ReadContext& ctx, const std::string& name);
+  // What the manifest's storage_offset tells, held to the data file's size.
+  Direct recorded_direct(const TensorRecord& tensor, std::uint64_t file_size) const;
   Direct check_direct(hid_t file, const TensorRecord& tensor);
   void read_direct(const TensorRecord& tensor, const Direct& direct,
                    const std::vector<Box>& boxes, void* out);

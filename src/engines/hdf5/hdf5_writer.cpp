@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 
 #include "core/comm.hpp"
 #include "engines/hdf5/h5_file_create.hpp"
@@ -329,13 +330,33 @@ void write_blobs(const Comm& comm, hid_t file, const CreateLists& lists,
   });
 }
 
+// Where each tensor's dataset stores its bytes, for the manifest (the
+// reader then reads them without opening the dataset): the address HDF5
+// gave when it created the dataset, which early allocation fixes for good;
+// 0 for a tensor of no elements (no storage, nothing to read); nothing
+// when HDF5 reported no address (the reader then asks HDF5 itself).
+std::vector<std::optional<std::uint64_t>> storage_offsets(const GlobalLayout& layout,
+                                                          const std::vector<TensorWrite>& writes) {
+  std::vector<std::optional<std::uint64_t>> out(writes.size());
+  for (std::size_t t = 0; t < writes.size(); ++t) {
+    const haddr_t address = writes[t].batched ? writes[t].offset : writes[t].storage;
+    if (layout.tensors[t].spec.nbytes() == 0) {
+      out[t] = 0;
+    } else if (address != HADDR_UNDEF) {
+      out[t] = address;
+    }
+  }
+  return out;
+}
+
 WriteResult make_result(const GlobalLayout& layout,
                         const std::vector<RankReport>& reports,
+                        const std::vector<std::optional<std::uint64_t>>& storage,
                         const Hdf5Options& options) {
   WriteResult out;
   for (std::size_t t = 0; t < layout.tensors.size(); ++t) {
     const TensorLayout& tensor = layout.tensors[t];
-    TensorRecord record{tensor.spec, dataset_path(tensor.spec), {}};
+    TensorRecord record{tensor.spec, dataset_path(tensor.spec), {}, storage[t]};
     for (const Piece* piece : tensor.writers()) {
       const auto& sums = reports[piece->rank].piece_xxh3;
       const auto it = sums.find(t);
@@ -410,9 +431,11 @@ WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
   });
   std::vector<IoRun> batch;
   std::uint64_t batched = 0;
+  std::vector<std::optional<std::uint64_t>> storage;
   collectively(comm, [&] {
     batch = batch_runs(batch_pieces(ctx.layout, plans, writes));
     for (const TensorWrite& w : writes) batched += w.offset != HADDR_UNDEF;
+    storage = storage_offsets(ctx.layout, writes);
   });
   {
     EarlyWriteback writeback(path);
@@ -435,7 +458,7 @@ WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
   }
   // Whatever the close still wrote (rank 0 writes the superblock).
   if (comm.rank() == 0) ctx.fs.fsync_file(path);
-  return make_result(ctx.layout, reports, options);
+  return make_result(ctx.layout, reports, storage, options);
 }
 
 }  // namespace floe::h5

@@ -64,29 +64,42 @@ std::vector<IoRun> split_runs(const std::vector<IoRun>& runs, std::uint64_t most
   return out;
 }
 
+// `runs` with each run that continues the one before it in both the file
+// and memory joined to it, up to `most` bytes per run.
+std::vector<IoRun> join_runs(const std::vector<IoRun>& runs, std::uint64_t most) {
+  std::vector<IoRun> out;
+  for (const IoRun& run : runs) {
+    if (!out.empty()) {
+      IoRun& last = out.back();
+      if (last.offset + last.length == run.offset &&
+          static_cast<const char*>(last.memory) + last.length == run.memory &&
+          last.length + run.length <= most) {
+        last.length += run.length;
+        continue;
+      }
+    }
+    out.push_back(run);
+  }
+  return out;
+}
+
 // Cuts `runs` into segments, each contiguous in the file and moved by one
 // MPI_File_write_at_all with contiguous memory: ROMIO writes such a call
 // with one pwrite from the caller's buffer, where a derived memory type
 // makes it copy everything through a 512 KiB buffer. Runs adjacent in both
-// file and memory merge up to kWritebackUnit; small runs adjacent in the
-// file share a packed segment. `runs` is split in place at kWritebackUnit.
+// file and memory are joined first (up to kWritebackUnit), so many small
+// tensors laid out back to back (an asynchronous save's staging pool) go
+// straight from memory like one large one; the small runs left that are
+// adjacent in the file share a packed segment. `runs` is rewritten in place
+// (split, then joined, at kWritebackUnit).
 std::vector<Segment> plan_segments(std::vector<IoRun>& runs) {
-  runs = split_runs(runs, kWritebackUnit);
+  runs = join_runs(split_runs(runs, kWritebackUnit), kWritebackUnit);
   std::vector<Segment> out;
   for (std::size_t i = 0; i < runs.size(); ++i) {
     const IoRun& run = runs[i];
     if (!out.empty()) {
       Segment& last = out.back();
-      const IoRun& prev = runs[i - 1];
       const bool file_next = last.offset + last.length == run.offset;
-      const bool memory_next =
-          static_cast<const char*>(prev.memory) + prev.length == run.memory;
-      if (file_next && last.direct && memory_next &&
-          last.length + run.length <= kWritebackUnit) {
-        last.length += run.length;
-        last.last = i + 1;
-        continue;
-      }
       if (file_next && !last.direct && run.length < kPackBelow &&
           last.length + run.length <= kPackBytes) {
         last.length += run.length;

@@ -71,8 +71,9 @@ class MpiFile {
   // Collective. Writes `runs` (sorted by offset, not overlapping). Each
   // MPI_File_write_at_all moves one range contiguous in both the file and
   // memory (at most 32 MiB): runs that continue each other in file and
-  // memory merge, small runs adjacent in the file are packed into a 16 MiB
-  // staging buffer, large ones go from the caller's memory. After each
+  // memory merge first (however small each is), small runs left adjacent in
+  // the file are packed into a 16 MiB staging buffer, large ones go from
+  // the caller's memory. After each
   // call the rank starts the kernel's writeback of what it wrote
   // (EarlyWriteback; sync() still makes it durable). Every rank makes the
   // same number of calls whatever its share; a rank whose call fails keeps

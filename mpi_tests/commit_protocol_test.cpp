@@ -152,13 +152,14 @@ TEST_P(CommitProtocol, FlippedByteIsDetectedAndResumeFallsBack) {
   const TensorRecord* t = m.find("model/model.embed.weight");
   ASSERT_NE(t, nullptr);
   if (world_rank() == 0) {
-    // Flip a byte inside the first piece of a tensor (mpiio: at its offset;
-    // hdf5: found by searching for the piece's bytes is engine-specific, so
-    // flip the byte the manifest's offset names, or the file's middle).
+    // Flip a byte inside the first piece of a tensor: mpiio records the
+    // piece's offset, hdf5 the dataset's (storage_offset; the first piece
+    // starts there).
     const fs::path file = bad / t->pieces[0].file;
     std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
-    const std::uint64_t at = GetParam() == "mpiio" ? t->pieces[0].offset + 3
-                                                   : fs::file_size(file) / 2;
+    ASSERT_TRUE(GetParam() == "mpiio" || t->storage_offset.has_value());
+    const std::uint64_t at =
+        (GetParam() == "mpiio" ? t->pieces[0].offset : *t->storage_offset) + 3;
     f.seekg(static_cast<std::streamoff>(at));
     char c = 0;
     f.read(&c, 1);
@@ -169,14 +170,11 @@ TEST_P(CommitProtocol, FlippedByteIsDetectedAndResumeFallsBack) {
   MPI_Barrier(MPI_COMM_WORLD);
   const VerifyReport report = verify_checkpoint(bad, MPI_COMM_WORLD);
   ASSERT_FALSE(report.ok());
-  // A flipped data byte is a checksum mismatch; one in HDF5's own
-  // (checksummed) structures is HDF5's error. Either way the file is named.
+  // A flipped data byte is a checksum mismatch naming the file and tensor.
   EXPECT_NE(report.problems[0].find(t->pieces[0].file), std::string::npos)
       << report.problems[0];
-  if (GetParam() == "mpiio") {
-    EXPECT_TRUE(throws_error([&] { rig.engine->load(bad); }, ErrorCode::kCorrupt,
-                             {"checksum mismatch", "data.bin", "model.embed.weight"}));
-  }
+  EXPECT_TRUE(throws_error([&] { rig.engine->load(bad); }, ErrorCode::kCorrupt,
+                           {"checksum mismatch", t->pieces[0].file, "model.embed.weight"}));
   std::vector<std::string> warnings;
   set_log_sink([&](LogLevel, const std::string& m) { warnings.push_back(m); });
   Rig fresh(tmp / "ckpt", GetParam());

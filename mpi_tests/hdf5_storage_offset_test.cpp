@@ -320,9 +320,14 @@ TEST(Hdf5StorageOffset, AWrongOffsetInsideTheFileFailsTheChecksum) {
   EXPECT_TRUE(is_error(load, ErrorCode::kCorrupt,
                        {"checksum mismatch in checkpoint.h5 for tensor \"model/model.embed.weight\""}));
   EXPECT_TRUE(same_on_all_ranks(load.message));
+  // Verify opens every dataset as well, and says which record is wrong.
   const VerifyReport report = verify_checkpoint(dir, MPI_COMM_WORLD);
   ASSERT_FALSE(report.ok());
-  EXPECT_NE(report.problems[0].find("tensor \"model/model.embed.weight\""), std::string::npos)
+  EXPECT_NE(report.problems[0].find("tensor \"model/model.embed.weight\": field "
+                                    "storage_offset: the manifest records " +
+                                    std::to_string(*adam->storage_offset) + ", but dataset "
+                                    "/model/model.embed.weight in "),
+            std::string::npos)
       << report.problems[0];
 }
 

@@ -27,9 +27,10 @@ struct OpenCheckpoint {
 // checks the files' sizes against it, and opens it with the reader of the
 // engine that wrote it. Throws the same Error on every rank: kNotFound when
 // `dir` has no manifest, kCorrupt naming the file when one is missing or its
-// size differs (a truncated file).
+// size differs (a truncated file). `check_structure`: see ReadContext.
 OpenCheckpoint open_checkpoint(const std::filesystem::path& dir, MPI_Comm comm,
-                               FileSystem& fs = *posix_file_system());
+                               FileSystem& fs = *posix_file_system(),
+                               bool check_structure = false);
 
 struct VerifyReport {
   std::uint64_t pieces_checked = 0;

@@ -73,6 +73,11 @@ struct ReadContext {
   const Manifest& manifest;
   MPI_Comm comm;
   FileSystem& fs;
+  // Also check the data file's own structure where the reader can, beyond
+  // what reading needs (verify): the hdf5 reader then opens and checks every
+  // tensor's dataset even where the manifest says where its bytes lie, and
+  // compares the two.
+  bool check_structure = false;
 };
 
 // How load() treats differences between the state and the checkpoint.

@@ -354,7 +354,7 @@ LoadMatch match_state(const OpenCheckpoint& checkpoint, State& state, const Comm
 }  // namespace
 
 OpenCheckpoint open_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_comm,
-                               FileSystem& fs) {
+                               FileSystem& fs, bool check_structure) {
   const Comm comm(mpi_comm);
   Coordinator coordinator(fs, comm, dir.parent_path());
   collectively(comm, [&] {
@@ -389,7 +389,7 @@ OpenCheckpoint open_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_co
     }
   });
   out.reader = collectively(comm, [&] {
-    return open_reader(ReadContext{dir, out.manifest, mpi_comm, fs});
+    return open_reader(ReadContext{dir, out.manifest, mpi_comm, fs, check_structure});
   });
   return out;
 }
@@ -397,7 +397,8 @@ OpenCheckpoint open_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_co
 VerifyReport verify_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_comm,
                                FileSystem& fs, const VerifyProgress& progress) {
   const Comm comm(mpi_comm);
-  const OpenCheckpoint checkpoint = open_checkpoint(dir, mpi_comm, fs);
+  // Verify checks all it can: the hdf5 reader also opens every dataset.
+  const OpenCheckpoint checkpoint = open_checkpoint(dir, mpi_comm, fs, true);
   const Manifest& manifest = checkpoint.manifest;
   const Assignment who = assign_checks(manifest, nullptr, comm.size());
   const std::size_t steps = manifest.tensors.size() + 1;  // blobs: the last

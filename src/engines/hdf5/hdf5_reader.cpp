@@ -186,15 +186,16 @@ Hdf5Reader::Direct Hdf5Reader::recorded_direct(const TensorRecord& tensor,
 
 void Hdf5Reader::plan_direct_reads(const ReadContext& ctx, const std::string& name) {
   // The tensors read directly (below direct_below_) whose record gives no
-  // storage_offset: their datasets are checked here. Every rank makes the
-  // same list from the same manifest.
+  // storage_offset, or all of them when the caller asks for the file's
+  // structure to be checked (verify): their datasets are checked here.
+  // Every rank makes the same list from the same manifest.
   std::vector<std::size_t> unchecked;
   const std::uint64_t file_size = data_->size();
   direct_.reserve(ctx.manifest.tensors.size());
   for (std::size_t t = 0; t < ctx.manifest.tensors.size(); ++t) {
     const TensorRecord& tensor = ctx.manifest.tensors[t];
     if (tensor.spec.nbytes() >= direct_below_) continue;
-    if (tensor.storage_offset) {
+    if (tensor.storage_offset && !ctx.check_structure) {
       direct_[tensor.spec.key()] = recorded_direct(tensor, file_size);
     } else {
       unchecked.push_back(t);
@@ -232,6 +233,15 @@ void Hdf5Reader::plan_direct_reads(const ReadContext& ctx, const std::string& na
       d.dtype = tensor.spec.dtype;
       d.shape = tensor.spec.shape;
       d.dataset = tensor.dataset;
+      if (d.problem.empty() && tensor.storage_offset &&
+          (d.collective || d.offset != *tensor.storage_offset)) {
+        d.code = ErrorCode::kCorrupt;
+        d.problem = "tensor \"" + tensor.spec.key() + "\": field storage_offset: the manifest "
+                    "records " + std::to_string(*tensor.storage_offset) + ", but dataset " +
+                    tensor.dataset + " in " + file_text_ +
+                    (d.collective ? " is not stored contiguously"
+                                  : " stores its bytes at " + std::to_string(d.offset));
+      }
       direct_[tensor.spec.key()] = std::move(d);
     }
   }

@@ -41,19 +41,6 @@ std::uint64_t sum_over_ranks(std::uint64_t value) {
   return value;
 }
 
-// Every file and folder under `dir` with its size: what must not change.
-std::string tree_of(const fs::path& dir) {
-  std::vector<std::string> names;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    names.push_back(e.path().lexically_relative(dir).string() + ":" +
-                    (e.is_regular_file() ? std::to_string(e.file_size()) : "d"));
-  }
-  std::sort(names.begin(), names.end());
-  std::string out;
-  for (const auto& n : names) out += n + " ";
-  return out;
-}
-
 // What serial HDF5 reports as the start of each tensor's storage
 // (H5Dget_offset), or nothing for a dataset without storage. Rank 0 only.
 std::map<std::string, std::optional<std::uint64_t>> hdf5_offsets(const fs::path& file,
@@ -223,7 +210,7 @@ TEST(Hdf5StorageOffset, AnOffsetThatDoesNotFitIsCorruptNamingTensorAndField) {
         "beyond the " + std::to_string(size) + " bytes files records for \"checkpoint.h5\""}},
       {"overflowing", ~std::uint64_t{0} - 2, {field + tensor, "bytes overflows"}},
   };
-  const std::string before = world_rank() == 0 ? tree_of(tmp.path()) : "";
+  const std::string before = world_rank() == 0 ? tree_listing(tmp.path()) : "";
   for (const Case& bad : cases) {
     SCOPED_TRACE(bad.name);
     Manifest edited = good;
@@ -245,7 +232,7 @@ TEST(Hdf5StorageOffset, AnOffsetThatDoesNotFitIsCorruptNamingTensorAndField) {
   }
   rewrite_manifest(dir, good);
   if (world_rank() == 0) {
-    EXPECT_EQ(tree_of(tmp.path()), before);
+    EXPECT_EQ(tree_listing(tmp.path()), before);
   }
   // Other bad values, through the parser: the JSON edited directly.
   const json original = json::parse(good.dump());
@@ -297,15 +284,24 @@ TEST(Hdf5StorageOffset, TheReaderHoldsOffsetsToTheFileItself) {
                              {Box{{0, 0, 0}, {4, 3, 5}}}));
 }
 
+// The test state saved once by the hdf5 engine (step 1) into a fresh
+// directory. Collective.
+struct SavedAtStep1 {
+  TempDir tmp;
+  EngineRig rig{tmp / "ckpt", "hdf5"};
+  fs::path dir = tmp / "ckpt" / "global_step_1";
+  SavedAtStep1() {
+    rig.save_at(1);
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+};
+
 // An offset inside the file but wrong (another tensor's): the checksums
 // catch it on load and in verify, naming the tensor.
 TEST(Hdf5StorageOffset, AWrongOffsetInsideTheFileFailsTheChecksum) {
-  TempDir tmp;
-  const fs::path out = tmp / "ckpt";
-  EngineRig rig(out, "hdf5");
-  rig.save_at(1);
-  MPI_Barrier(MPI_COMM_WORLD);
-  const fs::path dir = out / "global_step_1";
+  SavedAtStep1 saved;
+  EngineRig& rig = saved.rig;
+  const fs::path& dir = saved.dir;
   Manifest edited = Manifest::read(dir);
   TensorRecord* embed = nullptr;
   const TensorRecord* adam = edited.find("optimizer/model.embed.weight/exp_avg");
@@ -335,12 +331,9 @@ TEST(Hdf5StorageOffset, AWrongOffsetInsideTheFileFailsTheChecksum) {
 // and a dataset, as h5py would): its size no longer matches, and load and
 // verify say so before reading a byte through the recorded offsets.
 TEST(Hdf5StorageOffset, ADataFileRewrittenByAnotherProgramIsRefusedByItsSize) {
-  TempDir tmp;
-  const fs::path out = tmp / "ckpt";
-  EngineRig rig(out, "hdf5");
-  rig.save_at(1);
-  MPI_Barrier(MPI_COMM_WORLD);
-  const fs::path dir = out / "global_step_1";
+  SavedAtStep1 saved;
+  EngineRig& rig = saved.rig;
+  const fs::path& dir = saved.dir;
   const fs::path file = dir / "checkpoint.h5";
   const std::uint64_t recorded = Manifest::read(dir).files.at(0).size;
   if (world_rank() == 0) {

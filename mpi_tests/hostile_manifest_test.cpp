@@ -105,19 +105,6 @@ std::vector<Hostile> hostile_edits() {
 
 using Rig = EngineRig;
 
-// Every file and folder under `dir` with its size: what must not change.
-std::string tree_listing(const fs::path& dir) {
-  std::vector<std::string> names;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    names.push_back(e.path().lexically_relative(dir).string() + ":" +
-                    (e.is_regular_file() ? std::to_string(e.file_size()) : "d"));
-  }
-  std::sort(names.begin(), names.end());
-  std::string out;
-  for (const auto& n : names) out += n + " ";
-  return out;
-}
-
 class HostileManifest : public ::testing::TestWithParam<std::string> {};
 
 // Every edit through the parser alone, and the raw texts no edit can make.

@@ -113,6 +113,18 @@ std::string listing(const std::filesystem::path& dir) {
   return out;
 }
 
+std::string tree_listing(const std::filesystem::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    names.push_back(e.path().lexically_relative(dir).string() + ":" +
+                    (e.is_regular_file() ? std::to_string(e.file_size()) : "d"));
+  }
+  std::sort(names.begin(), names.end());
+  std::string out;
+  for (const auto& n : names) out += n + " ";
+  return out;
+}
+
 TempDir::TempDir(MPI_Comm comm) : comm_(comm) {
   int rank = 0;
   MPI_Comm_rank(comm_, &rank);

@@ -55,6 +55,10 @@ std::string slurp(const std::filesystem::path& path);
 // line that every rank should agree on.
 std::string listing(const std::filesystem::path& dir);
 
+// Every file and folder under `dir` (recursive) with its size, sorted:
+// what a refused operation must leave unchanged.
+std::string tree_listing(const std::filesystem::path& dir);
+
 class TempDir {
  public:
   explicit TempDir(MPI_Comm comm = MPI_COMM_WORLD);

@@ -1,0 +1,49 @@
+// Matching a load's state with a checkpoint's manifest (load), and who
+// checks each piece's checksum (load and verify).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/comm.hpp"
+#include "floe/checkpoint.hpp"
+#include "floe/engine.hpp"
+
+namespace floe {
+
+// Who checks each piece: a rank whose load region equals the piece checks
+// the bytes it loaded for free; other pieces are read once more by ranks in
+// turn. Indexed [tensor][piece]; -1 - r means "rank r, inline".
+using Assignment = std::vector<std::vector<int>>;
+
+// No rank loads exactly this piece (see InlineRanks).
+constexpr std::uint32_t kNoRank = UINT32_MAX;
+
+// For each piece of each manifest tensor, flattened in manifest order: the
+// lowest rank whose load region is exactly that piece, or kNoRank.
+using InlineRanks = std::vector<std::uint32_t>;
+
+// Pieces some rank loads as they are (`inline_ranks`; null for verify,
+// which loads nothing) are checked by that rank; the others go round the
+// ranks in turn.
+Assignment assign_checks(const Manifest& manifest, const InlineRanks* inline_ranks,
+                         int world_size);
+
+// What a load's ranks agreed on: this rank's shard of each manifest tensor
+// and, with verify, who checks each piece.
+struct LoadMatch {
+  std::vector<TensorShard*> shards;  // by manifest tensor; null: none here
+  Assignment who;                    // empty without verify
+};
+
+// Collective. Matches the state with the manifest in one allreduce (the
+// minimum, element-wise) of: [0] 0 when this rank's names fail; [1 + t] 0
+// when this rank has tensor t; then, with verify, per piece this rank's
+// number when its region is exactly the piece (kNoRank if not). Anything
+// wrong is then explained the thorough way, with every rank's layout
+// (gather_layout, names_match, explain_names), so a bad state fails with the
+// same error as before this shortcut.
+LoadMatch match_state(const OpenCheckpoint& checkpoint, State& state, const Comm& comm,
+                      bool verify, const LoadOptions& options);
+
+}  // namespace floe

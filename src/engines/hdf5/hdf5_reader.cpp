@@ -192,16 +192,24 @@ void Hdf5Reader::plan_direct_reads(const ReadContext& ctx, const std::string& na
   std::vector<std::size_t> unchecked;
   const std::uint64_t file_size = data_->size();
   direct_.reserve(ctx.manifest.tensors.size());
+  // Whether every tensor is read from its recorded offset, with pread alone.
+  bool all_recorded = true;
   for (std::size_t t = 0; t < ctx.manifest.tensors.size(); ++t) {
     const TensorRecord& tensor = ctx.manifest.tensors[t];
-    if (tensor.spec.nbytes() >= direct_below_) continue;
+    if (tensor.spec.nbytes() >= direct_below_) {
+      all_recorded = false;
+      continue;
+    }
     if (tensor.storage_offset && !ctx.check_structure) {
       direct_[tensor.spec.key()] = recorded_direct(tensor, file_size);
     } else {
       unchecked.push_back(t);
     }
   }
-  if (unchecked.empty()) return;
+  if (unchecked.empty()) {
+    independent_ = all_recorded;
+    return;
+  }
   const QuietErrors quiet;
   const Comm comm(comm_);
   // Every size-th one is this rank's to check.
@@ -301,7 +309,7 @@ void Hdf5Reader::read_direct(const TensorRecord& tensor, const Direct& direct,
   check_request(spec, boxes, out);
   if (!direct.problem.empty()) throw Error(direct.code, direct.problem);
   read_runs(runs_of(spec, direct.offset, boxes, out));
-  ++stats_.batched;
+  ++batched_;
 }
 
 void Hdf5Reader::read_collective(const TensorRecord& tensor,
@@ -400,7 +408,14 @@ const Type& Hdf5Reader::type_of(DType dtype) {
   return it->second;
 }
 
+TransferStats Hdf5Reader::stats() const {
+  TransferStats out = stats_;
+  out.batched = batched_;
+  return out;
+}
+
 std::vector<std::uint8_t> Hdf5Reader::read_blob(const BlobRecord& blob) {
+  const std::lock_guard<std::mutex> lock(own_file_mutex_);
   const QuietErrors quiet;
   const hid_t file = own_file(blob.file, "blob \"" + blob.name + "\"");
   const std::string file_text = (dir_ / blob.file).string();

@@ -4,10 +4,12 @@
 // rank asks for many small runs; blobs by independent reads.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -95,13 +97,27 @@ class Hdf5Reader : public CheckpointReader {
   // a handle of this rank's own (MPI_COMM_SELF), which keeps the collective
   // handle's metadata cache the same on every rank. kCorrupt naming the file
   // and dataset when it is missing or its size differs from the record.
+  // Calls from several threads take turns (HDF5 is not thread-safe).
   std::vector<std::uint8_t> read_blob(const BlobRecord& blob) override;
+
+  // True when read() of every tensor of the manifest is a pread alone, with
+  // no collective call and no HDF5 call: every record gives storage_offset,
+  // every tensor is below `direct_below`, and the structure is not to be
+  // checked (ReadContext::check_structure). The same on every rank (it
+  // depends on the manifest and the arguments alone). load() then reads on
+  // a thread of its own (ReadAhead) while it checks what has arrived;
+  // read() of those records is then thread-safe, and one whose offset does
+  // not fit the file fails on the ranks that read it (the caller agrees on
+  // the error). A record that is not the manifest's (a caller's own) is
+  // still read collectively.
+  bool reads_independently() const override { return independent_; }
 
   // This rank's tensor transfers so far, as HDF5 reported them, how many
   // tensors it read directly after the constructor's planning (`batched`)
   // or after read()'s own checks (`direct`), and how many datasets the
-  // constructor opened to check (`checked`).
-  const TransferStats& stats() const { return stats_; }
+  // constructor opened to check (`checked`). A snapshot: `batched` counts
+  // reads of every thread.
+  TransferStats stats() const;
 
  private:
   // Where a tensor read directly lies, from the manifest or from the
@@ -139,15 +155,21 @@ class Hdf5Reader : public CheckpointReader {
   std::string file_text_;  // the data file's path, for messages
   File file_;
   Plist dataset_access_;  // collective metadata reads
+  std::mutex own_file_mutex_;  // read_blob's, from several threads
   std::string own_file_name_;
   File own_file_;  // MPI_COMM_SELF: blobs and the checks of direct reads
-  TransferStats stats_;
+  TransferStats stats_;  // but `batched`: batched_
+  // Reads by read_direct, which several threads may make at once.
+  std::atomic<std::uint64_t> batched_{0};
+  bool independent_ = false;  // see reads_independently()
   Plist transfer_list_;  // collective transfers, made once
   std::map<DType, Type> types_;
   const Type& type_of(DType dtype);
   bool direct_large_;
   std::uint64_t direct_below_;
-  std::unordered_map<std::string, Direct> direct_;  // by dataset path
+  // By tensor key; made by the constructor and never changed after, so
+  // read_direct may look it up from several threads.
+  std::unordered_map<std::string, Direct> direct_;
   std::unique_ptr<ReadOnlyFile> data_;              // for pread
 };
 

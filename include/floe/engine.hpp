@@ -64,6 +64,29 @@ class CheckpointReader {
   // once: load() then reads on a thread of its own while it checks what
   // has arrived. Default: false.
   virtual bool reads_independently() const { return false; }
+
+  // One tensor's share of a read_some() call: what read() is given.
+  struct ReadRequest {
+    const TensorRecord* tensor = nullptr;
+    std::vector<Box> boxes;
+    void* out = nullptr;
+  };
+
+  // Only for a reader that reads independently; not collective. Reads a
+  // prefix of `requests[0, count)`, at least the first (count > 0), each as
+  // read() would, and returns its length: a reader may read many tensors in
+  // one system call (mpiio: one preadv for tensors that lie one after the
+  // other in the file). When the first request fails it throws what read()
+  // of it throws; when a later one fails the prefix ends before it, so the
+  // next call starts with it and throws its error (the bytes of requests
+  // past the prefix may have been written in part, as a read() that throws
+  // may write part of its output). Default: read() of the first request,
+  // returns 1.
+  virtual std::size_t read_some(const ReadRequest* requests, std::size_t count) {
+    (void)count;
+    read(*requests->tensor, requests->boxes, requests->out);
+    return 1;
+  }
 };
 
 // What a ReaderFactory is given. Valid only during the call: a reader copies

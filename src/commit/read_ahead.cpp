@@ -21,30 +21,56 @@ ReadAhead::~ReadAhead() {
 
 void ReadAhead::run() {
   std::exception_ptr error;
-  for (std::size_t t = 0; t < tensors_.size() && !stop_; ++t) {
-    if (TensorShard* shard = shards_[t]) {
+  std::vector<CheckpointReader::ReadRequest> batch;
+  std::vector<std::size_t> index;  // the manifest index of each request
+  std::size_t t = 0;
+  while (t < tensors_.size() && !stop_ && !error) {
+    // The next batch: the tensors from t on with a shard here, up to
+    // kBatchBytes (or one tensor, however large) and kBatchTensors.
+    batch.clear();
+    index.clear();
+    std::uint64_t bytes = 0;
+    std::size_t end = t;
+    for (; end < tensors_.size() && batch.size() < kBatchTensors; ++end) {
+      TensorShard* shard = shards_[end];
+      if (!shard) continue;
+      const std::uint64_t nbytes = shard->nbytes();
+      if (!batch.empty() && bytes + nbytes > kBatchBytes) break;
+      const TensorRecord& record = tensors_[end];
+      batch.push_back({&record, shard->region().boxes(record.spec.shape), shard->data()});
+      index.push_back(end);
+      bytes += nbytes;
+    }
+    if (batch.empty()) publish(end);  // nothing of them on this rank
+    std::size_t at = 0;
+    while (at < batch.size() && !stop_) {
       try {
-        const TensorRecord& record = tensors_[t];
-        reader_.read(record, shard->region().boxes(record.spec.shape),
-                     shard->data());
+        at += reader_.read_some(batch.data() + at, batch.size() - at);
       } catch (...) {
         error = std::current_exception();
-        break;
       }
+      // Tensors up to the next request (or the batch's end) are read.
+      publish(at < batch.size() ? index[at] : end);
+      if (error) break;
     }
-    // A store and a load, both sequentially consistent, against wait()'s
-    // store of waiting_ and load of done_: one of the two sides sees the
-    // other, so a sleeping caller is always woken.
-    done_ = t + 1;
-    if (waiting_) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      progress_.notify_one();
-    }
+    t = end;
   }
   std::lock_guard<std::mutex> lock(mutex_);
   error_ = error;
   finished_ = true;
   progress_.notify_one();
+}
+
+void ReadAhead::publish(std::size_t done) {
+  // A store and a load, both sequentially consistent, against wait()'s
+  // store of waiting_ and load of done_: one of the two sides sees the
+  // other, so a sleeping caller is always woken. The caller is woken once
+  // per call (a batch), not per tensor.
+  done_ = done;
+  if (waiting_) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    progress_.notify_one();
+  }
 }
 
 void ReadAhead::wait(std::size_t t) {

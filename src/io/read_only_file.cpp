@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "floe/error.hpp"
@@ -51,6 +52,45 @@ ReadOnlyFile& ReadOnlyFile::operator=(ReadOnlyFile&& other) noexcept {
     size_ = other.size_;
   }
   return *this;
+}
+
+void ReadOnlyFile::read_scattered(std::uint64_t offset, iovec* parts, int count) const {
+  std::uint64_t bytes = 0;
+  for (int i = 0; i < count; ++i) bytes += parts[i].iov_len;
+  if (offset > size_ || bytes > size_ - offset) {
+    throw Error(ErrorCode::kCorrupt,
+                path_.string() + ": read of " + std::to_string(bytes) +
+                    " bytes at " + std::to_string(offset) +
+                    " leaves the file (" + std::to_string(size_) + " bytes)");
+  }
+  while (count > 0 && parts->iov_len == 0) ++parts, --count;
+  while (count > 0) {
+    // Linux moves at most 0x7ffff000 bytes per call and returns what it
+    // moved: the parts are advanced past it and the rest read again.
+    const ssize_t got = ::preadv(fd_, parts, count, static_cast<off_t>(offset));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      throw Error(ErrorCode::kIo, path_.string() + ": read failed at offset " +
+                                      std::to_string(offset) + ": " +
+                                      std::strerror(errno));
+    }
+    if (got == 0) {
+      throw Error(ErrorCode::kCorrupt,
+                  path_.string() + ": the file ended at " +
+                      std::to_string(offset) + ", before its expected " +
+                      std::to_string(size_) + " bytes (truncated)");
+    }
+    offset += static_cast<std::uint64_t>(got);
+    auto left = static_cast<std::size_t>(got);
+    while (count > 0 && left >= parts->iov_len) {
+      left -= parts->iov_len;
+      ++parts, --count;
+    }
+    if (count > 0) {
+      parts->iov_base = static_cast<char*>(parts->iov_base) + left;
+      parts->iov_len -= left;
+    }
+  }
 }
 
 void ReadOnlyFile::read_exact(std::uint64_t offset, std::uint64_t bytes,

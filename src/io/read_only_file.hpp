@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <string>
 
+#include <sys/uio.h>
+
 namespace floe {
 
 class ReadOnlyFile {
@@ -27,6 +29,12 @@ class ReadOnlyFile {
   // when the range leaves the file's size or the file turns out shorter
   // (truncated since it was opened), kIo on a read error. Thread-safe.
   void read_exact(std::uint64_t offset, std::uint64_t bytes, void* out) const;
+
+  // Reads the bytes from `offset` on into `parts[0, count)`, one after the
+  // other, exactly their total length, in as few preadv calls as Linux
+  // allows (count <= IOV_MAX). The same errors as read_exact of that range;
+  // `parts` is used up (advanced past what was read). Thread-safe.
+  void read_scattered(std::uint64_t offset, iovec* parts, int count) const;
 
  private:
   std::filesystem::path path_;

@@ -8,7 +8,10 @@
 // in memory of their own, back to back in one buffer, or back to front; a
 // file truncated after it was opened, in the middle of a batch, fails at
 // the same tensor with the same error as read() of it, and fails a load
-// with that error on every rank, nothing committed changed.
+// with that error on every rank, nothing committed changed. Also: a state
+// that lists its tensors in another order than the manifest, or only some
+// of them, is matched as one in the manifest's order is (load_match.cpp
+// tries the next shard in order before State::find).
 #include <cstring>
 
 #include "commit/restore.hpp"
@@ -45,18 +48,26 @@ Region region_for(Hold hold, int rank, int size) {
   return Region::whole(kShape);
 }
 
-// kTensors tensors "w.<t>" of kShape as `hold` and `memory` say, for rank
-// `rank` of `size` of `comm`, filled with their expected values or zeroed.
+// Tensors "w.<t>" of kShape (by default all kTensors, in order; else those
+// of `which`, in its order) as `hold` and `memory` say, for this rank of
+// `comm`, filled with their expected values or zeroed.
 struct ManyTensors {
-  ManyTensors(MPI_Comm comm, Hold hold, Memory memory, bool fill) : trainer(comm) {
+  ManyTensors(MPI_Comm comm, Hold hold, Memory memory, bool fill,
+              std::vector<std::size_t> which = {})
+      : trainer(comm) {
+    if (which.empty()) {
+      for (std::size_t t = 0; t < kTensors; ++t) which.push_back(t);
+    }
     int rank = 0, size = 1;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
     const Region region = region_for(hold, rank, size);
     const std::uint64_t bytes = region.elements() * sizeof(float);
-    if (memory != Memory::kOwned) buffer.assign(kTensors * bytes, std::byte{0});
-    for (std::size_t t = 0; t < kTensors; ++t) {
-      const std::size_t slot = memory == Memory::kBackToFront ? kTensors - 1 - t : t;
+    const std::size_t n = which.size();
+    if (memory != Memory::kOwned) buffer.assign(n * bytes, std::byte{0});
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::size_t t = which[i];
+      const std::size_t slot = memory == Memory::kBackToFront ? n - 1 - i : i;
       void* data = memory == Memory::kOwned ? nullptr : buffer.data() + slot * bytes;
       TensorShard& shard =
           trainer.state().add_model(name_of(t), DType::kF32, kShape, region, data);
@@ -109,6 +120,31 @@ TEST(MpiioReadSome, ManySmallTensorsComeBackExactHoweverTheyAreHeld) {
       EXPECT_TRUE(loaded.holds_expected());
     }
     MPI_Barrier(MPI_COMM_WORLD);
+  });
+}
+
+// The state's tensors back to front, and every third one back to front
+// (the rest of the manifest skipped: allow_extra_tensors): matched by name
+// whatever the order, loaded exactly.
+TEST(MpiioReadSome, AStateInAnotherOrderOrWithSomeTensorsLoadsExact) {
+  TempDir tmp;
+  save_many(MPI_COMM_WORLD, tmp / "ckpt");
+  run_within(std::chrono::seconds(120), [&] {
+    std::vector<std::size_t> backward, third;
+    for (std::size_t t = kTensors; t-- > 0;) {
+      backward.push_back(t);
+      if (t % 3 == 1) third.push_back(t);
+    }
+    for (const auto* which : {&backward, &third}) {
+      ManyTensors loaded(MPI_COMM_WORLD, Hold::kRows, Memory::kOwned, false, *which);
+      auto engine = make_test_engine(loaded.trainer, "mpiio", tmp / "ckpt",
+                                     {{"verify_on_load", true}});
+      LoadOptions options;
+      options.allow_extra_tensors = which == &third;
+      EXPECT_NO_THROW(engine->load(std::nullopt, options));
+      EXPECT_EQ(loaded.trainer.state().tensors().size(), which->size());
+      EXPECT_TRUE(loaded.holds_expected());
+    }
   });
 }
 

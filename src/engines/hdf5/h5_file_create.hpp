@@ -39,7 +39,19 @@ void create_top_groups(hid_t file, const std::string& where);
 void write_root_attributes(hid_t file, const GlobalLayout& layout,
                            const RankReport& root, const std::string& where);
 
+// HDF5's metadata block size (H5Pset_meta_block_size) for a file of
+// `objects` datasets: about an eighth of their metadata, a power of two from
+// HDF5's default 2 KiB up to 1 MiB. With 2 KiB blocks a new block lands
+// after the dataset just allocated, so the object headers of many small
+// datasets lie between their data, and every collective metadata flush
+// rewrites the data around them (ROMIO reads and writes back each 512 KiB
+// it touches); in a few large blocks they sit apart. A file of few datasets
+// keeps the default, so it holds no large unused block.
+hsize_t metadata_block_bytes(std::uint64_t objects);
+
+// Creates the file at `path`, collective over `comm`, for `objects`
+// datasets (tensors and blobs).
 File create_file(const std::filesystem::path& path, MPI_Comm comm,
-                 const Hdf5Options& options);
+                 const Hdf5Options& options, std::uint64_t objects);
 
 }  // namespace floe::h5

@@ -413,7 +413,9 @@ WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
   CreateLists lists;
   collectively(comm, [&] {
     lists = create_lists();
-    file = create_file(path, ctx.comm, options);
+    std::uint64_t objects = ctx.layout.tensors.size();
+    for (const RankReport& report : reports) objects += report.blobs.size();
+    file = create_file(path, ctx.comm, options, objects);
     create_top_groups(file.get(), file_text);
     write_root_attributes(file.get(), ctx.layout, reports[0], file_text);
   });

@@ -24,7 +24,11 @@ struct AsyncBenchOptions {
 // a memcpy of every shard into a buffer allocated and touched beforehand,
 // then each engine's save() (the time it blocks), then its wait() (timed
 // apart). Every time is the slowest rank's. Prints medians and the ratio
-// of save() blocking to memcpy on rank 0.
+// of save() blocking to memcpy on rank 0, then the trainer thread's own
+// usage during each memcpy and save() (getrusage(RUSAGE_THREAD): CPU
+// seconds, page faults, involuntary and voluntary context switches, each
+// the largest over the ranks), which tells a save() that copies from one
+// that waits.
 void run_async_bench(State& state, const AsyncBenchOptions& options);
 
 }  // namespace floe::bench

@@ -41,10 +41,11 @@ class ReadAhead {
   void wait(std::size_t t);
 
   // A batch: enough tensors that a wake-up and a system call are small
-  // beside them, few enough bytes that checking the first tensors of a batch
-  // is not held up long behind reading the last.
+  // beside them, few enough bytes that the caller checks a batch while it
+  // is still in cache (1 GiB in 20,000 tensors, 1 rank: median CPU of a
+  // load 383 ms with 1 MiB batches, 404 ms with 4 MiB; BENCHMARKS.md).
   static constexpr std::size_t kBatchTensors = 4096;
-  static constexpr std::uint64_t kBatchBytes = 4u << 20;
+  static constexpr std::uint64_t kBatchBytes = 1u << 20;
 
  private:
   void run();

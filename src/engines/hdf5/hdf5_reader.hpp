@@ -112,6 +112,16 @@ class Hdf5Reader : public CheckpointReader {
   // still read collectively.
   bool reads_independently() const override { return independent_; }
 
+  // Not collective; for the manifest's records while reads_independently()
+  // (CheckpointReader::read_some): the runs of every request, sorted by
+  // offset, are read with one preadv per stretch of runs that follow each
+  // other in the file with gaps of at most kMaxGap (read into scratch), so
+  // a batch of small tensors saved back to back takes a few system calls
+  // instead of one pread each. When that fails, the requests are read again
+  // one by one with read(): the first one that fails throws read()'s own
+  // error, or ends the prefix returned.
+  std::size_t read_some(const ReadRequest* requests, std::size_t count) override;
+
   // This rank's tensor transfers so far, as HDF5 reported them, how many
   // tensors it read directly after the constructor's planning (`batched`)
   // or after read()'s own checks (`direct`), and how many datasets the
@@ -134,6 +144,9 @@ class Hdf5Reader : public CheckpointReader {
   };
 
   void plan_direct_reads(const ReadContext& ctx, const std::string& name);
+  // The plan for `tensor` when it is the manifest's record of a tensor
+  // planned for a direct read (and not found to need H5Dread); else null.
+  const Direct* planned(const TensorRecord& tensor) const;
   // What the manifest's storage_offset tells, held to the data file's size.
   Direct recorded_direct(const TensorRecord& tensor, std::uint64_t file_size) const;
   Direct check_direct(hid_t file, const TensorRecord& tensor);
@@ -145,6 +158,9 @@ class Hdf5Reader : public CheckpointReader {
   static std::vector<Run> runs_of(const TensorSpec& spec, std::uint64_t storage,
                                   const std::vector<Box>& boxes, void* out);
   void read_runs(const std::vector<Run>& runs);
+  // `runs`, sorted by offset and not overlapping in the file, with one
+  // preadv per stretch of them whose gaps are at most kMaxGap bytes.
+  void read_runs_together(const std::vector<Run>& runs) const;
   void read_collective(const TensorRecord& tensor,
                        const std::vector<Box>& boxes, void* out);
   // This rank's own handle (MPI_COMM_SELF) of data file `name`.

@@ -368,8 +368,9 @@ TEST(Hdf5StorageOffset, ADataFileRewrittenByAnotherProgramIsRefusedByItsSize) {
                            ErrorCode::kCorrupt, {says}));
 }
 
-// Forwards to the reader it wraps, noting which tensors were read on the
-// thread that made it and which on another (load()'s read-ahead thread).
+// Forwards to the reader it wraps, noting which tensors were read (or
+// asked for in a read_some batch) on the thread that made it and which on
+// another (load()'s read-ahead thread).
 class ThreadNotingReader : public CheckpointReader {
  public:
   explicit ThreadNotingReader(std::unique_ptr<CheckpointReader> inner)
@@ -381,6 +382,15 @@ class ThreadNotingReader : public CheckpointReader {
       (std::this_thread::get_id() == maker_ ? on_maker_ : elsewhere_).insert(tensor.spec.key());
     }
     inner_->read(tensor, boxes, out);
+  }
+  // The read-ahead thread's batches go to the wrapped reader's read_some.
+  std::size_t read_some(const ReadRequest* requests, std::size_t count) override {
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      auto& keys = std::this_thread::get_id() == maker_ ? on_maker_ : elsewhere_;
+      for (std::size_t i = 0; i < count; ++i) keys.insert(requests[i].tensor->spec.key());
+    }
+    return inner_->read_some(requests, count);
   }
   std::vector<std::uint8_t> read_blob(const BlobRecord& blob) override {
     return inner_->read_blob(blob);

@@ -87,6 +87,23 @@ class CheckpointReader {
     read(*requests->tensor, requests->boxes, requests->out);
     return 1;
   }
+
+ protected:
+  // read() of each request in turn, as read_some() must read them: the
+  // first that fails throws (when it is the first request) or ends the
+  // prefix. For a read_some() whose batch failed without telling which
+  // request failed, so that the error is read()'s own, naming its tensor.
+  std::size_t read_each(const ReadRequest* requests, std::size_t count) {
+    for (std::size_t i = 0; i < count; ++i) {
+      try {
+        read(*requests[i].tensor, requests[i].boxes, requests[i].out);
+      } catch (...) {
+        if (i == 0) throw;
+        return i;
+      }
+    }
+    return count;
+  }
 };
 
 // What a ReaderFactory is given. Valid only during the call: a reader copies

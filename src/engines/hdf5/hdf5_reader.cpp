@@ -1,7 +1,5 @@
 #include "engines/hdf5/hdf5_reader.hpp"
 
-#include <sys/uio.h>
-
 #include <algorithm>
 #include <map>
 #include <optional>
@@ -13,6 +11,7 @@
 #include "engines/hdf5/hdf5_format.hpp"
 #include "engines/hdf5/hdf5_options.hpp"
 #include "core/wire.hpp"
+#include "io/gathered_read.hpp"
 
 namespace floe::h5 {
 namespace {
@@ -25,11 +24,6 @@ constexpr std::uint64_t kMaxReadBytes = 1ull << 30;
 // whose two-phase I/O turns them into large reads.
 constexpr std::size_t kDirectMaxRuns = 64;
 constexpr std::uint64_t kDirectMinRunBytes = 256u << 10;
-// read_some reads a gap of at most this many bytes between two runs (into
-// scratch) rather than skipping it: a system call costs more than copying
-// that much from the page cache. iovecs per preadv: IOV_MAX on Linux.
-constexpr std::uint64_t kMaxGap = 16u << 10;
-constexpr std::size_t kMaxParts = 1024;
 
 // The one data file the manifest's pieces and blobs name (checkpoint.h5
 // when they name none).
@@ -282,51 +276,24 @@ void Hdf5Reader::read(const TensorRecord& tensor, const std::vector<Box>& boxes,
 }
 
 std::size_t Hdf5Reader::read_some(const ReadRequest* requests, std::size_t count) {
-  // Request by request, as read() reads them: the first that fails throws
-  // (the first request) or ends the prefix.
-  const auto one_by_one = [&]() -> std::size_t {
-    for (std::size_t i = 0; i < count; ++i) {
-      try {
-        read(*requests[i].tensor, requests[i].boxes, requests[i].out);
-      } catch (...) {
-        if (i == 0) throw;
-        return i;
-      }
-    }
-    return count;
-  };
-  if (count == 1) return one_by_one();
-  bool together = true;
+  if (count == 1) return read_each(requests, 1);
   try {
-    std::vector<Run> runs;
+    std::vector<FileRun> runs;
     for (std::size_t i = 0; i < count; ++i) {
       const ReadRequest& r = requests[i];
       const Direct* direct = planned(*r.tensor);
       // Not a planned direct read, or one that fails: read() says what.
-      together = direct && direct->problem.empty();
-      if (!together) break;
+      if (!direct || !direct->problem.empty()) return read_each(requests, count);
       check_request(r.tensor->spec, r.boxes, r.out);
       for (const Run& run : runs_of(r.tensor->spec, direct->offset, r.boxes, r.out)) {
-        Run* last = runs.empty() ? nullptr : &runs.back();
-        if (last && last->offset + last->length == run.offset &&
-            last->memory + last->length == run.memory) {
-          last->length += run.length;
-        } else {
-          runs.push_back(run);
-        }
+        append_run(runs, *data_, run.offset, run.memory, run.length);
       }
     }
-    const auto by_offset = [](const Run& a, const Run& b) { return a.offset < b.offset; };
-    // Tensors saved back to back are in file order already; a resharded
-    // load (column blocks) interleaves their runs.
-    if (together && !std::is_sorted(runs.begin(), runs.end(), by_offset)) {
-      std::sort(runs.begin(), runs.end(), by_offset);
-    }
-    if (together) read_runs_together(runs);
+    read_gathered(runs);
   } catch (...) {
-    together = false;  // not pinned to a request: read() of each says which
+    // Not pinned to a request: read() of each says which.
+    return read_each(requests, count);
   }
-  if (!together) return one_by_one();
   batched_ += count;
   return count;
 }
@@ -362,33 +329,6 @@ std::vector<Hdf5Reader::Run> Hdf5Reader::runs_of(const TensorSpec& spec,
 
 void Hdf5Reader::read_runs(const std::vector<Run>& runs) {
   for (const Run& run : runs) data_->read_exact(run.offset, run.length, run.memory);
-}
-
-void Hdf5Reader::read_runs_together(const std::vector<Run>& runs) const {
-  std::vector<char> scratch;
-  std::vector<iovec> parts;
-  parts.reserve(std::min(runs.size() * 2, kMaxParts));
-  std::uint64_t start = 0, end = 0;
-  const auto flush = [&] {
-    if (!parts.empty()) data_->read_scattered(start, parts.data(), static_cast<int>(parts.size()));
-    parts.clear();
-  };
-  for (const Run& run : runs) {
-    // Overlapping runs (one tensor's bytes asked for twice) start anew.
-    const bool joins = !parts.empty() && run.offset >= end && run.offset - end <= kMaxGap &&
-                       parts.size() + 2 <= kMaxParts;
-    if (!joins) {
-      flush();
-      start = end = run.offset;
-    }
-    if (run.offset > end) {
-      if (scratch.empty()) scratch.resize(kMaxGap);
-      parts.push_back(iovec{scratch.data(), static_cast<std::size_t>(run.offset - end)});
-    }
-    parts.push_back(iovec{run.memory, static_cast<std::size_t>(run.length)});
-    end = run.offset + run.length;
-  }
-  flush();
 }
 
 void Hdf5Reader::read_direct(const TensorRecord& tensor, const Direct& direct,

@@ -115,7 +115,7 @@ class Hdf5Reader : public CheckpointReader {
   // Not collective; for the manifest's records while reads_independently()
   // (CheckpointReader::read_some): the runs of every request, sorted by
   // offset, are read with one preadv per stretch of runs that follow each
-  // other in the file with gaps of at most kMaxGap (read into scratch), so
+  // other in the file with small gaps (read_gathered), so
   // a batch of small tensors saved back to back takes a few system calls
   // instead of one pread each. When that fails, the requests are read again
   // one by one with read(): the first one that fails throws read()'s own
@@ -158,9 +158,6 @@ class Hdf5Reader : public CheckpointReader {
   static std::vector<Run> runs_of(const TensorSpec& spec, std::uint64_t storage,
                                   const std::vector<Box>& boxes, void* out);
   void read_runs(const std::vector<Run>& runs);
-  // `runs`, sorted by offset and not overlapping in the file, with one
-  // preadv per stretch of them whose gaps are at most kMaxGap bytes.
-  void read_runs_together(const std::vector<Run>& runs) const;
   void read_collective(const TensorRecord& tensor,
                        const std::vector<Box>& boxes, void* out);
   // This rank's own handle (MPI_COMM_SELF) of data file `name`.

@@ -5,10 +5,6 @@
 // Being independent and thread-safe, they let load() read on a thread of
 // its own (reads_independently), which hands over many tensors at a time
 // (read_some: one preadv for runs that follow each other in the file).
-#include <sys/uio.h>
-
-#include <algorithm>
-#include <functional>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -16,6 +12,7 @@
 #include "commit/paths.hpp"
 #include "engines/mpiio/mpiio_engine.hpp"
 #include "floe/error.hpp"
+#include "io/gathered_read.hpp"
 #include "io/read_only_file.hpp"
 
 namespace floe {
@@ -43,43 +40,18 @@ class MpiioReader : public CheckpointReader {
   // fail ends the prefix (or throws, if it is the first), with read()'s own
   // error.
   std::size_t read_some(const ReadRequest* requests, std::size_t count) override {
-    if (count == 1) {
-      read(*requests->tensor, requests->boxes, requests->out);
-      return 1;
-    }
+    if (count == 1) return read_each(requests, 1);
     try {
-      std::vector<Run> runs;
+      std::vector<FileRun> runs;
       for (std::size_t i = 0; i < count; ++i) {
         const ReadRequest& r = requests[i];
         for_each_run(*r.tensor, r.boxes, r.out,
                      [&](const ReadOnlyFile& file, std::uint64_t at, char* into,
-                         std::uint64_t n) {
-                       if (!runs.empty() && runs.back().continued_by(file, at, into)) {
-                         runs.back().length += n;
-                       } else {
-                         runs.push_back(Run{&file, at, into, n});
-                       }
-                     });
+                         std::uint64_t n) { append_run(runs, file, at, into, n); });
       }
-      const auto in_file_order = [](const Run& a, const Run& b) {
-        if (a.file != b.file) return std::less<const ReadOnlyFile*>()(a.file, b.file);
-        return a.offset < b.offset;
-      };
-      // Tensors saved back to back are in file order already; a resharded
-      // load interleaves runs of several saved pieces.
-      if (!std::is_sorted(runs.begin(), runs.end(), in_file_order)) {
-        std::sort(runs.begin(), runs.end(), in_file_order);
-      }
-      read_runs(runs);
+      read_gathered(runs);
     } catch (...) {
-      for (std::size_t i = 0; i < count; ++i) {
-        try {
-          read(*requests[i].tensor, requests[i].boxes, requests[i].out);
-        } catch (...) {
-          if (i == 0) throw;
-          return i;
-        }
-      }
+      return read_each(requests, count);
     }
     return count;
   }
@@ -93,57 +65,6 @@ class MpiioReader : public CheckpointReader {
   }
 
  private:
-  // A stretch of a file read into one place in memory.
-  struct Run {
-    const ReadOnlyFile* file;
-    std::uint64_t offset;
-    char* memory;
-    std::uint64_t length;
-
-    bool continued_by(const ReadOnlyFile& f, std::uint64_t at, char* into) const {
-      return file == &f && offset + length == at && memory + length == into;
-    }
-  };
-
-  // A gap of at most this many bytes between two runs is read (into
-  // scratch) rather than skipped: a system call costs more than copying
-  // that much from the page cache, and the 4 KiB alignment of each rank's
-  // extent leaves such gaps.
-  static constexpr std::uint64_t kMaxGap = 16u << 10;
-  // iovecs per preadv (IOV_MAX on Linux).
-  static constexpr int kMaxParts = 1024;
-
-  // Reads `runs` (sorted by file and offset) with one preadv per stretch of
-  // runs that follow each other in a file with gaps of at most kMaxGap.
-  static void read_runs(const std::vector<Run>& runs) {
-    std::vector<char> scratch;
-    std::vector<iovec> parts;
-    parts.reserve(std::min<std::size_t>(runs.size() * 2, kMaxParts));
-    const ReadOnlyFile* file = nullptr;
-    std::uint64_t start = 0, end = 0;
-    const auto flush = [&] {
-      if (!parts.empty()) file->read_scattered(start, parts.data(), static_cast<int>(parts.size()));
-      parts.clear();
-    };
-    for (const Run& run : runs) {
-      const bool joins = file == run.file && run.offset >= end &&
-                         run.offset - end <= kMaxGap &&
-                         parts.size() + 2 <= static_cast<std::size_t>(kMaxParts);
-      if (!joins) {
-        flush();
-        file = run.file;
-        start = end = run.offset;
-      }
-      if (run.offset > end) {
-        if (scratch.empty()) scratch.resize(kMaxGap);
-        parts.push_back(iovec{scratch.data(), static_cast<std::size_t>(run.offset - end)});
-      }
-      parts.push_back(iovec{run.memory, static_cast<std::size_t>(run.length)});
-      end = run.offset + run.length;
-    }
-    flush();
-  }
-
   // Calls sink(file, offset, memory, bytes) for each run of `tensor`'s
   // saved pieces that the elements of `boxes` need, `out` being where those
   // elements go (box after box, row-major in each).

@@ -1,6 +1,5 @@
 #include "io/read_only_file.hpp"
 
-#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -95,34 +94,10 @@ void ReadOnlyFile::read_scattered(std::uint64_t offset, iovec* parts, int count)
 
 void ReadOnlyFile::read_exact(std::uint64_t offset, std::uint64_t bytes,
                               void* out) const {
-  if (offset > size_ || bytes > size_ - offset) {
-    throw Error(ErrorCode::kCorrupt,
-                path_.string() + ": read of " + std::to_string(bytes) +
-                    " bytes at " + std::to_string(offset) +
-                    " leaves the file (" + std::to_string(size_) + " bytes)");
-  }
-  auto* p = static_cast<char*>(out);
-  while (bytes > 0) {
-    // Linux moves at most 0x7ffff000 bytes per call.
-    const std::size_t chunk =
-        static_cast<std::size_t>(std::min<std::uint64_t>(bytes, 1u << 30));
-    const ssize_t got = ::pread(fd_, p, chunk, static_cast<off_t>(offset));
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      throw Error(ErrorCode::kIo, path_.string() + ": read failed at offset " +
-                                      std::to_string(offset) + ": " +
-                                      std::strerror(errno));
-    }
-    if (got == 0) {
-      throw Error(ErrorCode::kCorrupt,
-                  path_.string() + ": the file ended at " +
-                      std::to_string(offset) + ", before its expected " +
-                      std::to_string(size_) + " bytes (truncated)");
-    }
-    p += got;
-    offset += static_cast<std::uint64_t>(got);
-    bytes -= static_cast<std::uint64_t>(got);
-  }
+  // One part: read_scattered's checks, and its loop over what Linux moves
+  // per call (at most 0x7ffff000 bytes).
+  iovec part{out, static_cast<std::size_t>(bytes)};
+  read_scattered(offset, &part, 1);
 }
 
 }  // namespace floe

@@ -155,9 +155,10 @@ fs::path save_on(int k, const fs::path& out) {
   return out / ("global_step_" + std::to_string(10 * k));
 }
 
-// Saved on every rank count of this job, with and without the offsets,
-// loaded on all ranks of it under another partition; verify passes.
-TEST(Hdf5StorageOffset, BothFormatsLoadReshardedAndVerify) {
+// Calls check(dir, k, recorded), within 120 s, for the test state saved
+// (save_on) on every rank count k of this job: with the storage offsets
+// (recorded), and with its manifest rewritten as Floe wrote it before them.
+void for_each_saved(const std::function<void(const fs::path&, int, bool)>& check) {
   TempDir tmp;
   for (int k = 1; k <= world_size(); ++k) {
     for (const bool recorded : {true, false}) {
@@ -170,19 +171,27 @@ TEST(Hdf5StorageOffset, BothFormatsLoadReshardedAndVerify) {
         for (const auto& t : saved.tensors) EXPECT_TRUE(t.storage_offset) << t.spec.key();
         if (!recorded) rewrite_manifest(dir, without_offsets(saved));
         EXPECT_EQ(Manifest::read(dir).tensors[0].storage_offset.has_value(), recorded);
-        SimpleTrainer trainer;
-        build_test_state(trainer.state(), world_rank(), world_size(),
-                         k % 2 ? Partition::kDim0 : Partition::kFlat);
-        for (auto& s : trainer.state().tensors()) std::memset(s.data(), 0xAB, s.nbytes());
-        trainer.state().clear_blobs();
-        const Manifest loaded = make_test_engine(trainer, "hdf5", out)->load(dir);
-        EXPECT_EQ(loaded.world_size, k);
-        EXPECT_TRUE(state_holds_expected(trainer.state()));
-        const VerifyReport report = verify_checkpoint(dir, MPI_COMM_WORLD);
-        EXPECT_TRUE(report.ok()) << (report.ok() ? "" : report.problems[0]);
+        check(dir, k, recorded);
       });
     }
   }
+}
+
+// Saved on every rank count of this job, with and without the offsets,
+// loaded on all ranks of it under another partition; verify passes.
+TEST(Hdf5StorageOffset, BothFormatsLoadReshardedAndVerify) {
+  for_each_saved([](const fs::path& dir, int k, bool) {
+    SimpleTrainer trainer;
+    build_test_state(trainer.state(), world_rank(), world_size(),
+                     k % 2 ? Partition::kDim0 : Partition::kFlat);
+    for (auto& s : trainer.state().tensors()) std::memset(s.data(), 0xAB, s.nbytes());
+    trainer.state().clear_blobs();
+    const Manifest loaded = make_test_engine(trainer, "hdf5", dir.parent_path())->load(dir);
+    EXPECT_EQ(loaded.world_size, k);
+    EXPECT_TRUE(state_holds_expected(trainer.state()));
+    const VerifyReport report = verify_checkpoint(dir, MPI_COMM_WORLD);
+    EXPECT_TRUE(report.ok()) << (report.ok() ? "" : report.problems[0]);
+  });
 }
 
 // A storage_offset whose bytes would end beyond the data file's recorded
@@ -266,6 +275,24 @@ TEST(Hdf5StorageOffset, AnOffsetThatDoesNotFitIsCorruptNamingTensorAndField) {
   EXPECT_TRUE(state_holds_expected(rig.trainer.state()));
 }
 
+// Points model.bias's storage offset in `manifest` at the last byte of a
+// data file of `size` bytes, so its 12 bytes leave the file; returns the
+// record (null when the manifest has none). Reading it fails with
+// bias_beyond_the_end(size).
+TensorRecord* offset_bias_beyond_the_end(Manifest& manifest, std::uint64_t size) {
+  for (auto& t : manifest.tensors) {
+    if (t.spec.key() != "model/model.bias") continue;
+    t.storage_offset = size - 1;
+    return &t;
+  }
+  return nullptr;
+}
+
+std::string bias_beyond_the_end(std::uint64_t size) {
+  return "tensor \"model/model.bias\": field storage_offset: its 12 bytes at offset " +
+         std::to_string(size - 1);
+}
+
 // The reader holds an offset to the data file itself when the manifest
 // was not parsed (a ReadContext made by other means): kCorrupt naming the
 // tensor and the field, on the tensor's read only.
@@ -273,20 +300,14 @@ TEST(Hdf5StorageOffset, TheReaderHoldsOffsetsToTheFileItself) {
   RegionKindsCheckpoint c;
   Manifest edited = c.write();
   const std::uint64_t size = fs::file_size(c.file());
-  TensorRecord* bias = nullptr;
-  for (auto& t : edited.tensors) {
-    if (t.spec.key() == "model/model.bias") bias = &t;
-  }
+  const TensorRecord* bias = offset_bias_beyond_the_end(edited, size);
   ASSERT_NE(bias, nullptr);
-  bias->storage_offset = size - 1;
   h5::Hdf5Reader reader(c.read_context(edited));
   std::vector<unsigned char> buffer(bias->spec.nbytes());
   EXPECT_TRUE(throws_error(
       [&] { reader.read(*bias, {full_box(bias->spec.shape)}, buffer.data()); },
       ErrorCode::kCorrupt,
-      {"tensor \"model/model.bias\": field storage_offset: its 12 bytes at offset " +
-           std::to_string(size - 1),
-       "beyond the end of " + c.file().string()}));
+      {bias_beyond_the_end(size), "beyond the end of " + c.file().string()}));
   EXPECT_TRUE(reads_expected(reader, edited, "optimizer/model.layers.0.mlp.weight/exp_avg",
                              {Box{{0, 0, 0}, {4, 3, 5}}}));
 }
@@ -443,38 +464,28 @@ void build_blank_state(SimpleTrainer& trainer, Partition partition) {
 // checkpoint), or to check the structure (verify), it does not, and every
 // read is the caller's. The values are exact either way.
 TEST(Hdf5StorageOffset, ALoadWithOffsetsReadsOnTheReadAheadThread) {
-  TempDir tmp;
   const Comm comm(MPI_COMM_WORLD);
-  for (int k = 1; k <= world_size(); ++k) {
-    for (const bool recorded : {true, false}) {
-      SCOPED_TRACE("saved on " + std::to_string(k) + " ranks, " +
-                   (recorded ? "with" : "without") + " storage offsets");
-      const fs::path out = tmp / ("k" + std::to_string(k) + (recorded ? "new" : "old"));
-      run_within(std::chrono::seconds(120), [&] {
-        const fs::path dir = save_on(k, out);
-        if (!recorded) rewrite_manifest(dir, without_offsets(Manifest::read(dir)));
-        {
-          const OpenCheckpoint checked =
-              open_checkpoint(dir, MPI_COMM_WORLD, *posix_file_system(), true);
-          EXPECT_FALSE(checked.reader->reads_independently());
-        }
-        OpenCheckpoint opened = open_checkpoint(dir, MPI_COMM_WORLD);
-        EXPECT_EQ(opened.reader->reads_independently(), recorded);
-        ThreadNotingReader& noted = note_threads(opened);
-        SimpleTrainer trainer;
-        build_blank_state(trainer, k % 2 ? Partition::kDim0 : Partition::kFlat);
-        restore_state(opened, trainer.state(), comm, /*verify=*/true, LoadOptions{});
-        EXPECT_TRUE(state_holds_expected(trainer.state()));
-        EXPECT_EQ(trainer.state().blobs().size(), world_rank() < k ? 1u : 0u);
-        if (recorded) {
-          EXPECT_EQ(noted.elsewhere(), keys_of(trainer.state()));
-        } else {
-          EXPECT_TRUE(noted.elsewhere().empty());
-          EXPECT_EQ(noted.on_maker(), keys_of(trainer.state()));
-        }
-      });
+  for_each_saved([&](const fs::path& dir, int k, bool recorded) {
+    {
+      const OpenCheckpoint checked =
+          open_checkpoint(dir, MPI_COMM_WORLD, *posix_file_system(), true);
+      EXPECT_FALSE(checked.reader->reads_independently());
     }
-  }
+    OpenCheckpoint opened = open_checkpoint(dir, MPI_COMM_WORLD);
+    EXPECT_EQ(opened.reader->reads_independently(), recorded);
+    ThreadNotingReader& noted = note_threads(opened);
+    SimpleTrainer trainer;
+    build_blank_state(trainer, k % 2 ? Partition::kDim0 : Partition::kFlat);
+    restore_state(opened, trainer.state(), comm, /*verify=*/true, LoadOptions{});
+    EXPECT_TRUE(state_holds_expected(trainer.state()));
+    EXPECT_EQ(trainer.state().blobs().size(), world_rank() < k ? 1u : 0u);
+    if (recorded) {
+      EXPECT_EQ(noted.elsewhere(), keys_of(trainer.state()));
+    } else {
+      EXPECT_TRUE(noted.elsewhere().empty());
+      EXPECT_EQ(noted.on_maker(), keys_of(trainer.state()));
+    }
+  });
 }
 
 // Reads that fail on the read-ahead thread, after the checkpoint was
@@ -630,12 +641,7 @@ TEST(Hdf5StorageOffset, ReadSomeStopsAtTheFirstRequestThatFails) {
   Manifest edited = c.write();
   const std::uint64_t size = fs::file_size(c.file());
   {
-    TensorRecord* bias = nullptr;
-    for (auto& t : edited.tensors) {
-      if (t.spec.key() == "model/model.bias") bias = &t;
-    }
-    ASSERT_NE(bias, nullptr);
-    bias->storage_offset = size - 1;
+    ASSERT_NE(offset_bias_beyond_the_end(edited, size), nullptr);
     h5::Hdf5Reader reader(c.read_context(edited));
     const Box column{{0, 0}, {3, 1}};
     Requests requests(edited, {{"model/model.layers.0.mlp.weight", {column}},
@@ -646,8 +652,7 @@ TEST(Hdf5StorageOffset, ReadSomeStopsAtTheFirstRequestThatFails) {
     EXPECT_TRUE(requests.holds(0));
     EXPECT_TRUE(requests.holds(1));
     EXPECT_TRUE(throws_error([&] { (void)requests.read_all(reader, 2); }, ErrorCode::kCorrupt,
-                             {"tensor \"model/model.bias\": field storage_offset: its 12 bytes "
-                              "at offset " + std::to_string(size - 1)}));
+                             {bias_beyond_the_end(size)}));
     EXPECT_EQ(requests.read_all(reader, 3), 1u);
     EXPECT_TRUE(requests.holds(3));
   }

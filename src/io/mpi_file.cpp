@@ -309,6 +309,11 @@ void MpiFile::read_at(std::uint64_t offset, void* memory, std::uint64_t length) 
   }
 }
 
+void MpiFile::set_size(std::uint64_t bytes) {
+  check(MPI_File_set_size(file_, static_cast<MPI_Offset>(bytes)),
+        "cannot set the size of", path_);
+}
+
 void MpiFile::sync() { check(MPI_File_sync(file_), "cannot sync", path_); }
 
 void MpiFile::close() {

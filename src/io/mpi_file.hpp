@@ -90,6 +90,9 @@ class MpiFile {
   void write_scattered_all(MPI_Comm comm, const std::vector<IoRun>& runs);
   // Not collective. Reads `length` bytes at `offset` into `memory`.
   void read_at(std::uint64_t offset, void* memory, std::uint64_t length);
+  // Collective (the same `bytes` on every rank). MPI_File_set_size:
+  // truncates or extends the file to `bytes`.
+  void set_size(std::uint64_t bytes);
   // Collective. MPI_File_sync: the data is durable when it returns.
   void sync();
   // Collective.

@@ -67,6 +67,19 @@ void create_top_groups(hid_t file, const std::string& where) {
   }
 }
 
+namespace {
+
+void write_scalars(hid_t file, const RankReport& root, const std::string& where) {
+  Group scalars(
+      check_id(H5Gopen2(file, "/scalars", H5P_DEFAULT), "H5Gopen2 /scalars"));
+  for (const auto& [name, value] : root.scalars) {
+    write_scalar_attribute(scalars.get(), name, value, "/scalars in " + where);
+  }
+  scalars.close("H5Gclose /scalars");
+}
+
+}  // namespace
+
 void write_root_attributes(hid_t file, const GlobalLayout& layout,
                            const RankReport& root, const std::string& where) {
   write_string_attribute(file, kFormatAttribute, kFormatName, where);
@@ -75,12 +88,28 @@ void write_root_attributes(hid_t file, const GlobalLayout& layout,
   write_scalar_attribute(file, kWorldSizeAttribute,
                          static_cast<std::int64_t>(layout.world_size), where);
   write_string_attribute(file, kMetadataAttribute, root.metadata, where);
-  Group scalars(
-      check_id(H5Gopen2(file, "/scalars", H5P_DEFAULT), "H5Gopen2 /scalars"));
-  for (const auto& [name, value] : root.scalars) {
-    write_scalar_attribute(scalars.get(), name, value, "/scalars in " + where);
+  write_scalars(file, root, where);
+}
+
+void rewrite_root_attributes(hid_t file, const RankReport& root,
+                             const std::string& where) {
+  check(H5Adelete(file, kMetadataAttribute),
+        std::string("H5Adelete ") + kMetadataAttribute + " (" + where + ")");
+  write_string_attribute(file, kMetadataAttribute, root.metadata, where);
+  {
+    Group scalars(check_id(H5Gopen2(file, "/scalars", H5P_DEFAULT),
+                           "H5Gopen2 /scalars (" + where + ")"));
+    H5O_info_t info;
+    check(H5Oget_info2(scalars.get(), &info, H5O_INFO_NUM_ATTRS),
+          "H5Oget_info2 /scalars (" + where + ")");
+    for (hsize_t i = 0; i < info.num_attrs; ++i) {
+      check(H5Adelete_by_idx(scalars.get(), ".", H5_INDEX_NAME, H5_ITER_INC, 0,
+                             H5P_DEFAULT),
+            "H5Adelete_by_idx /scalars (" + where + ")");
+    }
+    scalars.close("H5Gclose /scalars");
   }
-  scalars.close("H5Gclose /scalars");
+  write_scalars(file, root, where);
 }
 
 hsize_t metadata_block_bytes(std::uint64_t objects) {
@@ -102,6 +131,13 @@ File create_file(const std::filesystem::path& path, MPI_Comm comm,
   return File(
       check_id(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()),
                "H5Fcreate " + path.string()));
+}
+
+File open_file_to_write(const std::filesystem::path& path, MPI_Comm comm,
+                        const Hdf5Options& options) {
+  const Plist fapl = file_access(comm, options, /*for_writing=*/true);
+  return File(check_id(H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl.get()),
+                       "H5Fopen " + path.string()));
 }
 
 }  // namespace floe::h5

@@ -39,6 +39,12 @@ void create_top_groups(hid_t file, const std::string& where);
 void write_root_attributes(hid_t file, const GlobalLayout& layout,
                            const RankReport& root, const std::string& where);
 
+// A file made from a template (hdf5_template.hpp): the root's metadata
+// attribute and every scalar replaced by those of `root`. The format
+// attributes and the world size are part of the template's structure.
+void rewrite_root_attributes(hid_t file, const RankReport& root,
+                             const std::string& where);
+
 // HDF5's metadata block size (H5Pset_meta_block_size) for a file of
 // `objects` datasets: about an eighth of their metadata, a power of two from
 // HDF5's default 2 KiB up to 1 MiB. With 2 KiB blocks a new block lands
@@ -53,5 +59,10 @@ hsize_t metadata_block_bytes(std::uint64_t objects);
 // datasets (tensors and blobs).
 File create_file(const std::filesystem::path& path, MPI_Comm comm,
                  const Hdf5Options& options, std::uint64_t objects);
+
+// Opens the file a template made at `path` for writing, collective over
+// `comm`, with the settings create_file uses.
+File open_file_to_write(const std::filesystem::path& path, MPI_Comm comm,
+                        const Hdf5Options& options);
 
 }  // namespace floe::h5

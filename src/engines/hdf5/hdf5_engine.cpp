@@ -11,7 +11,7 @@ Hdf5Engine::Hdf5Engine(TrainerView& trainer, CheckpointConfig config)
 
 WriteResult Hdf5Engine::write_state(const SaveContext& ctx) {
   last_save_stats_ = h5::TransferStats{};
-  return h5::write_checkpoint(ctx, options_, last_save_stats_);
+  return h5::write_checkpoint(ctx, options_, last_save_stats_, saved_structure_);
 }
 
 EngineInfo hdf5_engine_info() {

@@ -7,6 +7,7 @@
 
 #include "engines/hdf5/h5_transfer.hpp"
 #include "engines/hdf5/hdf5_options.hpp"
+#include "engines/hdf5/hdf5_template.hpp"
 #include "floe/engine.hpp"
 #include "floe/registry.hpp"
 
@@ -27,6 +28,9 @@ class Hdf5Engine : public CheckpointEngine {
   // This rank's tensor transfers in its last save, as HDF5 reported them:
   // whether each one really was collective.
   const h5::TransferStats& last_save_stats() const { return last_save_stats_; }
+  // Whether the last save was written from the previous save's file
+  // structure (the `reuse_structure` option, hdf5_template.hpp).
+  bool last_save_reused_structure() const { return saved_structure_.reused; }
 
  protected:
   WriteResult write_state(const SaveContext& ctx) override;
@@ -34,6 +38,9 @@ class Hdf5Engine : public CheckpointEngine {
  private:
   h5::Hdf5Options options_;
   h5::TransferStats last_save_stats_;
+  // Used by write_state() alone (one save at a time, on the caller's or the
+  // asynchronous save's thread).
+  h5::SavedStructure saved_structure_;
 };
 
 // The registry entry: name, options, engine and reader factories.

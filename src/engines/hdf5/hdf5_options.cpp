@@ -65,6 +65,10 @@ std::vector<OptionSpec> hdf5_option_specs() {
        "tensors smaller than this are written together by one collective "
        "MPI-IO write into their datasets instead of one collective H5Dwrite "
        "each (0: none; default 1MiB)"},
+      {"reuse_structure", OptionKind::kBool, true,
+       "a save of the same tensors, shapes, dtypes and blobs as the engine's "
+       "previous save copies that file's HDF5 structure instead of creating "
+       "every dataset again (default true)"},
   };
 }
 
@@ -85,6 +89,7 @@ Hdf5Options Hdf5Options::from(const EngineOptions& options) {
   out.striping_unit = values["striping_unit"].get<std::uint64_t>();
   out.max_transfer_bytes = values["max_transfer_bytes"].get<std::uint64_t>();
   out.small_tensor_bytes = values["small_tensor_bytes"].get<std::uint64_t>();
+  out.reuse_structure = values["reuse_structure"].get<bool>();
   return out;
 }
 

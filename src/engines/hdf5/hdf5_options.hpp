@@ -37,6 +37,10 @@ struct Hdf5Options {
   // instead of one collective H5Dwrite each (0: every tensor by H5Dwrite).
   // Default: 1 MiB.
   std::uint64_t small_tensor_bytes = 1ull << 20;
+  // A save of the same tensors, blobs and shapes as the engine's previous
+  // save copies that file's HDF5 structure instead of creating every
+  // dataset again (hdf5_template.hpp). Default: true.
+  bool reuse_structure = true;
 
   // Values from validated engine options; a key that is absent (a config
   // made by hand) keeps its default. Throws Error(kInvalidConfig) naming the

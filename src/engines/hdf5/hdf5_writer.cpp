@@ -10,6 +10,7 @@
 #include "engines/hdf5/hdf5_batch_writer.hpp"
 #include "engines/hdf5/hdf5_format.hpp"
 #include "engines/hdf5/hdf5_rank_report.hpp"
+#include "engines/hdf5/hdf5_template.hpp"
 #include "io/early_writeback.hpp"
 #include "io/mpi_file.hpp"
 
@@ -32,8 +33,20 @@ std::uint64_t bytes_written_by(const SaveContext& ctx) {
   return bytes;
 }
 
+// The scalars' names, and (with `datasets`: not needed when the file is
+// made from a template, whose save checked the same paths) every tensor's
+// and blob's dataset path.
 void check_paths(const GlobalLayout& layout,
-                 const std::vector<RankReport>& reports) {
+                 const std::vector<RankReport>& reports, bool datasets) {
+  for (const auto& [name, value] : reports[0].scalars) {
+    if (name.empty() || name.find('\0') != std::string::npos) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "scalar \"" + name +
+                      "\": an HDF5 attribute name must be "
+                      "non-empty and free of NUL");
+    }
+  }
+  if (!datasets) return;
   std::vector<NamedPath> paths;
   for (const auto& tensor : layout.tensors) {
     paths.push_back(
@@ -44,14 +57,6 @@ void check_paths(const GlobalLayout& layout,
       paths.push_back(
           {blob_path(static_cast<int>(r), blob.name),
            "blob \"" + blob.name + "\" of rank " + std::to_string(r)});
-    }
-  }
-  for (const auto& [name, value] : reports[0].scalars) {
-    if (name.empty() || name.find('\0') != std::string::npos) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  "scalar \"" + name +
-                      "\": an HDF5 attribute name must be "
-                      "non-empty and free of NUL");
     }
   }
   check_dataset_paths(paths);
@@ -296,11 +301,15 @@ std::exception_ptr write_tensors(const GlobalLayout& layout,
 // Blobs are small and each belongs to one rank: every rank creates every
 // blob dataset (metadata is collective), then each writes its own
 // independently, with no collective per blob.
-void write_blobs(const Comm& comm, hid_t file, const CreateLists& lists,
-                 const std::vector<RankReport>& reports, const State& state,
-                 const std::string& file_text) {
+// Returns where each blob's storage lies (kNoStorage where HDF5 reports
+// none), by rank, for the file's template.
+std::vector<std::vector<std::uint64_t>> write_blobs(
+    const Comm& comm, hid_t file, const CreateLists& lists,
+    const std::vector<RankReport>& reports, const State& state,
+    const std::string& file_text) {
   const Type type = stored_type(DType::kU8);
   std::vector<std::pair<Dataset, const std::vector<std::uint8_t>*>> mine;
+  std::vector<std::vector<std::uint64_t>> offsets(reports.size());
   collectively(comm, [&] {
     for (std::size_t r = 0; r < reports.size(); ++r) {
       for (const auto& blob : reports[r].blobs) {
@@ -308,6 +317,10 @@ void write_blobs(const Comm& comm, hid_t file, const CreateLists& lists,
         const std::string where = "dataset " + path + " in " + file_text;
         Dataset dataset =
             create_dataset(file, lists, path, type.get(), {blob.nbytes}, where);
+        const haddr_t offset =
+            blob.nbytes > 0 ? H5Dget_offset(dataset.get()) : HADDR_UNDEF;
+        if (offset == HADDR_UNDEF) H5Eclear2(H5E_DEFAULT);
+        offsets[r].push_back(offset == HADDR_UNDEF ? kNoStorage : offset);
         if (static_cast<int>(r) == comm.rank() && blob.nbytes > 0) {
           mine.emplace_back(std::move(dataset), state.blob(blob.name));
         } else {
@@ -328,6 +341,7 @@ void write_blobs(const Comm& comm, hid_t file, const CreateLists& lists,
       dataset.close("H5Dclose (blob in " + file_text + ")");
     }
   });
+  return offsets;
 }
 
 // Where each tensor's dataset stores its bytes, for the manifest (the
@@ -391,33 +405,83 @@ WriteResult make_result(const GlobalLayout& layout,
   return out;
 }
 
-}  // namespace
+// The offsets the template keeps of what storage_offsets() gives the
+// manifest (kNoStorage for none).
+std::vector<std::uint64_t> template_offsets(
+    const std::vector<std::optional<std::uint64_t>>& storage) {
+  std::vector<std::uint64_t> out;
+  out.reserve(storage.size());
+  for (const auto& offset : storage) out.push_back(offset ? *offset : kNoStorage);
+  return out;
+}
 
-WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
-                             TransferStats& stats) {
-  const QuietErrors quiet;
-  const Comm comm(ctx.comm);
-  const std::filesystem::path path = ctx.dir / kFileName;
-  const std::string file_text = path.string();
+// Collective (metadata operations are): opens every tensor's dataset that
+// takes collective H5Dwrites, in layout order, and sets where each tensor's
+// storage lies from the template instead of asking HDF5.
+void open_tensors(hid_t file, const GlobalLayout& layout,
+                  const FileTemplate& templ, std::vector<TensorWrite>& writes,
+                  const std::string& file_text) {
+  for (std::size_t t = 0; t < writes.size(); ++t) {
+    const TensorSpec& spec = layout.tensors[t].spec;
+    TensorWrite& w = writes[t];
+    const std::uint64_t offset = templ.tensor_offsets[t];
+    const haddr_t address =
+        spec.nbytes() > 0 && offset != kNoStorage ? offset : HADDR_UNDEF;
+    if (w.batched) {
+      w.offset = address;
+      continue;
+    }
+    w.storage = address;
+    const std::string path = dataset_path(spec);
+    w.dataset = Dataset(check_id(H5Dopen2(file, path.c_str(), H5P_DEFAULT),
+                                 "H5Dopen2 (" + where_of(path, file_text) + ")"));
+  }
+}
 
-  const std::vector<RankReport> reports = exchange_reports(ctx);
-  std::vector<TensorPlan> plans;
-  collectively(comm, [&] {
-    check_paths(ctx.layout, reports);
-    plans = plan_writes(ctx, options);
-  });
-  collectively(comm,
-               [&] { ctx.fs.before_data_write(path, bytes_written_by(ctx)); });
+// Local: this rank's blobs as runs of the batched write, at the template's
+// addresses.
+void add_blob_runs(const Comm& comm, const std::vector<RankReport>& reports,
+                   const State& state, const FileTemplate& templ,
+                   std::vector<IoRun>& runs) {
+  const auto& blobs = reports[comm.rank()].blobs;
+  for (std::size_t b = 0; b < blobs.size(); ++b) {
+    if (blobs[b].nbytes == 0) continue;
+    runs.push_back(IoRun{templ.blob_offsets[comm.rank()][b],
+                         state.blob(blobs[b].name)->data(), blobs[b].nbytes});
+  }
+  std::sort(runs.begin(), runs.end(),
+            [](const IoRun& a, const IoRun& b) { return a.offset < b.offset; });
+}
 
+// Everything a save writes into its file, given the plans: the file made
+// in full with HDF5 (write_in_full) or from the template of an earlier save
+// of the same structure (write_from_template). Both return the manifest's
+// storage offsets.
+struct FileWrite {
+  const SaveContext& ctx;
+  const Comm& comm;
+  const Hdf5Options& options;
+  const std::vector<RankReport>& reports;
+  const std::vector<TensorPlan>& plans;
+  std::filesystem::path path;
+  std::string file_text;
+};
+
+std::vector<std::optional<std::uint64_t>> write_in_full(
+    const FileWrite& job, TransferStats& stats,
+    std::vector<std::vector<std::uint64_t>>& blob_offsets) {
+  const SaveContext& ctx = job.ctx;
+  const Comm& comm = job.comm;
+  const std::string& file_text = job.file_text;
   File file;
   CreateLists lists;
   collectively(comm, [&] {
     lists = create_lists();
     std::uint64_t objects = ctx.layout.tensors.size();
-    for (const RankReport& report : reports) objects += report.blobs.size();
-    file = create_file(path, ctx.comm, options, objects);
+    for (const RankReport& report : job.reports) objects += report.blobs.size();
+    file = create_file(job.path, ctx.comm, job.options, objects);
     create_top_groups(file.get(), file_text);
-    write_root_attributes(file.get(), ctx.layout, reports[0], file_text);
+    write_root_attributes(file.get(), ctx.layout, job.reports[0], file_text);
   });
   // Phases, each agreed on once: prepare the transfers (local), create every
   // dataset, write every tensor, then the blobs.
@@ -426,7 +490,7 @@ WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
   Plist dxpl;
   collectively(comm, [&] {
     dxpl = collective_dxpl();
-    writes = prepare_tensors(ctx.layout, plans, types, file_text);
+    writes = prepare_tensors(ctx.layout, job.plans, types, file_text);
   });
   collectively(comm, [&] {
     create_tensors(file.get(), lists, ctx.layout, writes, file_text);
@@ -435,17 +499,18 @@ WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
   std::uint64_t batched = 0;
   std::vector<std::optional<std::uint64_t>> storage;
   collectively(comm, [&] {
-    batch = batch_runs(batch_pieces(ctx.layout, plans, writes));
+    batch = batch_runs(batch_pieces(ctx.layout, job.plans, writes));
     for (const TensorWrite& w : writes) batched += w.offset != HADDR_UNDEF;
     storage = storage_offsets(ctx.layout, writes);
   });
   {
-    EarlyWriteback writeback(path);
+    EarlyWriteback writeback(job.path);
     agree_on_error(comm, write_tensors(ctx.layout, writes, dxpl.get(), file_text,
                                        writeback, stats));
   }
   writes.clear();
-  write_blobs(comm, file.get(), lists, reports, ctx.state, file_text);
+  blob_offsets =
+      write_blobs(comm, file.get(), lists, job.reports, ctx.state, file_text);
   collectively(comm, [&] {
     // H5Fflush(GLOBAL) ends in MPI_File_sync: the data is durable. With a
     // batched write to come, its own sync covers the whole file.
@@ -455,8 +520,100 @@ WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
     file.close("H5Fclose " + file_text);
   });
   if (batched > 0) {
-    write_batch(comm, path, options, batch);
+    write_batch(comm, job.path, job.options, batch);
     stats.batched += batched;
+  }
+  return storage;
+}
+
+// The template's bytes instead of H5Fcreate and every dataset's creation;
+// HDF5 opens the file to rewrite the metadata and scalars and to make the
+// large tensors' collective writes; the small tensors and the blobs go into
+// the batched write at the template's addresses, which also syncs.
+std::vector<std::optional<std::uint64_t>> write_from_template(
+    const FileWrite& job, const FileTemplate& templ, TransferStats& stats) {
+  const SaveContext& ctx = job.ctx;
+  const Comm& comm = job.comm;
+  const std::string& file_text = job.file_text;
+  write_template(comm, job.path, write_hints(job.options), templ);
+  File file;
+  collectively(comm, [&] {
+    file = open_file_to_write(job.path, ctx.comm, job.options);
+    rewrite_root_attributes(file.get(), job.reports[0], file_text);
+  });
+  TypeCache types;
+  std::vector<TensorWrite> writes;
+  Plist dxpl;
+  collectively(comm, [&] {
+    dxpl = collective_dxpl();
+    writes = prepare_tensors(ctx.layout, job.plans, types, file_text);
+  });
+  collectively(comm, [&] {
+    open_tensors(file.get(), ctx.layout, templ, writes, file_text);
+  });
+  std::vector<IoRun> batch;
+  std::uint64_t batched = 0;
+  std::vector<std::optional<std::uint64_t>> storage;
+  collectively(comm, [&] {
+    batch = batch_runs(batch_pieces(ctx.layout, job.plans, writes));
+    add_blob_runs(comm, job.reports, ctx.state, templ, batch);
+    for (const TensorWrite& w : writes) batched += w.offset != HADDR_UNDEF;
+    storage = storage_offsets(ctx.layout, writes);
+  });
+  {
+    EarlyWriteback writeback(job.path);
+    agree_on_error(comm, write_tensors(ctx.layout, writes, dxpl.get(), file_text,
+                                       writeback, stats));
+  }
+  writes.clear();
+  collectively(comm, [&] { file.close("H5Fclose " + file_text); });
+  write_batch(comm, job.path, job.options, batch);
+  stats.batched += batched;
+  return storage;
+}
+
+}  // namespace
+
+WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
+                             TransferStats& stats, SavedStructure& saved) {
+  const QuietErrors quiet;
+  const Comm comm(ctx.comm);
+  const std::filesystem::path path = ctx.dir / kFileName;
+
+  const std::vector<RankReport> reports = exchange_reports(ctx);
+  std::string structure;
+  if (options.reuse_structure) {
+    structure = describe_structure(ctx.layout, reports, options);
+  }
+  // Every rank holds the same template (capture_template agrees), so this
+  // is the same everywhere; the allreduce keeps it so by construction.
+  saved.reused = comm.allreduce_min(saved.file && options.reuse_structure &&
+                                            saved.file->structure == structure
+                                        ? 1
+                                        : 0) == 1;
+  std::vector<TensorPlan> plans;
+  collectively(comm, [&] {
+    check_paths(ctx.layout, reports, /*datasets=*/!saved.reused);
+    plans = plan_writes(ctx, options);
+  });
+  collectively(comm,
+               [&] { ctx.fs.before_data_write(path, bytes_written_by(ctx)); });
+
+  const FileWrite job{ctx, comm, options, reports, plans, path, path.string()};
+  std::vector<std::optional<std::uint64_t>> storage;
+  if (saved.reused) {
+    storage = write_from_template(job, *saved.file, stats);
+  } else {
+    std::vector<std::vector<std::uint64_t>> blob_offsets;
+    storage = write_in_full(job, stats, blob_offsets);
+    // Made again below, or dropped: a template of an older structure is no
+    // use any more.
+    saved.file.reset();
+    if (options.reuse_structure) {
+      saved.file = capture_template(comm, path, std::move(structure), ctx.layout,
+                                    reports, template_offsets(storage),
+                                    std::move(blob_offsets), kMaxTemplateBytes);
+    }
   }
   // Whatever the close still wrote (rank 0 writes the superblock).
   if (comm.rank() == 0) ctx.fs.fsync_file(path);

@@ -4,6 +4,7 @@
 
 #include "engines/hdf5/h5_transfer.hpp"
 #include "engines/hdf5/hdf5_options.hpp"
+#include "engines/hdf5/hdf5_template.hpp"
 #include "floe/engine.hpp"
 
 namespace floe::h5 {
@@ -16,7 +17,11 @@ namespace floe::h5 {
 // blobs, with XXH3-64 of their bytes. Adds this rank's tensor transfers to
 // `stats`. Throws the same Error on every rank: kInvalidArgument naming the
 // tensor or blob whose name cannot be a dataset, kIo with HDF5's error stack.
+// With options.reuse_structure, a save whose structure matches
+// `saved.file` (an earlier save's, hdf5_template.hpp) is written from it
+// without creating the datasets, and a save made in full leaves its own
+// template there; `saved.reused` says which it was.
 WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
-                             TransferStats& stats);
+                             TransferStats& stats, SavedStructure& saved);
 
 }  // namespace floe::h5

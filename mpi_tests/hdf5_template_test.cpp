@@ -1,0 +1,284 @@
+// Later saves of the same structure (hdf5_template.hpp): written from the
+// previous save's file structure, they load exactly, h5py reads them like a
+// file made in full, a changed structure is saved in full, and the option
+// turns it off.
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+
+#include "floe/checkpoint.hpp"
+#include "hdf5_test_support.hpp"
+#include "io/faulty_file_system.hpp"
+
+namespace floe::test {
+namespace {
+
+// The test state (mixed partition) plus what the template path must carry:
+// small tensors written by the batched write, one tensor large enough for
+// its own collective H5Dwrite.
+void build_state(State& state, int rank, int size, Partition partition) {
+  build_test_state(state, rank, size, partition);
+  const Shape big{320, 1024};  // 1.25 MiB of F32: >= small_tensor_bytes
+  state.add_model("model.big", DType::kF32, big,
+                  partition == Partition::kFlat ? zero_flat_shard(big, rank, size)
+                                                : dim0_shard(big, rank, size));
+  for (int i = 0; i < 24; ++i) {
+    const Shape small{3, 5};
+    state.add_model("model.small." + std::to_string(i), DType::kF32, small,
+                    dim0_shard(small, rank, size));
+  }
+  for (auto& shard : state.tensors()) fill_expected(shard);
+}
+
+// Every byte of every shard is `byte`; scalars, metadata and the blob
+// differ from build_test_state's (the blob keeps its size).
+void make_first_save_differ(State& state, int rank) {
+  for (auto& shard : state.tensors()) std::memset(shard.data(), 0x5a, shard.nbytes());
+  state.set_scalar("lr", 1.0);
+  state.metadata() = {{"save", 1}};
+  state.set_blob("rng", std::vector<std::uint8_t>(100 + rank, 0x11));
+}
+
+// Back to what build_state made: expected values, build_test_state's
+// scalars, metadata and blob.
+void make_state_expected(State& state, int rank) {
+  for (auto& shard : state.tensors()) fill_expected(shard);
+  state.set_scalar("lr", 0.00025);
+  state.metadata() = {{"run", "test"}, {"layers", {1, 2, 3}}};
+  std::vector<std::uint8_t> rng(100 + rank);
+  for (std::size_t i = 0; i < rng.size(); ++i) rng[i] = static_cast<std::uint8_t>(i * 7 + rank);
+  state.set_blob("rng", std::move(rng));
+}
+
+bool all_bytes_are(const State& state, unsigned char byte) {
+  for (const auto& shard : state.tensors()) {
+    const auto* p = reinterpret_cast<const unsigned char*>(shard.data());
+    for (std::uint64_t i = 0; i < shard.nbytes(); ++i) {
+      if (p[i] != byte) return false;
+    }
+  }
+  return true;
+}
+
+Hdf5Engine& hdf5(CheckpointEngine& engine) {
+  return dynamic_cast<Hdf5Engine&>(engine);
+}
+
+// A fresh trainer loading `checkpoint` under another partition.
+struct Loaded {
+  explicit Loaded(const fs::path& dir, const fs::path& checkpoint) {
+    build_state(trainer.state(), world_rank(), world_size(), Partition::kFlat);
+    for (auto& shard : trainer.state().tensors()) {
+      std::memset(shard.data(), 0xab, shard.nbytes());
+    }
+    manifest = make_test_engine(trainer, "hdf5", dir)->load(checkpoint);
+  }
+  SimpleTrainer trainer;
+  Manifest manifest;
+};
+
+TEST(Hdf5Template, LaterSaveOfTheSameStructureIsWrittenFromItAndLoadsExactly) {
+  TempDir dir;
+  const int rank = world_rank(), size = world_size();
+  SimpleTrainer trainer;
+  build_state(trainer.state(), rank, size, Partition::kMixed);
+  make_first_save_differ(trainer.state(), rank);
+  auto engine = make_test_engine(trainer, "hdf5", dir.path());
+  trainer.progress_now.global_step = 1;
+  engine->save();
+  EXPECT_FALSE(hdf5(*engine).last_save_reused_structure());
+
+  // The state a trainer has one step later: new values, a scalar more,
+  // longer metadata, another blob of the same size.
+  make_state_expected(trainer.state(), rank);
+  trainer.state().set_scalar("added_later", std::int64_t{77});
+  trainer.state().metadata()["notes"] = std::string(5000, 'n');
+  trainer.progress_now.global_step = 2;
+  engine->save();
+  EXPECT_TRUE(hdf5(*engine).last_save_reused_structure());
+  const nlohmann::json second_metadata = trainer.state().metadata();
+
+  {
+    Loaded second(dir.path(), dir.path() / "global_step_2");
+    EXPECT_EQ(second.manifest.step, 2);
+    EXPECT_TRUE(state_holds_expected(second.trainer.state()));
+    const State& state = second.trainer.state();
+    EXPECT_EQ(state.scalar("lr"), Scalar{0.00025});
+    EXPECT_EQ(state.scalar("added_later"), Scalar{std::int64_t{77}});
+    EXPECT_EQ(state.scalar("scheduler"), Scalar{std::string("cosine")});
+    EXPECT_EQ(state.metadata(), second_metadata);
+    std::vector<std::uint8_t> rng(100 + rank);
+    for (std::size_t i = 0; i < rng.size(); ++i) {
+      rng[i] = static_cast<std::uint8_t>(i * 7 + rank);
+    }
+    ASSERT_NE(state.blob("rng"), nullptr);
+    EXPECT_EQ(*state.blob("rng"), rng);
+  }
+  EXPECT_TRUE(verify_checkpoint(dir.path() / "global_step_2", MPI_COMM_WORLD).ok());
+  // The first checkpoint is untouched by the second, which copied its
+  // structure.
+  Loaded first(dir.path(), dir.path() / "global_step_1");
+  EXPECT_TRUE(all_bytes_are(first.trainer.state(), 0x5a));
+  EXPECT_EQ(first.trainer.state().scalar("lr"), Scalar{1.0});
+  EXPECT_EQ(first.trainer.state().metadata(), (nlohmann::json{{"save", 1}}));
+}
+
+TEST(Hdf5Template, H5pyReadsAFileWrittenFromTheTemplate) {
+  TempDir dir;
+  const int rank = world_rank(), size = world_size();
+  SimpleTrainer trainer;
+  build_state(trainer.state(), rank, size, Partition::kMixed);
+  make_first_save_differ(trainer.state(), rank);
+  auto engine = make_test_engine(trainer, "hdf5", dir.path());
+  trainer.progress_now.global_step = 1;
+  engine->save();
+  make_state_expected(trainer.state(), rank);
+  trainer.state().set_scalar("added_later", std::int64_t{77});
+  trainer.progress_now.global_step = 2;
+  const Manifest manifest = [&] {
+    engine->save();
+    return Loaded(dir.path(), dir.path() / "global_step_2").manifest;
+  }();
+  ASSERT_TRUE(hdf5(*engine).last_save_reused_structure());
+  if (rank != 0) return;  // no collectives follow
+  if (std::system("/usr/bin/python3 -c 'import h5py, numpy' >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "no /usr/bin/python3 with h5py";
+  }
+  nlohmann::json expected = {
+      {"tensors", nlohmann::json::object()},
+      {"scalars", {{"lr", 0.00025}, {"added_later", 77}, {"optimizer_steps", 1234}}},
+      {"blobs", nlohmann::json::object()},
+      {"world_size", size}};
+  for (const auto& tensor : manifest.tensors) {
+    const auto bytes = expected_bytes(tensor.spec, {full_box(tensor.spec.shape)});
+    std::string hex;
+    for (unsigned char b : bytes) {
+      static const char* kDigits = "0123456789abcdef";
+      hex += kDigits[b >> 4];
+      hex += kDigits[b & 15];
+    }
+    expected["tensors"][tensor.dataset] = {{"dtype", dtype_name(tensor.spec.dtype)},
+                                           {"shape", tensor.spec.shape},
+                                           {"hex", hex}};
+  }
+  for (int r = 0; r < size; ++r) {
+    nlohmann::json rng = nlohmann::json::array();
+    for (int i = 0; i < 100 + r; ++i) rng.push_back(static_cast<std::uint8_t>(i * 7 + r));
+    expected["blobs"]["/ranks/" + std::to_string(r) + "/rng"] = rng;
+  }
+  const fs::path json = dir.path() / "expected.json";
+  std::ofstream(json) << expected.dump();
+  const fs::path script = fs::path(FLOE_TEST_SOURCE_DIR) / "python" / "check_h5py.py";
+  const fs::path file = dir.path() / "global_step_2" / "checkpoint.h5";
+  const std::string command =
+      "/usr/bin/python3 " + script.string() + " " + file.string() + " " + json.string();
+  EXPECT_EQ(std::system(command.c_str()), 0) << command;
+  // Exactly the second save's scalars: the first's were replaced.
+  const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  ASSERT_GE(f, 0);
+  const hid_t scalars = H5Gopen2(f, "/scalars", H5P_DEFAULT);
+  H5O_info_t info;
+  ASSERT_GE(H5Oget_info2(scalars, &info, H5O_INFO_NUM_ATTRS), 0);
+  EXPECT_EQ(info.num_attrs, trainer.state().scalars().size());
+  H5Gclose(scalars);
+  H5Fclose(f);
+}
+
+TEST(Hdf5Template, AChangedStructureIsSavedInFullAndBecomesTheTemplate) {
+  TempDir dir;
+  const int rank = world_rank(), size = world_size();
+  SimpleTrainer trainer;
+  build_state(trainer.state(), rank, size, Partition::kMixed);
+  auto engine = make_test_engine(trainer, "hdf5", dir.path());
+  const auto save_at = [&](std::int64_t step) {
+    trainer.progress_now.global_step = step;
+    engine->save();
+    return hdf5(*engine).last_save_reused_structure();
+  };
+  EXPECT_FALSE(save_at(1));
+  EXPECT_TRUE(save_at(2));
+  // One tensor more.
+  trainer.state().add_model("model.extra", DType::kI32, {6}, replicated_whole({6}));
+  fill_expected(*trainer.state().find("model/model.extra"));
+  EXPECT_FALSE(save_at(3));
+  EXPECT_TRUE(save_at(4));
+  // A blob of another size (on one rank: every rank must see it).
+  if (rank == size - 1) {
+    trainer.state().set_blob("rng", std::vector<std::uint8_t>(3, 9));
+  }
+  EXPECT_FALSE(save_at(5));
+  EXPECT_TRUE(save_at(6));
+
+  SimpleTrainer loaded;
+  build_state(loaded.state(), rank, size, Partition::kFlat);
+  loaded.state().add_model("model.extra", DType::kI32, {6}, replicated_whole({6}));
+  for (auto& shard : loaded.state().tensors()) std::memset(shard.data(), 0xab, shard.nbytes());
+  make_test_engine(loaded, "hdf5", dir.path())->load(dir.path() / "global_step_6");
+  EXPECT_TRUE(state_holds_expected(loaded.state()));
+  ASSERT_NE(loaded.state().blob("rng"), nullptr);
+  EXPECT_EQ(loaded.state().blob("rng")->size(), rank == size - 1 ? 3u : 100u + rank);
+}
+
+TEST(Hdf5Template, OptionOffSavesInFullEveryTime) {
+  TempDir dir;
+  SimpleTrainer trainer;
+  build_state(trainer.state(), world_rank(), world_size(), Partition::kMixed);
+  auto engine =
+      make_test_engine(trainer, "hdf5", dir.path(), {{"reuse_structure", false}});
+  for (std::int64_t step = 1; step <= 2; ++step) {
+    trainer.progress_now.global_step = step;
+    engine->save();
+    EXPECT_FALSE(hdf5(*engine).last_save_reused_structure());
+  }
+  Loaded second(dir.path(), dir.path() / "global_step_2");
+  EXPECT_TRUE(state_holds_expected(second.trainer.state()));
+}
+
+TEST(Hdf5Template, AsynchronousSavesUseItAndLoadExactly) {
+  TempDir dir;
+  const int rank = world_rank(), size = world_size();
+  SimpleTrainer trainer;
+  build_state(trainer.state(), rank, size, Partition::kMixed);
+  make_first_save_differ(trainer.state(), rank);
+  auto engine = make_test_engine(trainer, "hdf5", dir.path(), {{"async", true}});
+  trainer.progress_now.global_step = 1;
+  engine->save();
+  make_state_expected(trainer.state(), rank);
+  trainer.progress_now.global_step = 2;
+  engine->save();
+  // Changed right after save() returned: not what the checkpoint holds.
+  for (auto& shard : trainer.state().tensors()) std::memset(shard.data(), 0, shard.nbytes());
+  engine->wait();
+  EXPECT_TRUE(hdf5(*engine).last_save_reused_structure());
+  Loaded second(dir.path(), dir.path() / "global_step_2");
+  EXPECT_TRUE(state_holds_expected(second.trainer.state()));
+}
+
+TEST(Hdf5Template, AFailedSaveLeavesCommittedCheckpointsAndTheTemplateUsable) {
+  TempDir dir;
+  const int rank = world_rank(), size = world_size();
+  SimpleTrainer trainer;
+  build_state(trainer.state(), rank, size, Partition::kMixed);
+  auto engine = make_test_engine(trainer, "hdf5", dir.path());
+  auto faulty = std::make_shared<FaultyFileSystem>();
+  engine->set_file_system(faulty);
+  trainer.progress_now.global_step = 1;
+  engine->save();
+  // A full disk on the last rank's data write of step 2.
+  if (rank == size - 1) faulty->add_rule({FsOp::kDataWrite, "checkpoint.h5"});
+  trainer.progress_now.global_step = 2;
+  const Caught caught = catch_error([&] { engine->save(); });
+  EXPECT_TRUE(is_error(caught, ErrorCode::kIo, {"No space left on device"}));
+  EXPECT_TRUE(same_on_all_ranks(caught.message));
+  EXPECT_EQ(slurp(dir.path() / "latest"), "global_step_1\n");
+  EXPECT_FALSE(fs::exists(dir.path() / "global_step_2"));
+  EXPECT_TRUE(verify_checkpoint(dir.path() / "global_step_1", MPI_COMM_WORLD).ok());
+  trainer.progress_now.global_step = 3;
+  engine->save();
+  EXPECT_TRUE(hdf5(*engine).last_save_reused_structure());
+  Loaded third(dir.path(), dir.path() / "global_step_3");
+  EXPECT_TRUE(state_holds_expected(third.trainer.state()));
+}
+
+}  // namespace
+}  // namespace floe::test

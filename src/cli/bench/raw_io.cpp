@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <string>
 
 #include "floe/error.hpp"
 
@@ -63,6 +65,89 @@ void raw_read(const std::filesystem::path& path, State& state) {
     }
   }
   ::close(fd);
+}
+
+std::vector<std::filesystem::path> latest_checkpoint_files(
+    const std::filesystem::path& engine_dir) {
+  const std::filesystem::path latest = engine_dir / "latest";
+  std::ifstream in(latest);
+  std::string tag;
+  if (!(in >> tag)) fail("cannot read", latest);
+  std::vector<std::filesystem::path> files;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(engine_dir / tag, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    if (it->is_regular_file(ec)) files.push_back(it->path());
+  }
+  if (ec) {
+    throw Error(ErrorCode::kIo,
+                "cannot list " + (engine_dir / tag).string() + ": " + ec.message());
+  }
+  if (files.empty()) {
+    throw Error(ErrorCode::kNotFound, "no files in checkpoint " + (engine_dir / tag).string());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+std::uint64_t raw_read_share(const std::vector<std::filesystem::path>& files, int rank,
+                             int size, State& state) {
+  std::vector<std::uint64_t> sizes;
+  std::uint64_t total = 0;
+  for (const auto& f : files) {
+    std::error_code ec;
+    sizes.push_back(std::filesystem::file_size(f, ec));
+    if (ec) {
+      throw Error(ErrorCode::kIo, "cannot stat " + f.string() + ": " + ec.message());
+    }
+    total += sizes.back();
+  }
+  const std::uint64_t begin = total * static_cast<std::uint64_t>(rank) / size;
+  const std::uint64_t end = total * static_cast<std::uint64_t>(rank + 1) / size;
+  // Destinations: the shards' memory in order, from the first again when
+  // the share is larger than the state (metadata, manifests).
+  auto shard = state.tensors().begin();
+  std::uint64_t used = 0;  // bytes of *shard filled
+  const auto destination = [&](std::uint64_t want) -> std::pair<char*, std::uint64_t> {
+    int wraps = 0;
+    while (shard == state.tensors().end() || used == shard->nbytes()) {
+      if (shard == state.tensors().end()) {
+        if (++wraps > 1) return {nullptr, 0};  // a state without bytes
+        shard = state.tensors().begin();
+      } else {
+        ++shard;
+      }
+      used = 0;
+    }
+    return {reinterpret_cast<char*>(shard->data()) + used,
+            std::min({want, shard->nbytes() - used, static_cast<std::uint64_t>(kChunk)})};
+  };
+  std::uint64_t at = 0;  // start of files[i] in the concatenation
+  for (std::size_t i = 0; i < files.size(); at += sizes[i], ++i) {
+    const std::uint64_t from = std::max(begin, at), to = std::min(end, at + sizes[i]);
+    if (from >= to) continue;
+    const int fd = ::open(files[i].c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) fail("cannot open", files[i]);
+    std::uint64_t offset = from - at, left = to - from;
+    while (left > 0) {
+      auto [p, n] = destination(left);
+      if (!p) {
+        ::close(fd);
+        throw Error(ErrorCode::kInvalidArgument, "raw read: the state has no bytes to read into");
+      }
+      const ssize_t got = ::pread(fd, p, n, static_cast<off_t>(offset));
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) {
+        ::close(fd);
+        fail("cannot read", files[i]);
+      }
+      used += static_cast<std::uint64_t>(got);
+      offset += static_cast<std::uint64_t>(got);
+      left -= static_cast<std::uint64_t>(got);
+    }
+    ::close(fd);
+  }
+  return total;
 }
 
 void drop_cache(const std::filesystem::path& dir) {

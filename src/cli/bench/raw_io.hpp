@@ -23,6 +23,20 @@ void raw_write_replacing(const std::filesystem::path& path,
 // Reads `path` back into the shards of `state`, in the same order.
 void raw_read(const std::filesystem::path& path, State& state);
 
+// The files of the checkpoint `engine_dir`/latest names (the engines' own
+// layout: `engine_dir`/<tag>/...), sorted by path. Throws floe::Error(kIo)
+// when `latest` cannot be read, kNotFound when the checkpoint has no files.
+std::vector<std::filesystem::path> latest_checkpoint_files(
+    const std::filesystem::path& engine_dir);
+
+// A raw read of a checkpoint's own files: this rank's contiguous share
+// (rank/size of the files' bytes taken one after the other) read with
+// read() in large chunks, as raw_read, into the shards of `state` (from the
+// first again when the share is larger). Returns the bytes of all `files`
+// together. Throws floe::Error(kIo).
+std::uint64_t raw_read_share(const std::vector<std::filesystem::path>& files, int rank,
+                             int size, State& state);
+
 // Asks the kernel to drop the cached pages of every file under `dir`, so
 // the next read comes from the device (posix_fadvise DONTNEED; the files
 // are clean after fsync). Best effort.

@@ -621,6 +621,10 @@ TEST(Hdf5StorageOffset, ReadSomeReadsManyRequestsInOneCallExactly) {
   for (std::size_t i = 0; i < requests.list.size(); ++i) EXPECT_TRUE(requests.holds(i));
   EXPECT_EQ(reader.stats().batched, requests.list.size());
   EXPECT_EQ(reader.stats().transfers, 0u);
+  // One batch read by read_gathered, none request by request.
+  EXPECT_EQ(reader.read_some_stats().batches, 1u);
+  EXPECT_EQ(reader.read_some_stats().batched_requests, requests.list.size());
+  EXPECT_EQ(reader.read_some_stats().fallbacks, 0u);
   // A request for nothing (an empty box) among them, and one request alone.
   Requests few(manifest, {{"model/model.bias", {Box{{2}, {0}}}},
                           {"model/model.bias", {Box{{1}, {4}}}}});
@@ -629,6 +633,58 @@ TEST(Hdf5StorageOffset, ReadSomeReadsManyRequestsInOneCallExactly) {
   Requests one(manifest, {{"model/model.bias", {Box{{0}, {6}}}}});
   EXPECT_EQ(one.read_all(reader), 1u);
   EXPECT_TRUE(one.holds(0));
+  // The request alone is read() (counted in neither); the pair a batch.
+  EXPECT_EQ(reader.read_some_stats().batches, 2u);
+  EXPECT_EQ(reader.read_some_stats().fallbacks, 0u);
+}
+
+// Every tensor whole, in file order: read_some reads them with one preadv
+// per stretch of tensors whose gaps are at most 16 KiB (read through), a
+// new one after each longer gap; counted by the reader.
+TEST(Hdf5StorageOffset, ReadSomeReadsTensorsThatLieTogetherInOneRead) {
+  RegionKindsCheckpoint c;
+  const Manifest& manifest = c.write();
+  h5::Hdf5Reader reader(c.read_context(manifest));
+  ASSERT_TRUE(reader.reads_independently());
+  std::vector<const TensorRecord*> by_offset;
+  for (const auto& t : manifest.tensors) {
+    if (t.spec.nbytes() > 0) by_offset.push_back(&t);
+  }
+  std::sort(by_offset.begin(), by_offset.end(), [](const TensorRecord* a, const TensorRecord* b) {
+    return *a->storage_offset < *b->storage_offset;
+  });
+  ASSERT_GE(by_offset.size(), 2u);
+  std::vector<std::pair<std::string, std::vector<Box>>> plan;
+  std::uint64_t stretches = 1;
+  for (std::size_t i = 0; i < by_offset.size(); ++i) {
+    const TensorRecord& t = *by_offset[i];
+    plan.push_back({t.spec.key(), {full_box(t.spec.shape)}});
+    if (i == 0) continue;
+    const TensorRecord& before = *by_offset[i - 1];
+    const std::uint64_t end = *before.storage_offset + before.spec.nbytes();
+    ASSERT_GE(*t.storage_offset, end);
+    if (*t.storage_offset - end > (16u << 10)) ++stretches;
+  }
+  Requests requests(manifest, plan);
+  EXPECT_EQ(requests.read_all(reader), 1u);
+  for (std::size_t i = 0; i < requests.list.size(); ++i) EXPECT_TRUE(requests.holds(i));
+  const GatheredReadStats stats = reader.read_some_stats();
+  EXPECT_EQ(stats.batches, 1u);
+  EXPECT_EQ(stats.batched_requests, plan.size());
+  EXPECT_EQ(stats.gathered_reads, stretches);
+  EXPECT_EQ(stats.fallbacks, 0u);
+  // The first and last tensors alone, whatever lies between them: one read
+  // if the gap is at most 16 KiB, else two.
+  const TensorRecord& first = *by_offset.front();
+  const TensorRecord& last = *by_offset.back();
+  Requests ends(manifest, {plan.front(), plan.back()});
+  EXPECT_EQ(ends.read_all(reader), 1u);
+  EXPECT_TRUE(ends.holds(0));
+  EXPECT_TRUE(ends.holds(1));
+  const std::uint64_t gap =
+      *last.storage_offset - (*first.storage_offset + first.spec.nbytes());
+  EXPECT_EQ(reader.read_some_stats().gathered_reads - stats.gathered_reads,
+            gap > (16u << 10) ? 2u : 1u);
 }
 
 // A request whose offset does not fit the file (a manifest not checked by
@@ -651,6 +707,10 @@ TEST(Hdf5StorageOffset, ReadSomeStopsAtTheFirstRequestThatFails) {
     EXPECT_EQ(reader.read_some(requests.list.data(), requests.list.size()), 2u);
     EXPECT_TRUE(requests.holds(0));
     EXPECT_TRUE(requests.holds(1));
+    // Not read as a batch: request by request, counted as such.
+    EXPECT_EQ(reader.read_some_stats().batches, 0u);
+    EXPECT_EQ(reader.read_some_stats().fallbacks, 1u);
+    EXPECT_EQ(reader.read_some_stats().fallback_requests, requests.list.size());
     EXPECT_TRUE(throws_error([&] { (void)requests.read_all(reader, 2); }, ErrorCode::kCorrupt,
                              {bias_beyond_the_end(size)}));
     EXPECT_EQ(requests.read_all(reader, 3), 1u);
@@ -676,6 +736,10 @@ TEST(Hdf5StorageOffset, ReadSomeStopsAtTheFirstRequestThatFails) {
   Requests requests(manifest, plan);
   EXPECT_EQ(reader.read_some(requests.list.data(), requests.list.size()),
             requests.list.size() - 1);
+  // The batch's preadv met the cut: read again request by request.
+  EXPECT_EQ(reader.read_some_stats().batches, 0u);
+  EXPECT_EQ(reader.read_some_stats().fallbacks, 1u);
+  EXPECT_EQ(reader.read_some_stats().fallback_requests, requests.list.size());
   for (std::size_t i = 0; i + 1 < requests.list.size(); ++i) EXPECT_TRUE(requests.holds(i));
   EXPECT_TRUE(throws_error(
       [&] { (void)requests.read_all(reader, requests.list.size() - 1); }, ErrorCode::kCorrupt,

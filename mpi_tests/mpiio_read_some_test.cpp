@@ -12,6 +12,7 @@
 // that lists its tensors in another order than the manifest, or only some
 // of them, is matched as one in the manifest's order is (load_match.cpp
 // tries the next shard in order before State::find).
+#include <algorithm>
 #include <cstring>
 
 #include "commit/restore.hpp"
@@ -145,6 +146,156 @@ TEST(MpiioReadSome, AStateInAnotherOrderOrWithSomeTensorsLoadsExact) {
       EXPECT_EQ(loaded.trainer.state().tensors().size(), which->size());
       EXPECT_TRUE(loaded.holds_expected());
     }
+    // Back to front with a tensor the checkpoint lacks in the middle: the
+    // error names it, whatever order the finder met the others in.
+    ManyTensors loaded(MPI_COMM_WORLD, Hold::kRows, Memory::kOwned, false, backward);
+    loaded.trainer.state().add_model("w.extra", DType::kF32, kShape, Region::whole(kShape));
+    auto engine = make_test_engine(loaded.trainer, "mpiio", tmp / "ckpt");
+    EXPECT_TRUE(throws_error([&] { engine->load(); }, ErrorCode::kMismatch,
+                             {"tensor \"model/w.extra\" is not in checkpoint"}));
+  });
+}
+
+// A reader of another engine, for mpiio_read_stats to refuse.
+struct NotMpiio : CheckpointReader {
+  void read(const TensorRecord&, const std::vector<Box>&, void*) override {}
+  std::vector<std::uint8_t> read_blob(const BlobRecord&) override { return {}; }
+};
+
+// Requests for tensors t in `which`, each of `boxes`, into `loaded`'s shards.
+std::vector<CheckpointReader::ReadRequest> requests_for(const Manifest& manifest,
+                                                        ManyTensors& loaded,
+                                                        const std::vector<std::size_t>& which,
+                                                        const std::vector<Box>& boxes) {
+  std::vector<CheckpointReader::ReadRequest> requests;
+  for (std::size_t t : which) {
+    const TensorRecord& record = manifest.tensors.at(t);
+    requests.push_back({&record, boxes, loaded.trainer.state().find(record.spec.key())->data()});
+  }
+  return requests;
+}
+
+std::vector<std::size_t> range(std::size_t begin, std::size_t end, std::size_t step = 1) {
+  std::vector<std::size_t> out;
+  for (std::size_t t = begin; t < end; t += step) out.push_back(t);
+  return out;
+}
+
+// read_some batches what lies together in the file (GatheredReadStats,
+// counted by the reader): tensors saved back to back by one rank take one
+// gathered read (one preadv) however many they are, up to IOV_MAX parts;
+// the gaps between a column block's runs (16 bytes here) are read through
+// in the same preadv; tensors 1,000 apart (64 KB, beyond the 16 KiB a gap
+// may be) are a read each; a single request is read() alone, counted in
+// neither.
+TEST(MpiioReadSome, TensorsThatLieTogetherTakeOneGatheredRead) {
+  TempDir tmp;
+  SubComm one(1);
+  if (one.member()) {
+    run_within(std::chrono::seconds(120), [&] {
+      save_many(one.get(), tmp / "ckpt");
+      const fs::path dir = tmp / "ckpt" / "global_step_1";
+      const Manifest manifest = Manifest::read(dir);
+      const std::uint64_t tensor_bytes = num_elements(kShape) * sizeof(float);
+      // The premise: one piece per tensor, back to back in the file.
+      for (std::size_t t = 0; t < kTensors; ++t) {
+        ASSERT_EQ(manifest.tensors[t].pieces.size(), 1u);
+        ASSERT_EQ(manifest.tensors[t].pieces[0].offset,
+                  manifest.tensors[0].pieces[0].offset + t * tensor_bytes);
+      }
+      auto reader = open_mpiio_reader(
+          ReadContext{dir, manifest, MPI_COMM_SELF, *posix_file_system()});
+      ManyTensors loaded(MPI_COMM_SELF, Hold::kWhole, Memory::kOwned, false);
+      const std::vector<Box> whole{full_box(kShape)};
+      GatheredReadStats before = mpiio_read_stats(*reader);
+      EXPECT_EQ(before.batches, 0u);
+      // Reads the requests in one read_some call and returns the change
+      // in the reader's counts.
+      const auto read = [&](std::vector<CheckpointReader::ReadRequest> requests) {
+        EXPECT_EQ(reader->read_some(requests.data(), requests.size()), requests.size());
+        const GatheredReadStats after = mpiio_read_stats(*reader);
+        GatheredReadStats delta;
+        delta.batches = after.batches - before.batches;
+        delta.batched_requests = after.batched_requests - before.batched_requests;
+        delta.gathered_reads = after.gathered_reads - before.gathered_reads;
+        delta.fallbacks = after.fallbacks - before.fallbacks;
+        delta.fallback_requests = after.fallback_requests - before.fallback_requests;
+        before = after;
+        return delta;
+      };
+
+      GatheredReadStats d = read(requests_for(manifest, loaded, range(0, 100), whole));
+      EXPECT_EQ(d.batches, 1u);
+      EXPECT_EQ(d.batched_requests, 100u);
+      EXPECT_EQ(d.gathered_reads, 1u);
+      EXPECT_EQ(d.fallbacks, 0u);
+      // Out of order in the batch: sorted by offset first.
+      std::vector<std::size_t> shuffled = range(100, 200);
+      std::reverse(shuffled.begin(), shuffled.end());
+      d = read(requests_for(manifest, loaded, shuffled, whole));
+      EXPECT_EQ(d.gathered_reads, 1u);
+      // Every tensor: a preadv holds at most IOV_MAX (1024) parts, of which
+      // one stays free for a gap: 1023 tensors a read.
+      d = read(requests_for(manifest, loaded, range(0, kTensors), whole));
+      EXPECT_EQ(d.batched_requests, kTensors);
+      EXPECT_EQ(d.gathered_reads, (kTensors + 1022) / 1023);
+      EXPECT_EQ(d.fallbacks, 0u);
+      EXPECT_TRUE(loaded.holds_expected());
+
+      // Columns 0-3 of both rows: runs of 16 bytes with 16-byte gaps
+      // between them, one preadv for all.
+      ManyTensors columns(MPI_COMM_SELF, Hold::kColumns, Memory::kOwned, false);
+      const std::vector<Box> left{Box{{0, 0}, {kShape[0], kShape[1] / 2}}};
+      d = read(requests_for(manifest, columns, range(0, 100), left));
+      EXPECT_EQ(d.batched_requests, 100u);
+      EXPECT_EQ(d.gathered_reads, 1u);
+      // A gap longer than 16 KiB starts a new read: tensors 0, 1000, 2000,
+      // 3000 are 64,000 bytes apart.
+      d = read(requests_for(manifest, loaded, range(0, 4000, 1000), whole));
+      EXPECT_EQ(d.batches, 1u);
+      EXPECT_EQ(d.gathered_reads, 4u);
+      // Five tensors every 257th (gaps of 256 * 64 = 16,384 bytes, the
+      // most bridged): one read; every 258th (16,448): five.
+      d = read(requests_for(manifest, loaded, range(0, 257 * 4 + 1, 257), whole));
+      EXPECT_EQ(d.gathered_reads, 1u);
+      d = read(requests_for(manifest, loaded, range(0, 258 * 4 + 1, 258), whole));
+      EXPECT_EQ(d.gathered_reads, 5u);
+      // One request: read() alone.
+      d = read(requests_for(manifest, loaded, {7}, whole));
+      EXPECT_EQ(d.batches, 0u);
+      EXPECT_EQ(d.fallbacks, 0u);
+      EXPECT_TRUE(loaded.holds_expected());
+      EXPECT_TRUE(throws_error([&] { (void)mpiio_read_stats(NotMpiio{}); },
+                               ErrorCode::kInvalidArgument, {"not one of open_mpiio_reader"}));
+    });
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// A load reads through read_some in batches (load()'s read-ahead thread:
+// at most 4,096 tensors a batch), with no request-by-request fallback.
+TEST(MpiioReadSome, ALoadReadsItsTensorsInBatches) {
+  TempDir tmp;
+  save_many(MPI_COMM_WORLD, tmp / "ckpt");
+  const fs::path dir = tmp / "ckpt" / "global_step_1";
+  run_within(std::chrono::seconds(120), [&] {
+    OpenCheckpoint opened = open_checkpoint(dir, MPI_COMM_WORLD);
+    ASSERT_TRUE(opened.reader->reads_independently());
+    ManyTensors loaded(MPI_COMM_WORLD, Hold::kColumns, Memory::kOwned, false);
+    const Comm comm(MPI_COMM_WORLD);
+    EXPECT_NO_THROW(restore_state(opened, loaded.trainer.state(), comm, true, LoadOptions{}));
+    EXPECT_TRUE(loaded.holds_expected());
+    const GatheredReadStats stats = mpiio_read_stats(*opened.reader);
+    EXPECT_EQ(stats.batches, (kTensors + 4095) / 4096);
+    EXPECT_EQ(stats.batched_requests, kTensors);
+    EXPECT_EQ(stats.fallbacks, 0u);
+    // Each saving rank's extent holds its rows of every tensor back to
+    // back: a few reads per extent and batch, not one per tensor (a run and
+    // the gap before it take two of a preadv's 1,024 parts).
+    const std::uint64_t reads_per_extent = (2 * kTensors + 1021) / 1022 + 1;
+    EXPECT_LE(stats.gathered_reads,
+              stats.batches * reads_per_extent * static_cast<std::uint64_t>(world_size()));
+    MPI_Barrier(MPI_COMM_WORLD);
   });
 }
 
@@ -177,6 +328,8 @@ TEST(MpiioReadSome, AFileCutAfterOpeningEndsThePrefixAtTheTensorItCuts) {
       }
       EXPECT_EQ(reader->read_some(requests.data(), requests.size()), kTensors);
       EXPECT_TRUE(loaded.holds_expected());
+      EXPECT_EQ(mpiio_read_stats(*reader).batches, 1u);
+      EXPECT_EQ(mpiio_read_stats(*reader).fallbacks, 0u);
 
       const std::size_t k = 3001;
       const PieceRecord& cut_piece = manifest.tensors[k].pieces.at(0);
@@ -187,6 +340,10 @@ TEST(MpiioReadSome, AFileCutAfterOpeningEndsThePrefixAtTheTensorItCuts) {
       }
       fs::resize_file(data, cut);
       EXPECT_EQ(reader->read_some(requests.data(), requests.size()), k);
+      // The batch failed and was read again request by request.
+      EXPECT_EQ(mpiio_read_stats(*reader).batches, 1u);
+      EXPECT_EQ(mpiio_read_stats(*reader).fallbacks, 1u);
+      EXPECT_EQ(mpiio_read_stats(*reader).fallback_requests, kTensors);
       for (std::size_t t = 0; t < k; ++t) {
         ASSERT_TRUE(test::holds_expected(*loaded.trainer.state().find("model/" + name_of(t))));
       }

@@ -26,7 +26,7 @@ void append_run(std::vector<FileRun>& runs, const ReadOnlyFile& file,
   runs.push_back(FileRun{&file, offset, memory, length});
 }
 
-void read_gathered(std::vector<FileRun>& runs) {
+std::size_t read_gathered(std::vector<FileRun>& runs) {
   const auto in_file_order = [](const FileRun& a, const FileRun& b) {
     if (a.file != b.file) return std::less<const ReadOnlyFile*>()(a.file, b.file);
     return a.offset < b.offset;
@@ -41,8 +41,11 @@ void read_gathered(std::vector<FileRun>& runs) {
   parts.reserve(std::min(runs.size() * 2, kMaxParts));
   const ReadOnlyFile* file = nullptr;
   std::uint64_t start = 0, end = 0;
+  std::size_t stretches = 0;
   const auto flush = [&] {
-    if (!parts.empty()) file->read_scattered(start, parts.data(), static_cast<int>(parts.size()));
+    if (parts.empty()) return;
+    file->read_scattered(start, parts.data(), static_cast<int>(parts.size()));
+    ++stretches;
     parts.clear();
   };
   for (const FileRun& run : runs) {
@@ -62,6 +65,7 @@ void read_gathered(std::vector<FileRun>& runs) {
     end = run.offset + run.length;
   }
   flush();
+  return stretches;
 }
 
 }  // namespace floe

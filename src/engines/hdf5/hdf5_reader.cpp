@@ -277,24 +277,30 @@ void Hdf5Reader::read(const TensorRecord& tensor, const std::vector<Box>& boxes,
 
 std::size_t Hdf5Reader::read_some(const ReadRequest* requests, std::size_t count) {
   if (count == 1) return read_each(requests, 1);
+  std::size_t gathered_reads = 0;
   try {
     std::vector<FileRun> runs;
     for (std::size_t i = 0; i < count; ++i) {
       const ReadRequest& r = requests[i];
       const Direct* direct = planned(*r.tensor);
       // Not a planned direct read, or one that fails: read() says what.
-      if (!direct || !direct->problem.empty()) return read_each(requests, count);
+      if (!direct || !direct->problem.empty()) {
+        gathered_.count_fallback(count);
+        return read_each(requests, count);
+      }
       check_request(r.tensor->spec, r.boxes, r.out);
       for (const Run& run : runs_of(r.tensor->spec, direct->offset, r.boxes, r.out)) {
         append_run(runs, *data_, run.offset, run.memory, run.length);
       }
     }
-    read_gathered(runs);
+    gathered_reads = read_gathered(runs);
   } catch (...) {
     // Not pinned to a request: read() of each says which.
+    gathered_.count_fallback(count);
     return read_each(requests, count);
   }
   batched_ += count;
+  gathered_.count_batch(count, gathered_reads);
   return count;
 }
 

@@ -19,6 +19,7 @@
 #include "engines/hdf5/h5_handle.hpp"
 #include "engines/hdf5/h5_transfer.hpp"
 #include "floe/engine.hpp"
+#include "io/gathered_read.hpp"
 #include "io/read_only_file.hpp"
 
 namespace floe::h5 {
@@ -122,6 +123,11 @@ class Hdf5Reader : public CheckpointReader {
   // error, or ends the prefix returned.
   std::size_t read_some(const ReadRequest* requests, std::size_t count) override;
 
+  // How read_some() calls of more than one request went so far (all
+  // threads): batches read by read_gathered and their stretches, and calls
+  // read again request by request. stats().batched counts tensors of both.
+  GatheredReadStats read_some_stats() const { return gathered_.stats(); }
+
   // This rank's tensor transfers so far, as HDF5 reported them, how many
   // tensors it read directly after the constructor's planning (`batched`)
   // or after read()'s own checks (`direct`), and how many datasets the
@@ -174,6 +180,7 @@ class Hdf5Reader : public CheckpointReader {
   TransferStats stats_;  // but `batched`: batched_
   // Reads by read_direct, which several threads may make at once.
   std::atomic<std::uint64_t> batched_{0};
+  GatheredReadCounter gathered_;  // read_some's
   bool independent_ = false;  // see reads_independently()
   Plist transfer_list_;  // collective transfers, made once
   std::map<DType, Type> types_;

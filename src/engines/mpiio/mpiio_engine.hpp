@@ -5,6 +5,7 @@
 
 #include "floe/engine.hpp"
 #include "floe/registry.hpp"
+#include "io/gathered_read.hpp"
 #include "io/mpi_file.hpp"
 
 namespace floe {
@@ -28,6 +29,10 @@ class MpiioEngine : public CheckpointEngine {
 
 // Collective. Opens a checkpoint written by MpiioEngine.
 std::unique_ptr<CheckpointReader> open_mpiio_reader(const ReadContext& ctx);
+
+// How read_some() of `reader`, one of open_mpiio_reader, went so far (all
+// threads). kInvalidArgument for another reader.
+GatheredReadStats mpiio_read_stats(const CheckpointReader& reader);
 
 // The MPI-IO hints the engine options ask for (unset ones left out).
 MpiInfo mpiio_hints(const EngineOptions& options);

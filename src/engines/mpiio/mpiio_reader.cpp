@@ -39,8 +39,11 @@ class MpiioReader : public CheckpointReader {
   // requests are then read one by one as read() reads them: the first to
   // fail ends the prefix (or throws, if it is the first), with read()'s own
   // error.
+  // Counted in stats() (read_some of one request is read() alone, counted
+  // in neither).
   std::size_t read_some(const ReadRequest* requests, std::size_t count) override {
     if (count == 1) return read_each(requests, 1);
+    std::size_t gathered_reads = 0;
     try {
       std::vector<FileRun> runs;
       for (std::size_t i = 0; i < count; ++i) {
@@ -49,12 +52,16 @@ class MpiioReader : public CheckpointReader {
                      [&](const ReadOnlyFile& file, std::uint64_t at, char* into,
                          std::uint64_t n) { append_run(runs, file, at, into, n); });
       }
-      read_gathered(runs);
+      gathered_reads = read_gathered(runs);
     } catch (...) {
+      counter_.count_fallback(count);
       return read_each(requests, count);
     }
+    counter_.count_batch(count, gathered_reads);
     return count;
   }
+
+  GatheredReadStats stats() const { return counter_.stats(); }
 
   bool reads_independently() const override { return true; }
 
@@ -143,12 +150,22 @@ class MpiioReader : public CheckpointReader {
   std::filesystem::path dir_;
   std::mutex files_mutex_;
   std::map<std::string, ReadOnlyFile> files_;
+  GatheredReadCounter counter_;
 };
 
 }  // namespace
 
 std::unique_ptr<CheckpointReader> open_mpiio_reader(const ReadContext& ctx) {
   return std::make_unique<MpiioReader>(ctx.dir);
+}
+
+GatheredReadStats mpiio_read_stats(const CheckpointReader& reader) {
+  const auto* mpiio = dynamic_cast<const MpiioReader*>(&reader);
+  if (!mpiio) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "mpiio_read_stats: the reader is not one of open_mpiio_reader");
+  }
+  return mpiio->stats();
 }
 
 }  // namespace floe

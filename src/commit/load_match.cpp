@@ -1,6 +1,5 @@
 #include "commit/load_match.hpp"
 
-#include <deque>
 #include <string>
 #include <unordered_map>
 
@@ -94,35 +93,31 @@ void explain_names(const Manifest& manifest, const State& state,
   }
 }
 
-// Finds the state's shard of each manifest tensor, in manifest order. The
-// shard after the last one found is tried first, by comparing names: a state
-// usually lists its tensors in the manifest's order (the program that saved
-// it built it alike), and one comparison costs far less than State::find,
-// whose ordered index is cold by then (20,000 tensors: ~15 nodes and keys
-// to fetch a lookup). Anything else goes to State::find. Equal names mean
-// equal keys, so the answer is State::find's in every case.
-class ShardFinder {
- public:
-  explicit ShardFinder(State& state) : shards_(state.tensors()), state_(state) {}
-
-  TensorShard* find(const TensorSpec& spec) {
-    if (next_ < shards_.size()) {
-      const TensorSpec& candidate = shards_[next_].spec();
-      if (candidate.group == spec.group && candidate.name == spec.name &&
-          candidate.opt_key == spec.opt_key) {
-        return &shards_[next_++];
-      }
-    }
-    return state_.find(spec.key());
-  }
-
- private:
-  std::deque<TensorShard>& shards_;
-  State& state_;
-  std::size_t next_ = 0;
-};
-
 }  // namespace
+
+ShardFinder::ShardFinder(State& state) : shards_(state.tensors()), state_(state) {}
+
+TensorShard* ShardFinder::find(const TensorSpec& spec) {
+  if (next_ < shards_.size()) {
+    const TensorSpec& candidate = shards_[next_].spec();
+    if (candidate.group == spec.group && candidate.name == spec.name &&
+        candidate.opt_key == spec.opt_key) {
+      return &shards_[next_++];
+    }
+  }
+  ++finds_;
+  TensorShard* shard = state_.find(spec.key());
+  if (shard) {
+    // Resume after it: the tensors that follow it in the manifest most
+    // likely follow it in the state too.
+    if (position_.empty()) {
+      position_.reserve(shards_.size());
+      for (std::size_t i = 0; i < shards_.size(); ++i) position_.emplace(&shards_[i], i);
+    }
+    next_ = position_.at(shard) + 1;
+  }
+  return shard;
+}
 
 // Pieces some rank loads as they are (`inline_ranks`; null for verify,
 // which loads nothing) are checked by that rank; the others go round the

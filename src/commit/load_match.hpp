@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
+#include <unordered_map>
 #include <vector>
 
 #include "core/comm.hpp"
@@ -34,6 +36,36 @@ Assignment assign_checks(const Manifest& manifest, const InlineRanks* inline_ran
 struct LoadMatch {
   std::vector<TensorShard*> shards;  // by manifest tensor; null: none here
   Assignment who;                    // empty without verify
+};
+
+// Finds the state's shard of each manifest tensor, asked in manifest order.
+// The shard after the last one found is tried first, by comparing names: a
+// state usually lists its tensors in the manifest's order (the program that
+// saved it built it alike), and one comparison costs far less than
+// State::find, whose ordered index is cold by then (20,000 tensors: ~15
+// nodes and keys to fetch a lookup). Anything else goes to State::find, and
+// the next try is the shard after the one it found: a state whose tensors
+// are in the manifest's order in stretches (blocks swapped, some left out)
+// pays one State::find per jump between stretches, and one per manifest
+// tensor it lacks. The first State::find that finds a shard also indexes
+// the shards by address once (O(n)). Equal names mean equal keys, so the
+// answer is State::find's in every case.
+class ShardFinder {
+ public:
+  explicit ShardFinder(State& state);
+
+  // The shard of the tensor `spec` names, or null.
+  TensorShard* find(const TensorSpec& spec);
+
+  // How many calls of find() went to State::find.
+  std::size_t finds() const { return finds_; }
+
+ private:
+  std::deque<TensorShard>& shards_;
+  State& state_;
+  std::size_t next_ = 0;
+  std::size_t finds_ = 0;
+  std::unordered_map<const TensorShard*, std::size_t> position_;  // see find()
 };
 
 // Collective. Matches the state with the manifest in one allreduce (the

@@ -14,8 +14,8 @@
 // Members that are free-form JSON (scalars, metadata, engine_info) are
 // delimited here and parsed by nlohmann::json.
 #include <cstring>
+#include <functional>
 #include <string_view>
-#include <unordered_set>
 
 #include "commit/manifest_text.hpp"
 #include "commit/paths.hpp"
@@ -28,17 +28,53 @@ namespace {
 // Thrown to give up; caught in parse_as_written.
 struct NotAsWritten {};
 
+// What each byte is inside a record's string: printable ASCII but the
+// backslash (kPlain), the closing quote, or anything else (a control byte,
+// the NUL after the text included, an escape, a non-ASCII byte).
+enum ByteKind : unsigned char { kPlain, kQuote, kOther };
+struct ByteKinds {
+  ByteKind of[256];
+  constexpr ByteKinds() : of() {
+    for (int c = 0; c < 256; ++c) of[c] = c >= 0x20 && c < 0x80 && c != '\\' ? kPlain : kOther;
+    of[static_cast<unsigned char>('"')] = kQuote;
+  }
+};
+constexpr ByteKinds kByteKinds;
+
+// A lowercase hex digit's value; -1 for any other byte.
+struct HexDigits {
+  signed char of[256];
+  constexpr HexDigits() : of() {
+    for (int c = 0; c < 256; ++c) of[c] = -1;
+    for (int c = '0'; c <= '9'; ++c) of[c] = static_cast<signed char>(c - '0');
+    for (int c = 'a'; c <= 'f'; ++c) of[c] = static_cast<signed char>(c - 'a' + 10);
+  }
+};
+constexpr HexDigits kHexDigits;
+
 class Scanner {
  public:
-  explicit Scanner(std::string_view text) : text_(text) {}
+  // `text` ends with a NUL byte (std::string's), which plain_string()
+  // stops at.
+  explicit Scanner(const std::string& text) : text_(text) {}
 
   bool at_end() const { return at_ == text_.size(); }
+  std::size_t position() const { return at_; }
   bool next_is(char c) const { return at_ < text_.size() && text_[at_] == c; }
 
-  // Consumes `literal` or gives up.
-  void expect(std::string_view literal) {
-    if (text_.compare(at_, literal.size(), literal) != 0) throw NotAsWritten{};
-    at_ += literal.size();
+  // Consumes `literal` (a string literal: its length is known where this
+  // is inlined, so the comparison is a few loads, not a memcmp call) or
+  // gives up.
+  template <std::size_t N>
+  void expect(const char (&literal)[N]) {
+    if (!accept(literal)) throw NotAsWritten{};
+  }
+  template <std::size_t N>
+  bool accept(const char (&literal)[N]) {
+    constexpr std::size_t n = N - 1;
+    if (text_.size() - at_ < n || std::memcmp(text_.data() + at_, literal, n) != 0) return false;
+    at_ += n;
+    return true;
   }
   bool accept(std::string_view literal) {
     if (text_.compare(at_, literal.size(), literal) != 0) return false;
@@ -50,13 +86,12 @@ class Scanner {
   std::string_view plain_string() {
     expect("\"");
     const std::size_t start = at_;
-    for (; at_ < text_.size(); ++at_) {
-      const auto c = static_cast<unsigned char>(text_[at_]);
-      if (c == '"') break;
-      if (c < 0x20 || c >= 0x80 || c == '\\') throw NotAsWritten{};
-    }
-    if (at_ == text_.size()) throw NotAsWritten{};
-    return text_.substr(start, at_++ - start);
+    // No bounds check: the NUL after the text is kOther.
+    const char* p = text_.data() + at_;
+    while (kByteKinds.of[static_cast<unsigned char>(*p)] == kPlain) ++p;
+    if (kByteKinds.of[static_cast<unsigned char>(*p)] != kQuote) throw NotAsWritten{};
+    at_ = static_cast<std::size_t>(p - text_.data()) + 1;
+    return text_.substr(start, at_ - 1 - start);
   }
 
   // Plain decimal digits as JSON writes them (no leading zero), fitting 64
@@ -112,12 +147,13 @@ class Scanner {
     const std::string_view text = plain_string();
     if (text.size() != 21 || text.compare(0, 5, "xxh3:") != 0) throw NotAsWritten{};
     std::uint64_t value = 0;
+    int bad = 0;
     for (std::size_t i = 5; i < 21; ++i) {
-      const char c = text[i];
-      const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-      if (digit < 0) throw NotAsWritten{};
-      value = value << 4 | static_cast<std::uint64_t>(digit);
+      const int digit = kHexDigits.of[static_cast<unsigned char>(text[i])];
+      bad |= digit;
+      value = value << 4 | static_cast<std::uint64_t>(digit & 0xf);
     }
+    if (bad < 0) throw NotAsWritten{};
     return value;
   }
 
@@ -203,8 +239,8 @@ Region scan_region(Scanner& s) {
   return region;
 }
 
-PieceRecord scan_piece(Scanner& s, FileNames& files) {
-  PieceRecord p;
+// Into `p`, a new PieceRecord.
+void scan_piece(Scanner& s, FileNames& files, PieceRecord& p) {
   s.expect("{\"file\":");
   p.file = files.check(s.plain_string());
   s.expect(",\"nbytes\":");
@@ -222,13 +258,12 @@ PieceRecord scan_piece(Scanner& s, FileNames& files) {
   s.expect("}");
   std::uint64_t end = 0;
   if (__builtin_add_overflow(p.offset, p.nbytes, &end)) throw NotAsWritten{};
-  return p;
 }
 
-// A tensor's record, and its key (a view of the text); its pieces are
-// checked against its shape at the end (the shape comes last).
-TensorRecord scan_tensor(Scanner& s, FileNames& files, std::string_view* key_out) {
-  TensorRecord t;
+// A tensor's record into `t`, a new TensorRecord, and its key (a view of
+// the text); its pieces are checked against its shape at the end (the
+// shape comes last).
+void scan_tensor(Scanner& s, FileNames& files, TensorRecord& t, std::string_view* key_out) {
   s.expect("{");
   if (s.accept("\"dataset\":")) {
     t.dataset = std::string(s.plain_string());
@@ -262,7 +297,8 @@ TensorRecord scan_tensor(Scanner& s, FileNames& files, std::string_view* key_out
   s.expect(",\"pieces\":[");
   if (!s.accept("]")) {
     do {
-      t.pieces.push_back(scan_piece(s, files));
+      // Scanned in place (a PieceRecord costs more to move than to make).
+      scan_piece(s, files, t.pieces.emplace_back());
     } while (s.accept(","));
     s.expect("]");
   }
@@ -297,7 +333,6 @@ TensorRecord scan_tensor(Scanner& s, FileNames& files, std::string_view* key_out
   } catch (const Error&) {
     throw NotAsWritten{};
   }
-  return t;
 }
 
 BlobRecord scan_blob(Scanner& s, FileNames& files) {
@@ -330,6 +365,27 @@ std::vector<Item> scan_list(Scanner& s, Scan&& scan) {
   } while (s.accept(","));
   s.expect("]");
   return out;
+}
+
+// What a tensor record with one piece takes at least, about, as dump()
+// writes it (the piece alone: ~120 bytes).
+constexpr std::size_t kFewestBytesPerTensor = 200;
+
+// Whether no two of `keys` are equal: an open-addressing table of their
+// indices (no allocation per key, as std::unordered_set makes).
+bool all_distinct(const std::vector<std::string_view>& keys) {
+  std::size_t slots = 16;
+  while (slots < 2 * keys.size()) slots *= 2;
+  std::vector<std::uint32_t> table(slots, 0);  // index + 1; 0: empty
+  const std::hash<std::string_view> hash;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    std::size_t at = hash(keys[i]) & (slots - 1);
+    for (; table[at] != 0; at = (at + 1) & (slots - 1)) {
+      if (keys[table[at] - 1] == keys[i]) return false;
+    }
+    table[at] = static_cast<std::uint32_t>(i + 1);
+  }
+  return true;
 }
 
 Manifest scan_manifest(const std::string& text) {
@@ -381,12 +437,21 @@ Manifest scan_manifest(const std::string& text) {
   m.step = s.i64();
   s.expect(",\"tag\":");
   m.tag = std::string(s.plain_string());
-  s.expect(",\"tensors\":");
+  s.expect(",\"tensors\":[");
+  // Reserved for the records the rest of the text can hold (one with a
+  // piece takes ~200 bytes or more as dump() writes it), so the list is
+  // seldom moved as it grows; each record is scanned in place.
   std::vector<std::string_view> keys;
-  m.tensors = scan_list<TensorRecord>(s, [&] {
-    keys.emplace_back();
-    return scan_tensor(s, names, &keys.back());
-  });
+  const std::size_t expected = (text.size() - s.position()) / kFewestBytesPerTensor;
+  m.tensors.reserve(expected);
+  keys.reserve(expected);
+  if (!s.accept("]")) {
+    do {
+      keys.emplace_back();
+      scan_tensor(s, names, m.tensors.emplace_back(), &keys.back());
+    } while (s.accept(","));
+    s.expect("]");
+  }
   s.expect(",\"world_size\":");
   const std::uint64_t world = s.u64();
   if (world == 0 || world > (1u << 24)) throw NotAsWritten{};
@@ -403,8 +468,7 @@ Manifest scan_manifest(const std::string& text) {
     }
     if (!storage_problem(t, m.files).empty()) throw NotAsWritten{};
   }
-  std::unordered_set<std::string_view> unique(keys.begin(), keys.end(), 2 * keys.size());
-  if (unique.size() != keys.size()) throw NotAsWritten{};
+  if (!all_distinct(keys)) throw NotAsWritten{};
   if (sealed && !text_is_as_written(text, recorded)) throw NotAsWritten{};
   return m;
 }

@@ -1,6 +1,9 @@
 // The commit protocol seen from the disk: what a save leaves, what a failed
 // save leaves (nothing, and the previous checkpoint intact), retention,
 // recovery of interrupted saves, corruption detection and auto-resume.
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <fstream>
 
 #include "commit/paths.hpp"
@@ -284,6 +287,101 @@ TEST_P(CommitProtocol, CallbacksRunAroundSaveAndLoad) {
   // A failed save runs pre-save only: post-save means "committed".
   EXPECT_EQ(events, (std::vector<std::string>{"pre-save@4", "post-save@4", "pre-load@4",
                                               "post-load@4", "pre-save@5"}));
+}
+
+// Records every FileSystem::reserve call, then reserves as the real file
+// system would (or fails as the armed rules say).
+class ReserveRecorder : public FaultyFileSystem {
+ public:
+  struct Call {
+    fs::path path;
+    std::uint64_t offset, bytes;
+  };
+  std::vector<Call> calls;
+  void reserve(const fs::path& p, std::uint64_t offset, std::uint64_t bytes) override {
+    calls.push_back({p, offset, bytes});
+    FaultyFileSystem::reserve(p, offset, bytes);
+  }
+};
+
+// Ranks writing pieces of one data file at once would leave it in small
+// extents out of file order (slower to read back), so rank 0 reserves the
+// range every tensor's bytes lie in, once, in the staging directory,
+// before the writes; the checkpoint is the same as ever.
+TEST_P(CommitProtocol, RankZeroReservesTheDataFileOnceBeforeTheWrites) {
+  TempDir tmp;
+  Rig rig(tmp / "ckpt", GetParam());
+  auto recorder = std::make_shared<ReserveRecorder>();
+  rig.engine->set_file_system(recorder);
+  rig.save_at(1);
+  const fs::path dir = tmp / "ckpt" / "global_step_1";
+  EXPECT_TRUE(verify_checkpoint(dir, MPI_COMM_WORLD).ok());
+  if (world_rank() != 0) {
+    EXPECT_TRUE(recorder->calls.empty());
+    return;
+  }
+  ASSERT_EQ(recorder->calls.size(), 1u);
+  const ReserveRecorder::Call& call = recorder->calls[0];
+  EXPECT_EQ(call.path.parent_path().filename(), ".staging-global_step_1");
+  const Manifest m = Manifest::read(dir);
+  const auto file = std::find_if(m.files.begin(), m.files.end(), [&](const auto& f) {
+    return f.path == call.path.filename().string();
+  });
+  ASSERT_NE(file, m.files.end()) << call.path;
+  EXPECT_LE(call.offset + call.bytes, file->size);
+  std::uint64_t tensor_bytes = 0;
+  for (const TensorRecord& t : m.tensors) {
+    tensor_bytes += t.spec.nbytes();
+    if (t.storage_offset && t.spec.nbytes() > 0) {  // hdf5: inside the range
+      EXPECT_GE(*t.storage_offset, call.offset) << t.spec.name;
+      EXPECT_LE(*t.storage_offset + t.spec.nbytes(), call.offset + call.bytes) << t.spec.name;
+    }
+  }
+  EXPECT_GE(call.bytes, tensor_bytes);
+  if (GetParam() == "mpiio") {  // the whole file: every rank's extent
+    EXPECT_EQ(call.offset, 0u);
+    EXPECT_EQ(call.bytes, file->size);
+  }
+}
+
+// A full disk met while reserving fails the save on every rank with the
+// error naming the file, and leaves the previous checkpoint and `latest`.
+TEST_P(CommitProtocol, FullDiskWhileReservingFailsAllCleanly) {
+  run_within(std::chrono::seconds(60), [&] {
+    TempDir tmp;
+    Rig rig(tmp / "ckpt", GetParam());
+    rig.save_at(1);
+    const std::string before = listing(tmp / "ckpt");
+    auto faulty = std::make_shared<FaultyFileSystem>();
+    if (world_rank() == 0) faulty->add_rule({FsOp::kReserve, "", ENOSPC, 0, -1});
+    rig.engine->set_file_system(faulty);
+    const Caught caught = catch_error([&] { rig.save_at(2); });
+    const std::string file = GetParam() == "mpiio" ? "data.bin" : "checkpoint.h5";
+    EXPECT_TRUE(is_error(caught, ErrorCode::kIo,
+                         {"cannot reserve space for", ".staging-global_step_2/" + file,
+                          "No space left on device"}));
+    EXPECT_TRUE(same_on_all_ranks(caught.message));
+    if (world_rank() == 0) EXPECT_EQ(faulty->injected(), 1);
+    EXPECT_EQ(listing(tmp / "ckpt"), before);
+    EXPECT_EQ(slurp(tmp / "ckpt" / "latest"), "global_step_1\n");
+    EXPECT_TRUE(verify_checkpoint(tmp / "ckpt" / "global_step_1", MPI_COMM_WORLD).ok());
+  });
+}
+
+// The real file system's reserve: blocks allocated, size unchanged; a
+// missing file is left to the writes (nothing thrown, nothing created).
+TEST(PosixReserve, AllocatesBlocksWithoutChangingTheSize) {
+  TempDir tmp;
+  const fs::path file = tmp / ("rank" + std::to_string(world_rank()) + ".bin");
+  std::ofstream(file) << "header";
+  constexpr std::uint64_t kBytes = 8u << 20;
+  posix_file_system()->reserve(file, 4096, kBytes);
+  EXPECT_EQ(fs::file_size(file), 6u);
+  struct stat st {};
+  ASSERT_EQ(::stat(file.c_str(), &st), 0);
+  EXPECT_GE(static_cast<std::uint64_t>(st.st_blocks) * 512, kBytes);  // ext4, xfs, tmpfs
+  EXPECT_NO_THROW(posix_file_system()->reserve(tmp / "missing.bin", 0, kBytes));
+  EXPECT_FALSE(fs::exists(tmp / "missing.bin"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, CommitProtocol, ::testing::ValuesIn(resumable_engines()),

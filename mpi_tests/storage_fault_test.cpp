@@ -1,9 +1,9 @@
 // Storage faults through the file-system seam, site by site. A clean save
 // (and a clean load, resume and verify) is first recorded call by call on
 // every rank; then each recorded call is made to fail on its own, on the
-// rank that made it: ENOSPC for writes, fsyncs and directory creation, a
-// write that stops short, a rename refused with EXDEV, EIO for reads and
-// listings. Every fault must give the same floe::Error on every rank within
+// rank that made it: ENOSPC for writes, fsyncs, reservations and directory
+// creation, a write that stops short, a rename refused with EXDEV, EIO for
+// reads and listings. Every fault must give the same floe::Error on every rank within
 // a bounded time (run_within aborts a hung job), leave no staging
 // directory, keep the previous checkpoint committed and verifiable, and let
 // the next save go through. commit_protocol_test.cpp checks a few named
@@ -87,6 +87,10 @@ class RecordingFileSystem : public FileSystem {
   void before_data_write(const fs::path& p, std::uint64_t bytes) override {
     note(FsOp::kDataWrite, p);
     base_->before_data_write(p, bytes);
+  }
+  void reserve(const fs::path& p, std::uint64_t offset, std::uint64_t bytes) override {
+    note(FsOp::kReserve, p);
+    base_->reserve(p, offset, bytes);
   }
 
  private:

@@ -42,6 +42,18 @@ class FileSystem {
   // faulty one throws, as a full disk would.
   virtual void before_data_write(const fs::path& path, std::uint64_t bytes) = 0;
 
+  // Allocates the blocks for `bytes` at `offset` of the existing file
+  // `path` without changing its size, before several ranks write pieces of
+  // that range at once (engines call it once, on one rank). Written in
+  // interleaved pieces and allocated as their writeback comes, a file ends
+  // up in many small extents out of file order (a cost to later reads on
+  // disks that seek); reserved up front, it lies in file order.
+  // The default uses fallocate(FALLOC_FL_KEEP_SIZE) and is best effort:
+  // where the file system cannot (no fallocate, another OS) it does
+  // nothing. A full disk or quota (ENOSPC, EDQUOT) throws Error(kIo)
+  // naming the path; other failures are left to the writes that follow.
+  virtual void reserve(const fs::path& path, std::uint64_t offset, std::uint64_t bytes);
+
   // Writes `bytes` to `path` so that a crash leaves either the old content
   // or the new: a temp file beside it, fsync, rename, fsync of the directory.
   void replace_file_atomically(const fs::path& path, std::string_view bytes);

@@ -18,6 +18,7 @@ std::string_view fs_op_name(FsOp op) {
     case FsOp::kFsyncFile: return "fsync";
     case FsOp::kFsyncDir: return "fsync directory";
     case FsOp::kDataWrite: return "write data";
+    case FsOp::kReserve: return "reserve space for";
   }
   return "?";
 }

@@ -21,6 +21,7 @@ enum class FsOp {
   kFsyncFile,
   kFsyncDir,
   kDataWrite,  // before_data_write: engine data through MPI-IO or HDF5
+  kReserve,    // reserve: allocating a data file's blocks before its writes
 };
 
 std::string_view fs_op_name(FsOp op);
@@ -88,6 +89,10 @@ class FaultyFileSystem : public FileSystem {
   void before_data_write(const fs::path& p, std::uint64_t bytes) override {
     hit(FsOp::kDataWrite, p);
     base_->before_data_write(p, bytes);
+  }
+  void reserve(const fs::path& p, std::uint64_t offset, std::uint64_t bytes) override {
+    hit(FsOp::kReserve, p);
+    base_->reserve(p, offset, bytes);
   }
 
  private:

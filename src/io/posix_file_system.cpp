@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <string>
 #include <system_error>
 
 #include "floe/error.hpp"
@@ -148,6 +149,29 @@ void FileSystem::replace_file_atomically(const fs::path& path,
   write_file(temp, bytes);
   rename(temp, path);
   fsync_dir(path.parent_path().empty() ? fs::path(".") : path.parent_path());
+}
+
+void FileSystem::reserve(const fs::path& path, std::uint64_t offset, std::uint64_t bytes) {
+#ifdef __linux__
+  if (bytes == 0) return;
+  Fd fd(path, O_WRONLY);
+  if (fd.get() < 0) return;  // the writes that follow report it
+  int rc;
+  do {
+    rc = ::fallocate(fd.get(), FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                     static_cast<off_t>(bytes));
+  } while (rc != 0 && errno == EINTR);
+  // ENOSPC/EDQUOT: the writes would fail too, later and after more work.
+  // Anything else (EOPNOTSUPP on many parallel file systems, ENOSYS, EINVAL
+  // for a range the file system cannot take) only means no reservation.
+  if (rc != 0 && (errno == ENOSPC || errno == EDQUOT)) {
+    fail("cannot reserve " + std::to_string(bytes) + " bytes for", path, errno);
+  }
+#else
+  (void)path;
+  (void)offset;
+  (void)bytes;
+#endif
 }
 
 std::shared_ptr<FileSystem> posix_file_system() {

@@ -122,6 +122,12 @@ WriteResult MpiioEngine::write_state(const SaveContext& ctx) {
     ChecksumTask sums(shards, mine.piece_xxh3);
     MpiFile file(ctx.comm, ctx.dir / kDataFile, MpiFile::Mode::kCreate,
                  mpiio_hints(config().options));
+    // Rank 0 reserves the whole file's blocks first (FileSystem::reserve),
+    // so that the ranks' extents, written at once, lie in file order
+    // rather than in pieces allocated as each rank's writeback came.
+    collectively(comm, [&] {
+      if (ctx.rank == 0) ctx.fs.reserve(ctx.dir / kDataFile, 0, plan.file_size);
+    });
     // Agreed on before the collective sync and close, which a rank leaving
     // early would make the others wait in.
     std::exception_ptr error;

@@ -60,9 +60,28 @@ bool all_bytes_are(const State& state, unsigned char byte) {
   return true;
 }
 
-Hdf5Engine& hdf5(CheckpointEngine& engine) {
-  return dynamic_cast<Hdf5Engine&>(engine);
-}
+// A trainer holding build_state's state (mixed partition) and an hdf5
+// engine with options `extra` saving it into `dir`.
+struct Saving {
+  explicit Saving(const fs::path& dir, nlohmann::json extra = {}) {
+    build_state(trainer.state(), rank, size, Partition::kMixed);
+    engine = make_test_engine(trainer, "hdf5", dir, std::move(extra));
+  }
+  // Collective: saves the state as the checkpoint of `step`.
+  void save_at(std::int64_t step) {
+    trainer.progress_now.global_step = step;
+    engine->save();
+  }
+  // Whether the last save was written from the template (after wait() when
+  // it was asynchronous).
+  bool reused() const {
+    return dynamic_cast<const Hdf5Engine&>(*engine).last_save_reused_structure();
+  }
+  const int rank = world_rank();
+  const int size = world_size();
+  SimpleTrainer trainer;
+  std::unique_ptr<CheckpointEngine> engine;
+};
 
 // A fresh trainer loading `checkpoint` under another partition.
 struct Loaded {
@@ -79,24 +98,17 @@ struct Loaded {
 
 TEST(Hdf5Template, LaterSaveOfTheSameStructureIsWrittenFromItAndLoadsExactly) {
   TempDir dir;
-  const int rank = world_rank(), size = world_size();
-  SimpleTrainer trainer;
-  build_state(trainer.state(), rank, size, Partition::kMixed);
-  make_first_save_differ(trainer.state(), rank);
-  auto engine = make_test_engine(trainer, "hdf5", dir.path());
-  trainer.progress_now.global_step = 1;
-  engine->save();
-  EXPECT_FALSE(hdf5(*engine).last_save_reused_structure());
-
+  Saving s(dir.path());
+  make_first_save_differ(s.trainer.state(), s.rank);
+  s.save_at(1);
+  EXPECT_FALSE(s.reused());
   // The state a trainer has one step later: new values, a scalar more,
   // longer metadata, another blob of the same size.
-  make_state_expected(trainer.state(), rank);
-  trainer.state().set_scalar("added_later", std::int64_t{77});
-  trainer.state().metadata()["notes"] = std::string(5000, 'n');
-  trainer.progress_now.global_step = 2;
-  engine->save();
-  EXPECT_TRUE(hdf5(*engine).last_save_reused_structure());
-  const nlohmann::json second_metadata = trainer.state().metadata();
+  make_state_expected(s.trainer.state(), s.rank);
+  s.trainer.state().set_scalar("added_later", std::int64_t{77});
+  s.trainer.state().metadata()["notes"] = std::string(5000, 'n');
+  s.save_at(2);
+  EXPECT_TRUE(s.reused());
 
   {
     Loaded second(dir.path(), dir.path() / "global_step_2");
@@ -106,13 +118,9 @@ TEST(Hdf5Template, LaterSaveOfTheSameStructureIsWrittenFromItAndLoadsExactly) {
     EXPECT_EQ(state.scalar("lr"), Scalar{0.00025});
     EXPECT_EQ(state.scalar("added_later"), Scalar{std::int64_t{77}});
     EXPECT_EQ(state.scalar("scheduler"), Scalar{std::string("cosine")});
-    EXPECT_EQ(state.metadata(), second_metadata);
-    std::vector<std::uint8_t> rng(100 + rank);
-    for (std::size_t i = 0; i < rng.size(); ++i) {
-      rng[i] = static_cast<std::uint8_t>(i * 7 + rank);
-    }
+    EXPECT_EQ(state.metadata(), s.trainer.state().metadata());
     ASSERT_NE(state.blob("rng"), nullptr);
-    EXPECT_EQ(*state.blob("rng"), rng);
+    EXPECT_EQ(*state.blob("rng"), *s.trainer.state().blob("rng"));
   }
   EXPECT_TRUE(verify_checkpoint(dir.path() / "global_step_2", MPI_COMM_WORLD).ok());
   // The first checkpoint is untouched by the second, which copied its
@@ -125,22 +133,15 @@ TEST(Hdf5Template, LaterSaveOfTheSameStructureIsWrittenFromItAndLoadsExactly) {
 
 TEST(Hdf5Template, H5pyReadsAFileWrittenFromTheTemplate) {
   TempDir dir;
-  const int rank = world_rank(), size = world_size();
-  SimpleTrainer trainer;
-  build_state(trainer.state(), rank, size, Partition::kMixed);
-  make_first_save_differ(trainer.state(), rank);
-  auto engine = make_test_engine(trainer, "hdf5", dir.path());
-  trainer.progress_now.global_step = 1;
-  engine->save();
-  make_state_expected(trainer.state(), rank);
-  trainer.state().set_scalar("added_later", std::int64_t{77});
-  trainer.progress_now.global_step = 2;
-  const Manifest manifest = [&] {
-    engine->save();
-    return Loaded(dir.path(), dir.path() / "global_step_2").manifest;
-  }();
-  ASSERT_TRUE(hdf5(*engine).last_save_reused_structure());
-  if (rank != 0) return;  // no collectives follow
+  Saving s(dir.path());
+  make_first_save_differ(s.trainer.state(), s.rank);
+  s.save_at(1);
+  make_state_expected(s.trainer.state(), s.rank);
+  s.trainer.state().set_scalar("added_later", std::int64_t{77});
+  s.save_at(2);
+  ASSERT_TRUE(s.reused());
+  const Manifest manifest = Loaded(dir.path(), dir.path() / "global_step_2").manifest;
+  if (s.rank != 0) return;  // no collectives follow
   if (std::system("/usr/bin/python3 -c 'import h5py, numpy' >/dev/null 2>&1") != 0) {
     GTEST_SKIP() << "no /usr/bin/python3 with h5py";
   }
@@ -148,7 +149,7 @@ TEST(Hdf5Template, H5pyReadsAFileWrittenFromTheTemplate) {
       {"tensors", nlohmann::json::object()},
       {"scalars", {{"lr", 0.00025}, {"added_later", 77}, {"optimizer_steps", 1234}}},
       {"blobs", nlohmann::json::object()},
-      {"world_size", size}};
+      {"world_size", s.size}};
   for (const auto& tensor : manifest.tensors) {
     const auto bytes = expected_bytes(tensor.spec, {full_box(tensor.spec.shape)});
     std::string hex;
@@ -161,7 +162,7 @@ TEST(Hdf5Template, H5pyReadsAFileWrittenFromTheTemplate) {
                                            {"shape", tensor.spec.shape},
                                            {"hex", hex}};
   }
-  for (int r = 0; r < size; ++r) {
+  for (int r = 0; r < s.size; ++r) {
     nlohmann::json rng = nlohmann::json::array();
     for (int i = 0; i < 100 + r; ++i) rng.push_back(static_cast<std::uint8_t>(i * 7 + r));
     expected["blobs"]["/ranks/" + std::to_string(r) + "/rng"] = rng;
@@ -179,56 +180,48 @@ TEST(Hdf5Template, H5pyReadsAFileWrittenFromTheTemplate) {
   const hid_t scalars = H5Gopen2(f, "/scalars", H5P_DEFAULT);
   H5O_info_t info;
   ASSERT_GE(H5Oget_info2(scalars, &info, H5O_INFO_NUM_ATTRS), 0);
-  EXPECT_EQ(info.num_attrs, trainer.state().scalars().size());
+  EXPECT_EQ(info.num_attrs, s.trainer.state().scalars().size());
   H5Gclose(scalars);
   H5Fclose(f);
 }
 
 TEST(Hdf5Template, AChangedStructureIsSavedInFullAndBecomesTheTemplate) {
   TempDir dir;
-  const int rank = world_rank(), size = world_size();
-  SimpleTrainer trainer;
-  build_state(trainer.state(), rank, size, Partition::kMixed);
-  auto engine = make_test_engine(trainer, "hdf5", dir.path());
-  const auto save_at = [&](std::int64_t step) {
-    trainer.progress_now.global_step = step;
-    engine->save();
-    return hdf5(*engine).last_save_reused_structure();
+  Saving s(dir.path());
+  const auto reused_at = [&](std::int64_t step) {
+    s.save_at(step);
+    return s.reused();
   };
-  EXPECT_FALSE(save_at(1));
-  EXPECT_TRUE(save_at(2));
+  EXPECT_FALSE(reused_at(1));
+  EXPECT_TRUE(reused_at(2));
   // One tensor more.
-  trainer.state().add_model("model.extra", DType::kI32, {6}, replicated_whole({6}));
-  fill_expected(*trainer.state().find("model/model.extra"));
-  EXPECT_FALSE(save_at(3));
-  EXPECT_TRUE(save_at(4));
+  s.trainer.state().add_model("model.extra", DType::kI32, {6}, replicated_whole({6}));
+  fill_expected(*s.trainer.state().find("model/model.extra"));
+  EXPECT_FALSE(reused_at(3));
+  EXPECT_TRUE(reused_at(4));
   // A blob of another size (on one rank: every rank must see it).
-  if (rank == size - 1) {
-    trainer.state().set_blob("rng", std::vector<std::uint8_t>(3, 9));
+  if (s.rank == s.size - 1) {
+    s.trainer.state().set_blob("rng", std::vector<std::uint8_t>(3, 9));
   }
-  EXPECT_FALSE(save_at(5));
-  EXPECT_TRUE(save_at(6));
+  EXPECT_FALSE(reused_at(5));
+  EXPECT_TRUE(reused_at(6));
 
   SimpleTrainer loaded;
-  build_state(loaded.state(), rank, size, Partition::kFlat);
+  build_state(loaded.state(), s.rank, s.size, Partition::kFlat);
   loaded.state().add_model("model.extra", DType::kI32, {6}, replicated_whole({6}));
   for (auto& shard : loaded.state().tensors()) std::memset(shard.data(), 0xab, shard.nbytes());
   make_test_engine(loaded, "hdf5", dir.path())->load(dir.path() / "global_step_6");
   EXPECT_TRUE(state_holds_expected(loaded.state()));
   ASSERT_NE(loaded.state().blob("rng"), nullptr);
-  EXPECT_EQ(loaded.state().blob("rng")->size(), rank == size - 1 ? 3u : 100u + rank);
+  EXPECT_EQ(loaded.state().blob("rng")->size(), s.rank == s.size - 1 ? 3u : 100u + s.rank);
 }
 
 TEST(Hdf5Template, OptionOffSavesInFullEveryTime) {
   TempDir dir;
-  SimpleTrainer trainer;
-  build_state(trainer.state(), world_rank(), world_size(), Partition::kMixed);
-  auto engine =
-      make_test_engine(trainer, "hdf5", dir.path(), {{"reuse_structure", false}});
+  Saving s(dir.path(), {{"reuse_structure", false}});
   for (std::int64_t step = 1; step <= 2; ++step) {
-    trainer.progress_now.global_step = step;
-    engine->save();
-    EXPECT_FALSE(hdf5(*engine).last_save_reused_structure());
+    s.save_at(step);
+    EXPECT_FALSE(s.reused());
   }
   Loaded second(dir.path(), dir.path() / "global_step_2");
   EXPECT_TRUE(state_holds_expected(second.trainer.state()));
@@ -236,46 +229,35 @@ TEST(Hdf5Template, OptionOffSavesInFullEveryTime) {
 
 TEST(Hdf5Template, AsynchronousSavesUseItAndLoadExactly) {
   TempDir dir;
-  const int rank = world_rank(), size = world_size();
-  SimpleTrainer trainer;
-  build_state(trainer.state(), rank, size, Partition::kMixed);
-  make_first_save_differ(trainer.state(), rank);
-  auto engine = make_test_engine(trainer, "hdf5", dir.path(), {{"async", true}});
-  trainer.progress_now.global_step = 1;
-  engine->save();
-  make_state_expected(trainer.state(), rank);
-  trainer.progress_now.global_step = 2;
-  engine->save();
+  Saving s(dir.path(), {{"async", true}});
+  make_first_save_differ(s.trainer.state(), s.rank);
+  s.save_at(1);
+  make_state_expected(s.trainer.state(), s.rank);
+  s.save_at(2);
   // Changed right after save() returned: not what the checkpoint holds.
-  for (auto& shard : trainer.state().tensors()) std::memset(shard.data(), 0, shard.nbytes());
-  engine->wait();
-  EXPECT_TRUE(hdf5(*engine).last_save_reused_structure());
+  for (auto& shard : s.trainer.state().tensors()) std::memset(shard.data(), 0, shard.nbytes());
+  s.engine->wait();
+  EXPECT_TRUE(s.reused());
   Loaded second(dir.path(), dir.path() / "global_step_2");
   EXPECT_TRUE(state_holds_expected(second.trainer.state()));
 }
 
 TEST(Hdf5Template, AFailedSaveLeavesCommittedCheckpointsAndTheTemplateUsable) {
   TempDir dir;
-  const int rank = world_rank(), size = world_size();
-  SimpleTrainer trainer;
-  build_state(trainer.state(), rank, size, Partition::kMixed);
-  auto engine = make_test_engine(trainer, "hdf5", dir.path());
+  Saving s(dir.path());
   auto faulty = std::make_shared<FaultyFileSystem>();
-  engine->set_file_system(faulty);
-  trainer.progress_now.global_step = 1;
-  engine->save();
+  s.engine->set_file_system(faulty);
+  s.save_at(1);
   // A full disk on the last rank's data write of step 2.
-  if (rank == size - 1) faulty->add_rule({FsOp::kDataWrite, "checkpoint.h5"});
-  trainer.progress_now.global_step = 2;
-  const Caught caught = catch_error([&] { engine->save(); });
+  if (s.rank == s.size - 1) faulty->add_rule({FsOp::kDataWrite, "checkpoint.h5"});
+  const Caught caught = catch_error([&] { s.save_at(2); });
   EXPECT_TRUE(is_error(caught, ErrorCode::kIo, {"No space left on device"}));
   EXPECT_TRUE(same_on_all_ranks(caught.message));
   EXPECT_EQ(slurp(dir.path() / "latest"), "global_step_1\n");
   EXPECT_FALSE(fs::exists(dir.path() / "global_step_2"));
   EXPECT_TRUE(verify_checkpoint(dir.path() / "global_step_1", MPI_COMM_WORLD).ok());
-  trainer.progress_now.global_step = 3;
-  engine->save();
-  EXPECT_TRUE(hdf5(*engine).last_save_reused_structure());
+  s.save_at(3);
+  EXPECT_TRUE(s.reused());
   Loaded third(dir.path(), dir.path() / "global_step_3");
   EXPECT_TRUE(state_holds_expected(third.trainer.state()));
 }

@@ -489,6 +489,45 @@ struct FileWrite {
   std::string file_text;
 };
 
+// What the tensors' phase leaves for the batched write and the manifest.
+struct TensorData {
+  std::vector<IoRun> batch;  // this rank's runs of the batched write
+  std::uint64_t batched = 0;  // tensors in the batched write
+  std::vector<std::optional<std::uint64_t>> storage;  // storage_offsets()
+};
+
+// Collective, each phase agreed on once: prepares this rank's side of every
+// tensor's transfers (local), `place`s their datasets (creates or opens
+// them, setting where their storage lies), lists the batched write's runs
+// (`add_runs` adds more), reserves the storage and makes every tensor's
+// collective writes.
+template <typename Place, typename AddRuns>
+TensorData write_tensor_data(const FileWrite& job, Place&& place, AddRuns&& add_runs,
+                             TransferStats& stats) {
+  const Comm& comm = job.comm;
+  const GlobalLayout& layout = job.ctx.layout;
+  TypeCache types;
+  std::vector<TensorWrite> writes;
+  Plist dxpl;
+  collectively(comm, [&] {
+    dxpl = collective_dxpl();
+    writes = prepare_tensors(layout, job.plans, types, job.file_text);
+  });
+  collectively(comm, [&] { place(writes); });
+  TensorData out;
+  collectively(comm, [&] {
+    out.batch = batch_runs(batch_pieces(layout, job.plans, writes));
+    add_runs(out.batch);
+    for (const TensorWrite& w : writes) out.batched += w.offset != HADDR_UNDEF;
+    out.storage = storage_offsets(layout, writes);
+  });
+  collectively(comm, [&] { reserve_storage(job.ctx, job.path, out.storage); });
+  EarlyWriteback writeback(job.path);
+  agree_on_error(comm, write_tensors(layout, writes, dxpl.get(), job.file_text,
+                                     writeback, stats));
+  return out;
+}
+
 std::vector<std::optional<std::uint64_t>> write_in_full(
     const FileWrite& job, TransferStats& stats,
     std::vector<std::vector<std::uint64_t>>& blob_offsets) {
@@ -507,46 +546,26 @@ std::vector<std::optional<std::uint64_t>> write_in_full(
   });
   // Phases, each agreed on once: prepare the transfers (local), create every
   // dataset, write every tensor, then the blobs.
-  TypeCache types;
-  std::vector<TensorWrite> writes;
-  Plist dxpl;
-  collectively(comm, [&] {
-    dxpl = collective_dxpl();
-    writes = prepare_tensors(ctx.layout, job.plans, types, file_text);
-  });
-  collectively(comm, [&] {
-    create_tensors(file.get(), lists, ctx.layout, writes, file_text);
-  });
-  std::vector<IoRun> batch;
-  std::uint64_t batched = 0;
-  std::vector<std::optional<std::uint64_t>> storage;
-  collectively(comm, [&] {
-    batch = batch_runs(batch_pieces(ctx.layout, job.plans, writes));
-    for (const TensorWrite& w : writes) batched += w.offset != HADDR_UNDEF;
-    storage = storage_offsets(ctx.layout, writes);
-  });
-  collectively(comm, [&] { reserve_storage(ctx, job.path, storage); });
-  {
-    EarlyWriteback writeback(job.path);
-    agree_on_error(comm, write_tensors(ctx.layout, writes, dxpl.get(), file_text,
-                                       writeback, stats));
-  }
-  writes.clear();
+  TensorData data = write_tensor_data(
+      job, [&](std::vector<TensorWrite>& writes) {
+        create_tensors(file.get(), lists, ctx.layout, writes, file_text);
+      },
+      [](std::vector<IoRun>&) {}, stats);
   blob_offsets =
       write_blobs(comm, file.get(), lists, job.reports, ctx.state, file_text);
   collectively(comm, [&] {
     // H5Fflush(GLOBAL) ends in MPI_File_sync: the data is durable. With a
     // batched write to come, its own sync covers the whole file.
-    if (batched == 0) {
+    if (data.batched == 0) {
       check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "H5Fflush " + file_text);
     }
     file.close("H5Fclose " + file_text);
   });
-  if (batched > 0) {
-    write_batch(comm, job.path, job.options, batch);
-    stats.batched += batched;
+  if (data.batched > 0) {
+    write_batch(comm, job.path, job.options, data.batch);
+    stats.batched += data.batched;
   }
-  return storage;
+  return data.storage;
 }
 
 // The template's bytes instead of H5Fcreate and every dataset's creation;
@@ -564,36 +583,18 @@ std::vector<std::optional<std::uint64_t>> write_from_template(
     file = open_file_to_write(job.path, ctx.comm, job.options);
     rewrite_root_attributes(file.get(), job.reports[0], file_text);
   });
-  TypeCache types;
-  std::vector<TensorWrite> writes;
-  Plist dxpl;
-  collectively(comm, [&] {
-    dxpl = collective_dxpl();
-    writes = prepare_tensors(ctx.layout, job.plans, types, file_text);
-  });
-  collectively(comm, [&] {
-    open_tensors(file.get(), ctx.layout, templ, writes, file_text);
-  });
-  std::vector<IoRun> batch;
-  std::uint64_t batched = 0;
-  std::vector<std::optional<std::uint64_t>> storage;
-  collectively(comm, [&] {
-    batch = batch_runs(batch_pieces(ctx.layout, job.plans, writes));
-    add_blob_runs(comm, job.reports, ctx.state, templ, batch);
-    for (const TensorWrite& w : writes) batched += w.offset != HADDR_UNDEF;
-    storage = storage_offsets(ctx.layout, writes);
-  });
-  collectively(comm, [&] { reserve_storage(ctx, job.path, storage); });
-  {
-    EarlyWriteback writeback(job.path);
-    agree_on_error(comm, write_tensors(ctx.layout, writes, dxpl.get(), file_text,
-                                       writeback, stats));
-  }
-  writes.clear();
+  TensorData data = write_tensor_data(
+      job, [&](std::vector<TensorWrite>& writes) {
+        open_tensors(file.get(), ctx.layout, templ, writes, file_text);
+      },
+      [&](std::vector<IoRun>& batch) {
+        add_blob_runs(comm, job.reports, ctx.state, templ, batch);
+      },
+      stats);
   collectively(comm, [&] { file.close("H5Fclose " + file_text); });
-  write_batch(comm, job.path, job.options, batch);
-  stats.batched += batched;
-  return storage;
+  write_batch(comm, job.path, job.options, data.batch);
+  stats.batched += data.batched;
+  return data.storage;
 }
 
 }  // namespace

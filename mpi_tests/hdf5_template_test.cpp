@@ -20,8 +20,9 @@ void build_state(State& state, int rank, int size, Partition partition) {
   build_test_state(state, rank, size, partition);
   const Shape big{320, 1024};  // 1.25 MiB of F32: >= small_tensor_bytes
   state.add_model("model.big", DType::kF32, big,
-                  partition == Partition::kFlat ? zero_flat_shard(big, rank, size)
-                                                : dim0_shard(big, rank, size));
+                  partition == Partition::kFlat
+                      ? zero_flat_shard(big, rank, size)
+                      : dim0_shard(big, rank, size));
   for (int i = 0; i < 24; ++i) {
     const Shape small{3, 5};
     state.add_model("model.small." + std::to_string(i), DType::kF32, small,
@@ -33,7 +34,8 @@ void build_state(State& state, int rank, int size, Partition partition) {
 // Every byte of every shard is `byte`; scalars, metadata and the blob
 // differ from build_test_state's (the blob keeps its size).
 void make_first_save_differ(State& state, int rank) {
-  for (auto& shard : state.tensors()) std::memset(shard.data(), 0x5a, shard.nbytes());
+  for (auto& shard : state.tensors())
+    std::memset(shard.data(), 0x5a, shard.nbytes());
   state.set_scalar("lr", 1.0);
   state.metadata() = {{"save", 1}};
   state.set_blob("rng", std::vector<std::uint8_t>(100 + rank, 0x11));
@@ -46,7 +48,8 @@ void make_state_expected(State& state, int rank) {
   state.set_scalar("lr", 0.00025);
   state.metadata() = {{"run", "test"}, {"layers", {1, 2, 3}}};
   std::vector<std::uint8_t> rng(100 + rank);
-  for (std::size_t i = 0; i < rng.size(); ++i) rng[i] = static_cast<std::uint8_t>(i * 7 + rank);
+  for (std::size_t i = 0; i < rng.size(); ++i)
+    rng[i] = static_cast<std::uint8_t>(i * 7 + rank);
   state.set_blob("rng", std::move(rng));
 }
 
@@ -75,7 +78,8 @@ struct Saving {
   // Whether the last save was written from the template (after wait() when
   // it was asynchronous).
   bool reused() const {
-    return dynamic_cast<const Hdf5Engine&>(*engine).last_save_reused_structure();
+    return dynamic_cast<const Hdf5Engine&>(*engine)
+        .last_save_reused_structure();
   }
   const int rank = world_rank();
   const int size = world_size();
@@ -122,7 +126,8 @@ TEST(Hdf5Template, LaterSaveOfTheSameStructureIsWrittenFromItAndLoadsExactly) {
     ASSERT_NE(state.blob("rng"), nullptr);
     EXPECT_EQ(*state.blob("rng"), *s.trainer.state().blob("rng"));
   }
-  EXPECT_TRUE(verify_checkpoint(dir.path() / "global_step_2", MPI_COMM_WORLD).ok());
+  EXPECT_TRUE(
+      verify_checkpoint(dir.path() / "global_step_2", MPI_COMM_WORLD).ok());
   // The first checkpoint is untouched by the second, which copied its
   // structure.
   Loaded first(dir.path(), dir.path() / "global_step_1");
@@ -140,39 +145,46 @@ TEST(Hdf5Template, H5pyReadsAFileWrittenFromTheTemplate) {
   s.trainer.state().set_scalar("added_later", std::int64_t{77});
   s.save_at(2);
   ASSERT_TRUE(s.reused());
-  const Manifest manifest = Loaded(dir.path(), dir.path() / "global_step_2").manifest;
+  const Manifest manifest =
+      Loaded(dir.path(), dir.path() / "global_step_2").manifest;
   if (s.rank != 0) return;  // no collectives follow
-  if (std::system("/usr/bin/python3 -c 'import h5py, numpy' >/dev/null 2>&1") != 0) {
+  if (std::system("/usr/bin/python3 -c 'import h5py, numpy' >/dev/null 2>&1") !=
+      0) {
     GTEST_SKIP() << "no /usr/bin/python3 with h5py";
   }
   nlohmann::json expected = {
       {"tensors", nlohmann::json::object()},
-      {"scalars", {{"lr", 0.00025}, {"added_later", 77}, {"optimizer_steps", 1234}}},
+      {"scalars",
+       {{"lr", 0.00025}, {"added_later", 77}, {"optimizer_steps", 1234}}},
       {"blobs", nlohmann::json::object()},
       {"world_size", s.size}};
   for (const auto& tensor : manifest.tensors) {
-    const auto bytes = expected_bytes(tensor.spec, {full_box(tensor.spec.shape)});
+    const auto bytes =
+        expected_bytes(tensor.spec, {full_box(tensor.spec.shape)});
     std::string hex;
     for (unsigned char b : bytes) {
       static const char* kDigits = "0123456789abcdef";
       hex += kDigits[b >> 4];
       hex += kDigits[b & 15];
     }
-    expected["tensors"][tensor.dataset] = {{"dtype", dtype_name(tensor.spec.dtype)},
-                                           {"shape", tensor.spec.shape},
-                                           {"hex", hex}};
+    expected["tensors"][tensor.dataset] = {
+        {"dtype", dtype_name(tensor.spec.dtype)},
+        {"shape", tensor.spec.shape},
+        {"hex", hex}};
   }
   for (int r = 0; r < s.size; ++r) {
     nlohmann::json rng = nlohmann::json::array();
-    for (int i = 0; i < 100 + r; ++i) rng.push_back(static_cast<std::uint8_t>(i * 7 + r));
+    for (int i = 0; i < 100 + r; ++i)
+      rng.push_back(static_cast<std::uint8_t>(i * 7 + r));
     expected["blobs"]["/ranks/" + std::to_string(r) + "/rng"] = rng;
   }
   const fs::path json = dir.path() / "expected.json";
   std::ofstream(json) << expected.dump();
-  const fs::path script = fs::path(FLOE_TEST_SOURCE_DIR) / "python" / "check_h5py.py";
+  const fs::path script =
+      fs::path(FLOE_TEST_SOURCE_DIR) / "python" / "check_h5py.py";
   const fs::path file = dir.path() / "global_step_2" / "checkpoint.h5";
-  const std::string command =
-      "/usr/bin/python3 " + script.string() + " " + file.string() + " " + json.string();
+  const std::string command = "/usr/bin/python3 " + script.string() + " " +
+                              file.string() + " " + json.string();
   EXPECT_EQ(std::system(command.c_str()), 0) << command;
   // Exactly the second save's scalars: the first's were replaced.
   const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -195,7 +207,8 @@ TEST(Hdf5Template, AChangedStructureIsSavedInFullAndBecomesTheTemplate) {
   EXPECT_FALSE(reused_at(1));
   EXPECT_TRUE(reused_at(2));
   // One tensor more.
-  s.trainer.state().add_model("model.extra", DType::kI32, {6}, replicated_whole({6}));
+  s.trainer.state().add_model("model.extra", DType::kI32, {6},
+                              replicated_whole({6}));
   fill_expected(*s.trainer.state().find("model/model.extra"));
   EXPECT_FALSE(reused_at(3));
   EXPECT_TRUE(reused_at(4));
@@ -208,12 +221,16 @@ TEST(Hdf5Template, AChangedStructureIsSavedInFullAndBecomesTheTemplate) {
 
   SimpleTrainer loaded;
   build_state(loaded.state(), s.rank, s.size, Partition::kFlat);
-  loaded.state().add_model("model.extra", DType::kI32, {6}, replicated_whole({6}));
-  for (auto& shard : loaded.state().tensors()) std::memset(shard.data(), 0xab, shard.nbytes());
-  make_test_engine(loaded, "hdf5", dir.path())->load(dir.path() / "global_step_6");
+  loaded.state().add_model("model.extra", DType::kI32, {6},
+                           replicated_whole({6}));
+  for (auto& shard : loaded.state().tensors())
+    std::memset(shard.data(), 0xab, shard.nbytes());
+  make_test_engine(loaded, "hdf5", dir.path())
+      ->load(dir.path() / "global_step_6");
   EXPECT_TRUE(state_holds_expected(loaded.state()));
   ASSERT_NE(loaded.state().blob("rng"), nullptr);
-  EXPECT_EQ(loaded.state().blob("rng")->size(), s.rank == s.size - 1 ? 3u : 100u + s.rank);
+  EXPECT_EQ(loaded.state().blob("rng")->size(),
+            s.rank == s.size - 1 ? 3u : 100u + s.rank);
 }
 
 TEST(Hdf5Template, OptionOffSavesInFullEveryTime) {
@@ -235,7 +252,8 @@ TEST(Hdf5Template, AsynchronousSavesUseItAndLoadExactly) {
   make_state_expected(s.trainer.state(), s.rank);
   s.save_at(2);
   // Changed right after save() returned: not what the checkpoint holds.
-  for (auto& shard : s.trainer.state().tensors()) std::memset(shard.data(), 0, shard.nbytes());
+  for (auto& shard : s.trainer.state().tensors())
+    std::memset(shard.data(), 0, shard.nbytes());
   s.engine->wait();
   EXPECT_TRUE(s.reused());
   Loaded second(dir.path(), dir.path() / "global_step_2");
@@ -249,13 +267,15 @@ TEST(Hdf5Template, AFailedSaveLeavesCommittedCheckpointsAndTheTemplateUsable) {
   s.engine->set_file_system(faulty);
   s.save_at(1);
   // A full disk on the last rank's data write of step 2.
-  if (s.rank == s.size - 1) faulty->add_rule({FsOp::kDataWrite, "checkpoint.h5"});
+  if (s.rank == s.size - 1)
+    faulty->add_rule({FsOp::kDataWrite, "checkpoint.h5"});
   const Caught caught = catch_error([&] { s.save_at(2); });
   EXPECT_TRUE(is_error(caught, ErrorCode::kIo, {"No space left on device"}));
   EXPECT_TRUE(same_on_all_ranks(caught.message));
   EXPECT_EQ(slurp(dir.path() / "latest"), "global_step_1\n");
   EXPECT_FALSE(fs::exists(dir.path() / "global_step_2"));
-  EXPECT_TRUE(verify_checkpoint(dir.path() / "global_step_1", MPI_COMM_WORLD).ok());
+  EXPECT_TRUE(
+      verify_checkpoint(dir.path() / "global_step_1", MPI_COMM_WORLD).ok());
   s.save_at(3);
   EXPECT_TRUE(s.reused());
   Loaded third(dir.path(), dir.path() / "global_step_3");

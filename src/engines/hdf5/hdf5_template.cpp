@@ -36,12 +36,14 @@ std::optional<std::vector<Extent>> storage_extents(
     return std::nullopt;
   }
   for (std::size_t t = 0; t < layout.tensors.size(); ++t) {
-    if (!add(tensor_offsets[t], layout.tensors[t].spec.nbytes())) return std::nullopt;
+    if (!add(tensor_offsets[t], layout.tensors[t].spec.nbytes()))
+      return std::nullopt;
   }
   for (std::size_t r = 0; r < reports.size(); ++r) {
     if (blob_offsets[r].size() != reports[r].blobs.size()) return std::nullopt;
     for (std::size_t b = 0; b < reports[r].blobs.size(); ++b) {
-      if (!add(blob_offsets[r][b], reports[r].blobs[b].nbytes)) return std::nullopt;
+      if (!add(blob_offsets[r][b], reports[r].blobs[b].nbytes))
+        return std::nullopt;
     }
   }
   std::sort(extents.begin(), extents.end(),
@@ -66,7 +68,8 @@ std::optional<std::vector<FileTemplate::Run>> read_image(
   std::uint64_t kept = 0;
   std::vector<char> block(kBlock);
   // Whether the last run kept ends where the next kept block starts.
-  const auto append = [&](std::uint64_t offset, const char* bytes, std::uint64_t n) {
+  const auto append = [&](std::uint64_t offset, const char* bytes,
+                          std::uint64_t n) {
     if (!image.empty() &&
         image.back().offset + image.back().bytes.size() == offset) {
       image.back().bytes.insert(image.back().bytes.end(), bytes, bytes + n);

@@ -105,6 +105,25 @@ inline ::testing::AssertionResult reads_expected(
          << key << ": read differs at byte " << first << " of " << want.size();
 }
 
+// What check_h5py.py must find for every tensor of `manifest`, by dataset
+// path: its dtype, global shape and expected bytes as hex.
+inline nlohmann::json h5py_expected_tensors(const Manifest& manifest) {
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& tensor : manifest.tensors) {
+    const auto bytes = expected_bytes(tensor.spec, {full_box(tensor.spec.shape)});
+    std::string hex;
+    for (unsigned char b : bytes) {
+      static const char* kDigits = "0123456789abcdef";
+      hex += kDigits[b >> 4];
+      hex += kDigits[b & 15];
+    }
+    out[tensor.dataset] = {{"dtype", dtype_name(tensor.spec.dtype)},
+                           {"shape", tensor.spec.shape},
+                           {"hex", hex}};
+  }
+  return out;
+}
+
 inline const DType kAllDtypes[] = {
     DType::kBool, DType::kU8,   DType::kI8,  DType::kU16,    DType::kI16,
     DType::kF16,  DType::kBF16, DType::kU32, DType::kI32,    DType::kF32,

@@ -237,6 +237,18 @@ class CheckpointEngine {
   // collective and removes the staging directory.
   virtual WriteResult write_state(const SaveContext& ctx) = 0;
 
+  // Collective. Called by load() on every rank once `manifest`, the
+  // checkpoint in `dir`, has been loaded into the state, with no save in
+  // flight: an engine may keep what helps its next save (the hdf5 engine
+  // keeps the checkpoint's file as the template of a save of the same
+  // structure). Must not throw for a checkpoint it cannot use. Default:
+  // nothing.
+  virtual void loaded(const std::filesystem::path& dir,
+                      const Manifest& manifest) {
+    (void)dir;
+    (void)manifest;
+  }
+
   FileSystem& fs() { return *fs_; }
 
  private:

@@ -273,6 +273,7 @@ Manifest CheckpointEngine::load(const std::optional<std::filesystem::path>& chec
     collectively(comm, [&] { s.snapshot.copy_back(trainer_.state(), s.copier.get()); });
   }
   loaded_tag_ = opened.manifest.tag;
+  loaded(dir, opened.manifest);
   run_callbacks(CallbackEvent::kPostLoad);
   return std::move(opened.manifest);  // not a copy: 20,000 tensors' records
 }

@@ -1,5 +1,6 @@
 #include "engines/hdf5/hdf5_engine.hpp"
 
+#include "engines/hdf5/hdf5_loaded_template.hpp"
 #include "engines/hdf5/hdf5_reader.hpp"
 #include "engines/hdf5/hdf5_writer.hpp"
 
@@ -12,6 +13,15 @@ Hdf5Engine::Hdf5Engine(TrainerView& trainer, CheckpointConfig config)
 WriteResult Hdf5Engine::write_state(const SaveContext& ctx) {
   last_save_stats_ = h5::TransferStats{};
   return h5::write_checkpoint(ctx, options_, last_save_stats_, saved_structure_);
+}
+
+void Hdf5Engine::loaded(const std::filesystem::path& dir,
+                        const Manifest& manifest) {
+  // load() waited for any save in flight: the I/O thread is not using it.
+  saved_structure_.loaded.reset();
+  if (options_.reuse_structure) {
+    saved_structure_.loaded = h5::loaded_file_of(dir, manifest);
+  }
 }
 
 EngineInfo hdf5_engine_info() {

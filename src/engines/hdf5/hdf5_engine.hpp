@@ -34,6 +34,10 @@ class Hdf5Engine : public CheckpointEngine {
 
  protected:
   WriteResult write_state(const SaveContext& ctx) override;
+  // Keeps what the manifest says of the loaded file's structure, for the
+  // next save (hdf5_loaded_template.hpp).
+  void loaded(const std::filesystem::path& dir,
+              const Manifest& manifest) override;
 
  private:
   h5::Hdf5Options options_;

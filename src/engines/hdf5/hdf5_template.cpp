@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "engines/hdf5/hdf5_format.hpp"
+#include "io/checksum.hpp"
 #include "io/read_only_file.hpp"
 
 namespace floe::h5 {
@@ -102,7 +103,26 @@ std::optional<std::vector<FileTemplate::Run>> read_image(
   return image;
 }
 
+void add_u64(Xxh3Stream& hash, std::uint64_t value) {
+  unsigned char bytes[8];
+  for (int i = 0; i < 8; ++i)
+    bytes[i] = static_cast<unsigned char>(value >> (8 * i));
+  hash.update(bytes, sizeof bytes);
+}
+
 }  // namespace
+
+std::uint64_t image_xxh3(const std::vector<FileTemplate::Run>& image,
+                         std::uint64_t file_size) {
+  Xxh3Stream hash;
+  for (const FileTemplate::Run& run : image) {
+    add_u64(hash, run.offset);
+    add_u64(hash, run.bytes.size());
+    hash.update(run.bytes.data(), run.bytes.size());
+  }
+  add_u64(hash, file_size);
+  return hash.digest();
+}
 
 std::string describe_structure(const GlobalLayout& layout,
                                const std::vector<RankReport>& reports,
@@ -139,7 +159,8 @@ std::optional<FileTemplate> capture_template(
     const GlobalLayout& layout, const std::vector<RankReport>& reports,
     std::vector<std::uint64_t> tensor_offsets,
     std::vector<std::vector<std::uint64_t>> blob_offsets,
-    std::uint64_t max_image_bytes) {
+    std::uint64_t max_image_bytes,
+    std::optional<std::uint64_t> expected_image_xxh3) {
   // The same answer on every rank: the offsets are (every rank made the
   // same metadata calls), rank 0's reading is broadcast.
   const auto storage =
@@ -153,21 +174,45 @@ std::optional<FileTemplate> capture_template(
       if (auto image = read_image(file, *storage, max_image_bytes)) {
         out.image = std::move(*image);
         out.file_size = file.size();
-        ok = 1;
+        out.image_xxh3 = image_xxh3(out.image, out.file_size);
+        // A loaded checkpoint's file changed since its save (damaged,
+        // replaced): not the structure its manifest describes.
+        ok = !expected_image_xxh3 || *expected_image_xxh3 == out.image_xxh3;
       }
     } catch (const std::exception&) {
       // Unreadable now: the next save makes its file in full.
     }
   }
   const std::string shared = comm.broadcast_bytes(
-      std::to_string(ok) + ' ' + std::to_string(out.file_size), 0);
+      std::to_string(ok) + ' ' + std::to_string(out.file_size) + ' ' +
+          std::to_string(out.image_xxh3),
+      0);
   const auto space = shared.find(' ');
+  const auto second = shared.find(' ', space + 1);
   if (shared.substr(0, space) != "1") return std::nullopt;
-  out.file_size = std::stoull(shared.substr(space + 1));
+  out.file_size = std::stoull(shared.substr(space + 1, second - space - 1));
+  out.image_xxh3 = std::stoull(shared.substr(second + 1));
   out.structure = std::move(structure);
   out.tensor_offsets = std::move(tensor_offsets);
   out.blob_offsets = std::move(blob_offsets);
   return out;
+}
+
+std::optional<std::uint64_t> file_image_xxh3(
+    const std::filesystem::path& path, const GlobalLayout& layout,
+    const std::vector<RankReport>& reports, const FileTemplate& file,
+    std::uint64_t max_image_bytes) {
+  const auto storage =
+      storage_extents(layout, reports, file.tensor_offsets, file.blob_offsets);
+  if (!storage) return std::nullopt;
+  try {
+    const ReadOnlyFile opened(path);
+    const auto image = read_image(opened, *storage, max_image_bytes);
+    if (!image) return std::nullopt;
+    return image_xxh3(*image, opened.size());
+  } catch (const std::exception&) {
+    return std::nullopt;  // the manifest then offers no template
+  }
 }
 
 void write_template(const Comm& comm, const std::filesystem::path& path,

@@ -9,6 +9,7 @@
 #include "engines/hdf5/h5_types.hpp"
 #include "engines/hdf5/hdf5_batch_writer.hpp"
 #include "engines/hdf5/hdf5_format.hpp"
+#include "engines/hdf5/hdf5_loaded_template.hpp"
 #include "engines/hdf5/hdf5_rank_report.hpp"
 #include "engines/hdf5/hdf5_template.hpp"
 #include "io/early_writeback.hpp"
@@ -610,6 +611,13 @@ WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
   if (options.reuse_structure) {
     structure = describe_structure(ctx.layout, reports, options);
   }
+  // A fresh engine that loaded a checkpoint of this structure: its file is
+  // the template (tried once; a mismatch saves in full as before).
+  if (options.reuse_structure && !saved.file && saved.loaded) {
+    saved.file = template_from_loaded(comm, *saved.loaded, structure,
+                                      ctx.layout, reports);
+  }
+  saved.loaded.reset();
   // Every rank holds the same template (capture_template agrees), so this
   // is the same everywhere; the allreduce keeps it so by construction.
   saved.reused = comm.allreduce_min(saved.file && options.reuse_structure &&
@@ -626,8 +634,16 @@ WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
 
   const FileWrite job{ctx, comm, options, reports, plans, path, path.string()};
   std::vector<std::optional<std::uint64_t>> storage;
+  // Rank 0: image_xxh3() of this save's file, for its manifest.
+  std::optional<std::uint64_t> image;
   if (saved.reused) {
     storage = write_from_template(job, *saved.file, stats);
+    // Not the template's own: HDF5 rewrote attributes. Rank 0 reads the
+    // file's structure bytes back (from the page cache) to hash them.
+    if (comm.rank() == 0) {
+      image = file_image_xxh3(path, ctx.layout, reports, *saved.file,
+                              kMaxTemplateBytes);
+    }
   } else {
     std::vector<std::vector<std::uint64_t>> blob_offsets;
     storage = write_in_full(job, stats, blob_offsets);
@@ -635,14 +651,22 @@ WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
     // use any more.
     saved.file.reset();
     if (options.reuse_structure) {
-      saved.file = capture_template(comm, path, std::move(structure), ctx.layout,
-                                    reports, template_offsets(storage),
+      saved.file = capture_template(comm, path, structure, ctx.layout, reports,
+                                    template_offsets(storage),
                                     std::move(blob_offsets), kMaxTemplateBytes);
+      if (saved.file) image = saved.file->image_xxh3;
     }
   }
   // Whatever the close still wrote (rank 0 writes the superblock).
   if (comm.rank() == 0) ctx.fs.fsync_file(path);
-  return make_result(ctx.layout, reports, storage, options);
+  WriteResult result = make_result(ctx.layout, reports, storage, options);
+  // What lets an engine that loads this checkpoint save its next one from
+  // the file (hdf5_loaded_template.hpp); only rank 0's result is recorded.
+  if (image) {
+    record_structure(result.engine_info, structure, *image,
+                     saved.file->blob_offsets);
+  }
+  return result;
 }
 
 }  // namespace floe::h5

@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core/shape_text.hpp"
 #include "test_util.hpp"
 
 namespace floe {
@@ -28,11 +29,7 @@ using test::zero_flat_shard;
 std::string describe(const GlobalLayout& layout) {
   std::string out = "world_size=" + std::to_string(layout.world_size) + "\n";
   for (const auto& t : layout.tensors) {
-    out += t.spec.key() + " " + std::string(dtype_name(t.spec.dtype)) + "[";
-    for (std::size_t i = 0; i < t.spec.shape.size(); ++i) {
-      out += (i ? "," : "") + std::to_string(t.spec.shape[i]);
-    }
-    out += "]:";
+    out += t.spec.key() + " " + shape_text(t.spec.dtype, t.spec.shape) + ":";
     for (const auto& p : t.pieces) {
       out += " " + std::to_string(p.rank) + "=" + p.region.to_string() +
              (p.writer ? "(w)" : "");

@@ -11,18 +11,11 @@
 
 #include <gtest/gtest.h>
 
+#include "core/shape_text.hpp"
 #include "test_util.hpp"
 
 namespace floe {
 namespace {
-
-std::string shape_text(const Shape& shape) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    out += (i ? "," : "") + std::to_string(shape[i]);
-  }
-  return out + "]";
-}
 
 constexpr unsigned char kUntouched = 0xEE;
 

@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core/shape_text.hpp"
 #include "test_util.hpp"
 
 namespace floe {
@@ -16,14 +17,6 @@ namespace {
 using test::throws_error;
 
 constexpr std::uint64_t kMax = std::numeric_limits<std::uint64_t>::max();
-
-std::string shape_text(const Shape& shape) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    out += (i ? "," : "") + std::to_string(shape[i]);
-  }
-  return out + "]";
-}
 
 // Every shape of rank 0..max_rank with each dimension in 0..max_dim.
 std::vector<Shape> all_shapes(std::size_t max_rank, std::uint64_t max_dim) {

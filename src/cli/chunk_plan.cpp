@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/shape_text.hpp"
+
 namespace floe::cli {
 
 std::vector<Box> chunk_boxes(const Shape& shape, std::size_t element_size,
@@ -63,11 +65,7 @@ std::string index_text(const Shape& shape, std::uint64_t flat) {
     coord[k] = flat % shape[k];
     flat /= shape[k];
   }
-  std::string out = "[";
-  for (std::size_t k = 0; k < coord.size(); ++k) {
-    out += (k ? "," : "") + std::to_string(coord[k]);
-  }
-  return out + "]";
+  return shape_text(coord);  // an index reads like a shape: "[2,0,7]"
 }
 
 }  // namespace floe::cli

@@ -1,6 +1,6 @@
 // Text helpers the checkpoint subcommands share (list, inspect, verify,
-// diff): sizes for people, shapes and multi-indices, counted nouns, and a
-// progress line for terminals.
+// diff): sizes for people, counted nouns, tables, and a progress line for
+// terminals. Shapes: core/shape_text.hpp.
 #pragma once
 
 #include <chrono>
@@ -15,9 +15,6 @@ namespace floe::cli {
 
 // "512 B", "1.5 KiB", "12.0 MiB", ... (binary units, one decimal).
 std::string human_bytes(std::uint64_t bytes);
-
-// "[37,16]"; "[]" for a rank-0 tensor.
-std::string shape_text(const Shape& shape);
 
 // "1 problem", "3 problems".
 std::string counted(std::uint64_t n, const std::string& noun);

@@ -13,6 +13,7 @@
 #include "cli/cli_format.hpp"
 #include "cli/commands.hpp"
 #include "cli/diff_data.hpp"
+#include "core/shape_text.hpp"
 #include "floe/checkpoint.hpp"
 #ifdef FLOE_CLI_HF
 #include "cli/hf_dir.hpp"
@@ -55,10 +56,6 @@ std::string describe(const fs::path& dir, const Manifest& m) {
          std::to_string(m.world_size) + ")";
 }
 
-std::string spec_text(const TensorSpec& spec) {
-  return std::string(dtype_name(spec.dtype)) + shape_text(spec.shape);
-}
-
 void print_capped(const std::vector<std::string>& lines, std::size_t max) {
   for (std::size_t i = 0; i < lines.size() && i < max; ++i)
     out() << lines[i] << "\n";
@@ -83,8 +80,9 @@ std::vector<std::string> match_tensors(const Manifest& a, const Manifest& b,
       lines.push_back("tensor " + ta.spec.key() + ": only in a");
     } else if (tb->spec.dtype != ta.spec.dtype ||
                tb->spec.shape != ta.spec.shape) {
-      lines.push_back("tensor " + ta.spec.key() + ": " + spec_text(ta.spec) +
-                      " in a, " + spec_text(tb->spec) + " in b");
+      lines.push_back("tensor " + ta.spec.key() + ": " +
+                      shape_text(ta.spec.dtype, ta.spec.shape) + " in a, " +
+                      shape_text(tb->spec.dtype, tb->spec.shape) + " in b");
     } else {
       pairs.push_back({&ta, tb});
     }

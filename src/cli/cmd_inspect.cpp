@@ -16,6 +16,7 @@
 #include "commit/coordinator.hpp"
 #include "commit/paths.hpp"
 #include "core/comm.hpp"
+#include "core/shape_text.hpp"
 #include "floe/error.hpp"
 
 namespace floe::cli {

@@ -3,19 +3,12 @@
 #include <string>
 #include <unordered_map>
 
+#include "core/shape_text.hpp"
 #include "floe/error.hpp"
 #include "floe/layout.hpp"
 
 namespace floe {
 namespace {
-
-std::string shape_text(const TensorSpec& spec) {
-  std::string out = std::string(dtype_name(spec.dtype)) + "[";
-  for (std::size_t i = 0; i < spec.shape.size(); ++i) {
-    out += (i ? "," : "") + std::to_string(spec.shape[i]);
-  }
-  return out + "]";
-}
 
 // Tensors of every rank's layout by key, for explaining a state that does
 // not match: O(1) finds, so 20,000 tensors cost 20,000 lookups, not 20,000
@@ -77,8 +70,8 @@ void explain_names(const Manifest& manifest, const State& state,
       throw Error(ErrorCode::kMismatch,
                   "tensor \"" + spec.key() + "\": checkpoint " +
                       checkpoint.dir.string() + " has " +
-                      shape_text(record->spec) + ", the state has " +
-                      shape_text(spec));
+                      shape_text(record->spec.dtype, record->spec.shape) +
+                      ", the state has " + shape_text(spec.dtype, spec.shape));
     }
   }
   if (options.allow_extra_tensors) return;

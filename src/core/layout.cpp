@@ -4,6 +4,7 @@
 #include <unordered_map>
 
 #include "core/comm.hpp"
+#include "core/shape_text.hpp"
 #include "core/wire.hpp"
 #include "floe/error.hpp"
 
@@ -56,14 +57,6 @@ std::string encode(const State& state) {
     write_region(w, shard.region());
   }
   return w.bytes();
-}
-
-std::string shape_text(const Shape& shape) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    out += (i ? "," : "") + std::to_string(shape[i]);
-  }
-  return out + "]";
 }
 
 // Marks writers and checks that the written pieces tile the tensor exactly.
@@ -196,14 +189,13 @@ GlobalLayout gather_layout(const State& state, MPI_Comm mpi_comm) {
       if (!added) {
         const TensorSpec& first = layout.tensors[at].spec;
         if (first.dtype != spec.dtype || first.shape != spec.shape) {
-          throw Error(ErrorCode::kMismatch,
-                      "tensor \"" + spec.key() + "\": rank " +
-                          std::to_string(layout.tensors[at].pieces.front().rank) +
-                          " has " + std::string(dtype_name(first.dtype)) +
-                          shape_text(first.shape) + " but rank " +
-                          std::to_string(rank) + " has " +
-                          std::string(dtype_name(spec.dtype)) +
-                          shape_text(spec.shape));
+          throw Error(
+              ErrorCode::kMismatch,
+              "tensor \"" + spec.key() + "\": rank " +
+                  std::to_string(layout.tensors[at].pieces.front().rank) +
+                  " has " + shape_text(first.dtype, first.shape) +
+                  " but rank " + std::to_string(rank) + " has " +
+                  shape_text(spec.dtype, spec.shape));
         }
       }
       layout.tensors[at].pieces.push_back(Piece{rank, std::move(region), true});

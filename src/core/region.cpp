@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/shape_text.hpp"
 #include "floe/error.hpp"
 
 namespace floe {
@@ -14,12 +15,6 @@ std::uint64_t checked_mul(std::uint64_t a, std::uint64_t b, const char* what) {
     throw Error(ErrorCode::kInvalidArgument,
                 std::string(what) + " overflows 64 bits");
   }
-  return out;
-}
-
-std::string join(const Shape& values) {
-  std::string out;
-  for (auto v : values) out += (out.empty() ? "" : ",") + std::to_string(v);
   return out;
 }
 
@@ -185,13 +180,13 @@ void Region::validate(const Shape& shape, const std::string& tensor) const {
   }
   if (box_.offset.size() != shape.size()) {
     fail("has rank " + std::to_string(box_.offset.size()) +
-         " but the tensor has shape [" + join(shape) + "]");
+         " but the tensor has shape " + shape_text(shape));
   }
   for (std::size_t d = 0; d < shape.size(); ++d) {
     std::uint64_t end = 0;
     if (__builtin_add_overflow(box_.offset[d], box_.extent[d], &end) ||
         end > shape[d]) {
-      fail("leaves the tensor's shape [" + join(shape) + "] in dimension " +
+      fail("leaves the tensor's shape " + shape_text(shape) + " in dimension " +
            std::to_string(d));
     }
   }

@@ -2,20 +2,13 @@
 // its bytes lie (see h5_dataset_check.hpp).
 #include "engines/hdf5/h5_dataset_check.hpp"
 
+#include "core/shape_text.hpp"
 #include "engines/hdf5/h5_types.hpp"
 #include "engines/hdf5/hdf5_format.hpp"
 #include "floe/error.hpp"
 
 namespace floe::h5 {
 namespace {
-
-std::string shape_text(const Shape& shape) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    out += (i ? "," : "") + std::to_string(shape[i]);
-  }
-  return out + "]";
-}
 
 // True when every link of `path` exists (H5Lexists checks only the last).
 bool dataset_exists(hid_t file, const std::string& path, hid_t access,

@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "core/comm.hpp"
+#include "core/shape_text.hpp"
 #include "core/wire.hpp"
 #include "engines/hf/float_cast.hpp"
 #include "engines/hf/safetensors_index.hpp"
@@ -73,13 +74,6 @@ Table decode(const std::string& bytes) {
   return table;
 }
 
-std::string spec_text(DType dtype, const Shape& shape) {
-  std::string out = std::string(dtype_name(dtype)) + "[";
-  for (std::size_t i = 0; i < shape.size(); ++i)
-    out += (i ? "," : "") + std::to_string(shape[i]);
-  return out + "]";
-}
-
 // Checks every rank's model tensors against the files; the same verdict on
 // every rank. Returns the file tensors no state asked for.
 std::vector<std::string> check_names(const GlobalLayout& asked,
@@ -107,8 +101,8 @@ std::vector<std::string> check_names(const GlobalLayout& asked,
     if (!dtype_ok || t.shape != spec.shape) {
       throw Error(ErrorCode::kMismatch,
                   "tensor \"" + spec.name + "\"" + called + ": " +
-                      path.string() + " has " + spec_text(t.dtype, t.shape) +
-                      ", the state has " + spec_text(spec.dtype, spec.shape) +
+                      path.string() + " has " + shape_text(t.dtype, t.shape) +
+                      ", the state has " + shape_text(spec.dtype, spec.shape) +
                       (t.shape == spec.shape && options.cast
                            ? " (only F64, F32, F16 and BF16 convert)"
                        : t.shape == spec.shape

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <tuple>
 
+#include "core/shape_text.hpp"
 #include "engines/hf/header_schema.hpp"
 #include "floe/error.hpp"
 
@@ -17,14 +18,6 @@ namespace {
 // Dtypes the reference reader knows and Floe does not.
 constexpr const char* kForeignDtypes[] = {
     "F4", "F6_E2M3", "F6_E3M2", "F8_E8M0", "F8_E4M3FNUZ", "F8_E5M2FNUZ", "C64"};
-
-std::string shape_text(DType dtype, const Shape& shape) {
-  std::string out = std::string(dtype_name(dtype)) + "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    out += (i ? "," : "") + std::to_string(shape[i]);
-  }
-  return out + "]";
-}
 
 std::string offsets_text(std::uint64_t begin, std::uint64_t end) {
   return "[" + std::to_string(begin) + ", " + std::to_string(end) + "]";

@@ -61,6 +61,9 @@ std::vector<std::vector<std::size_t>> split(
   return shards;
 }
 
+// The shape as the header's JSON array. Not shape_text (core/shape_text.hpp),
+// though the text is the same today: this is the safetensors file format,
+// which must stay JSON whatever Floe's messages come to print.
 std::string shape_json(const Shape& shape) {
   std::string out = "[";
   for (std::size_t i = 0; i < shape.size(); ++i)

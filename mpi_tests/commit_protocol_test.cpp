@@ -361,7 +361,9 @@ TEST_P(CommitProtocol, FullDiskWhileReservingFailsAllCleanly) {
                          {"cannot reserve space for", ".staging-global_step_2/" + file,
                           "No space left on device"}));
     EXPECT_TRUE(same_on_all_ranks(caught.message));
-    if (world_rank() == 0) EXPECT_EQ(faulty->injected(), 1);
+    if (world_rank() == 0) {
+      EXPECT_EQ(faulty->injected(), 1);
+    }
     EXPECT_EQ(listing(tmp / "ckpt"), before);
     EXPECT_EQ(slurp(tmp / "ckpt" / "latest"), "global_step_1\n");
     EXPECT_TRUE(verify_checkpoint(tmp / "ckpt" / "global_step_1", MPI_COMM_WORLD).ok());

@@ -3,7 +3,9 @@
 // the expected bytes of any boxes of a test tensor.
 #pragma once
 
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -122,6 +124,27 @@ inline nlohmann::json h5py_expected_tensors(const Manifest& manifest) {
                            {"hex", hex}};
   }
   return out;
+}
+
+// Whether /usr/bin/python3 has h5py and numpy (the h5py checks skip
+// without them).
+inline bool have_h5py() {
+  return std::system("/usr/bin/python3 -c 'import h5py, numpy' >/dev/null 2>&1") == 0;
+}
+
+// Runs python/check_h5py.py on `file`: h5py must find what `expected`
+// describes (written to `scratch`/expected.json). The script's path is
+// absolute, from CMake: __FILE__ is relative under ccache's base_dir.
+inline ::testing::AssertionResult h5py_reads(const fs::path& file,
+                                             const nlohmann::json& expected,
+                                             const fs::path& scratch) {
+  const fs::path json = scratch / "expected.json";
+  std::ofstream(json) << expected.dump();
+  const fs::path script = fs::path(FLOE_TEST_SOURCE_DIR) / "python" / "check_h5py.py";
+  const std::string command =
+      "/usr/bin/python3 " + script.string() + " " + file.string() + " " + json.string();
+  if (std::system(command.c_str()) == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "failed: " << command;
 }
 
 inline const DType kAllDtypes[] = {

@@ -58,7 +58,8 @@ RankReport decode(const std::string& bytes) {
   RankReport report;
   for (std::uint64_t n = r.u64(); n > 0; --n) {
     const std::uint64_t index = r.u64();
-    report.piece_xxh3[index] = r.u64();
+    // Encoded in ascending order: the hint makes each insert O(1).
+    report.piece_xxh3.emplace_hint(report.piece_xxh3.end(), index, r.u64());
   }
   for (std::uint64_t n = r.u64(); n > 0; --n) {
     RankReport::Blob blob;
@@ -95,8 +96,10 @@ RankReport local_report(const SaveContext& ctx) {
   for (std::size_t t = 0; t < tensors.size(); ++t) {
     for (const Piece& piece : tensors[t].pieces) {
       if (piece.rank != ctx.rank || !piece.writer) continue;
-      const TensorShard& shard = shard_of(ctx.state, tensors[t].spec);
-      report.piece_xxh3[t] = xxh3_64(shard.data(), shard.nbytes());
+      const TensorShard& shard = shard_of(ctx.state, tensors[t].spec, t);
+      // Tensors in ascending order: the hint makes each insert O(1).
+      report.piece_xxh3.emplace_hint(report.piece_xxh3.end(), t,
+                                     xxh3_64(shard.data(), shard.nbytes()));
     }
   }
   for (const auto& [name, bytes] : ctx.state.blobs()) {
@@ -112,6 +115,20 @@ RankReport local_report(const SaveContext& ctx) {
 }
 
 }  // namespace
+
+const TensorShard& shard_of(const State& state, const TensorSpec& spec,
+                            std::size_t hint) {
+  if (hint < state.tensors().size()) {
+    const TensorShard& shard = state.tensors()[hint];
+    const TensorSpec& held = shard.spec();
+    // The fields the key is made of: equal fields, equal keys.
+    if (held.group == spec.group && held.name == spec.name &&
+        held.opt_key == spec.opt_key) {
+      return shard;
+    }
+  }
+  return shard_of(state, spec);
+}
 
 const TensorShard& shard_of(const State& state, const TensorSpec& spec) {
   const TensorShard* shard = state.find(spec.key());

@@ -28,6 +28,11 @@ struct RankReport {
 // The shard of `spec` in `state`; Error(kInternal) when the layout lists a
 // piece the state lacks.
 const TensorShard& shard_of(const State& state, const TensorSpec& spec);
+// The same, trying the state's tensor at `hint` first: a rank usually adds
+// its tensors in the layout's order, and State::find's map of keys cost
+// ~1,100 instructions a lookup at 20,000 tensors ("model/layer." prefixes).
+const TensorShard& shard_of(const State& state, const TensorSpec& spec,
+                            std::size_t hint);
 
 // Collective over ctx.comm: every rank's report, indexed by rank. Computes
 // XXH3-64 of this rank's written pieces (its shard buffers) and blobs; costs

@@ -47,8 +47,11 @@ std::optional<std::vector<Extent>> storage_extents(
         return std::nullopt;
     }
   }
-  std::sort(extents.begin(), extents.end(),
-            [](const Extent& a, const Extent& b) { return a.begin < b.begin; });
+  // Usually in order already (storage follows the datasets' creation).
+  const auto by_begin = [](const Extent& a, const Extent& b) { return a.begin < b.begin; };
+  if (!std::is_sorted(extents.begin(), extents.end(), by_begin)) {
+    std::sort(extents.begin(), extents.end(), by_begin);
+  }
   std::vector<Extent> merged;
   for (const Extent& e : extents) {
     if (!merged.empty() && e.begin <= merged.back().end) {

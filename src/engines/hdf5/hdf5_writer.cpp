@@ -95,15 +95,17 @@ struct TensorPlan {
 std::vector<TensorPlan> plan_writes(const SaveContext& ctx,
                                     const Hdf5Options& options) {
   std::vector<TensorPlan> plans;
+  plans.reserve(ctx.layout.tensors.size());
   for (const TensorLayout& tensor : ctx.layout.tensors) {
     const TensorSpec& spec = tensor.spec;
+    const std::size_t t = plans.size();  // this tensor's index in the layout
     const std::uint64_t limit = max_elements(options, spec.dtype);
     TensorPlan plan;
     if (is_batched(spec, options)) {
       plan.batched = true;
       for (const Piece* piece : tensor.writers()) {
         if (piece->rank != ctx.rank) continue;
-        plan.buffer = const_cast<std::byte*>(shard_of(ctx.state, spec).data());
+        plan.buffer = const_cast<std::byte*>(shard_of(ctx.state, spec, t).data());
         plan.batch_boxes = piece->region.boxes(spec.shape);
       }
       plans.push_back(std::move(plan));
@@ -112,7 +114,7 @@ std::vector<TensorPlan> plan_writes(const SaveContext& ctx,
     for (const Piece* piece : tensor.writers()) {
       plan.rounds = std::max(plan.rounds, transfers_of(*piece, limit));
       if (piece->rank != ctx.rank) continue;
-      plan.buffer = const_cast<std::byte*>(shard_of(ctx.state, spec).data());
+      plan.buffer = const_cast<std::byte*>(shard_of(ctx.state, spec, t).data());
       plan.mine =
           plan_transfers(spec.shape, piece->region.boxes(spec.shape), limit);
       if (plan.mine.size() != transfers_of(*piece, limit)) {
@@ -287,6 +289,8 @@ std::exception_ptr write_tensors(const GlobalLayout& layout,
       }
     }
     w.transfers.clear();
+    // A batched tensor has no dataset open here: no message to build.
+    if (w.dataset.get() < 0) continue;
     try {
       w.dataset.close("H5Dclose (" +
                       where_of(dataset_path(layout.tensors[t].spec),
@@ -391,10 +395,13 @@ WriteResult make_result(const GlobalLayout& layout,
                         const std::vector<std::optional<std::uint64_t>>& storage,
                         const Hdf5Options& options) {
   WriteResult out;
+  out.tensors.reserve(layout.tensors.size());
   for (std::size_t t = 0; t < layout.tensors.size(); ++t) {
     const TensorLayout& tensor = layout.tensors[t];
     TensorRecord record{tensor.spec, dataset_path(tensor.spec), {}, storage[t]};
-    for (const Piece* piece : tensor.writers()) {
+    const std::vector<const Piece*> writers = tensor.writers();
+    record.pieces.reserve(writers.size());
+    for (const Piece* piece : writers) {
       const auto& sums = reports[piece->rank].piece_xxh3;
       const auto it = sums.find(t);
       if (it == sums.end()) {
@@ -472,8 +479,11 @@ void add_blob_runs(const Comm& comm, const std::vector<RankReport>& reports,
     runs.push_back(IoRun{templ.blob_offsets[comm.rank()][b],
                          state.blob(blobs[b].name)->data(), blobs[b].nbytes});
   }
-  std::sort(runs.begin(), runs.end(),
-            [](const IoRun& a, const IoRun& b) { return a.offset < b.offset; });
+  // The blobs' storage follows the tensors': usually still in order.
+  const auto by_offset = [](const IoRun& a, const IoRun& b) { return a.offset < b.offset; };
+  if (!std::is_sorted(runs.begin(), runs.end(), by_offset)) {
+    std::sort(runs.begin(), runs.end(), by_offset);
+  }
 }
 
 // Everything a save writes into its file, given the plans: the file made

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "engines/hdf5/h5_direct_runs.hpp"
 #include "hdf5_storage_offset_support.hpp"
 
 namespace floe::test {
@@ -81,6 +82,26 @@ std::vector<const TensorRecord*> tensors_by_offset(const Manifest& manifest) {
               return *a->storage_offset < *b->storage_offset;
             });
   return by_offset;
+}
+
+// The reader finds a request's plan by comparing keys without building
+// them (key_is): it must agree with TensorSpec::key() exactly, near misses
+// included, or a load would read the wrong plan or none.
+TEST(Hdf5StorageOffset, KeyIsTrueExactlyForTheSpecsKey) {
+  const TensorSpec model{TensorGroup::kModel, "w", "", DType::kF32, {2}};
+  const TensorSpec adam{TensorGroup::kOptimizer, "w", "exp_avg", DType::kF32, {2}};
+  for (const TensorSpec& spec : {model, adam}) EXPECT_TRUE(h5::key_is(spec.key(), spec));
+  EXPECT_FALSE(h5::key_is(adam.key(), model));
+  EXPECT_FALSE(h5::key_is(model.key(), adam));
+  EXPECT_FALSE(h5::key_is("model/w2", model));
+  EXPECT_FALSE(h5::key_is("model/", model));
+  EXPECT_FALSE(h5::key_is("optimizer/w/exp_avg_sq", adam));
+  EXPECT_FALSE(h5::key_is("optimizer/w.exp_avg", adam));
+  EXPECT_FALSE(h5::key_is("optimizer/v/exp_avg", adam));
+  // Keys compare as key() spells them, whatever splits name and opt_key.
+  const TensorSpec split{TensorGroup::kOptimizer, "w/exp", "avg", DType::kF32, {2}};
+  EXPECT_TRUE(h5::key_is("optimizer/w/exp/avg", split));
+  EXPECT_FALSE(h5::key_is("optimizer/w/exp", split));
 }
 
 TEST(Hdf5StorageOffset, ReadSomeReadsManyRequestsInOneCallExactly) {

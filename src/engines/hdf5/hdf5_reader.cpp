@@ -7,6 +7,7 @@
 #include "commit/paths.hpp"
 #include "core/comm.hpp"
 #include "engines/hdf5/h5_dataset_check.hpp"
+#include "engines/hdf5/h5_direct_runs.hpp"
 #include "engines/hdf5/h5_types.hpp"
 #include "engines/hdf5/hdf5_format.hpp"
 #include "engines/hdf5/hdf5_options.hpp"
@@ -168,6 +169,8 @@ Hdf5Reader::Direct Hdf5Reader::recorded_direct(const TensorRecord& tensor,
                                                 std::uint64_t file_size) const {
   const TensorSpec& spec = tensor.spec;
   Direct direct;
+  direct.planned = true;
+  direct.key = spec.key();
   direct.dtype = spec.dtype;
   direct.shape = spec.shape;
   direct.dataset = tensor.dataset;
@@ -192,7 +195,7 @@ void Hdf5Reader::plan_direct_reads(const ReadContext& ctx, const std::string& na
   // Every rank makes the same list from the same manifest.
   std::vector<std::size_t> unchecked;
   const std::uint64_t file_size = data_->size();
-  direct_.reserve(ctx.manifest.tensors.size());
+  direct_.resize(ctx.manifest.tensors.size());
   // Whether every tensor is read from its recorded offset, with pread alone.
   bool all_recorded = true;
   for (std::size_t t = 0; t < ctx.manifest.tensors.size(); ++t) {
@@ -201,8 +204,9 @@ void Hdf5Reader::plan_direct_reads(const ReadContext& ctx, const std::string& na
       all_recorded = false;
       continue;
     }
+    ++planned_count_;
     if (tensor.storage_offset && !ctx.check_structure) {
-      direct_[tensor.spec.key()] = recorded_direct(tensor, file_size);
+      direct_[t] = recorded_direct(tensor, file_size);
     } else {
       unchecked.push_back(t);
     }
@@ -235,6 +239,8 @@ void Hdf5Reader::plan_direct_reads(const ReadContext& ctx, const std::string& na
       if (k >= unchecked.size()) throw Error(ErrorCode::kInternal, "bad direct-read index");
       const TensorRecord& tensor = ctx.manifest.tensors[unchecked[k]];
       Direct d;
+      d.planned = true;
+      d.key = tensor.spec.key();
       d.collective = r.u8() != 0;
       d.offset = r.u64();
       d.code = static_cast<ErrorCode>(r.u8());
@@ -251,7 +257,7 @@ void Hdf5Reader::plan_direct_reads(const ReadContext& ctx, const std::string& na
                     (d.collective ? " is not stored contiguously"
                                   : " stores its bytes at " + std::to_string(d.offset));
       }
-      direct_[tensor.spec.key()] = std::move(d);
+      direct_[unchecked[k]] = std::move(d);
     }
   }
 }
@@ -259,14 +265,26 @@ void Hdf5Reader::plan_direct_reads(const ReadContext& ctx, const std::string& na
 const Hdf5Reader::Direct* Hdf5Reader::planned(const TensorRecord& tensor) const {
   // The checks were made for the manifest's record: another record of the
   // same key (a caller's own) takes the checked path.
-  if (direct_.empty()) return nullptr;
-  const auto it = direct_.find(tensor.spec.key());
-  if (it != direct_.end() && !it->second.collective &&
-      it->second.dataset == tensor.dataset && it->second.dtype == tensor.spec.dtype &&
-      it->second.shape == tensor.spec.shape) {
-    return &it->second;
+  if (planned_count_ == 0) return nullptr;
+  // Loads ask in manifest order: the tensor after the last one found is
+  // tried first (a guess: threads may race on it), then the index by key.
+  std::size_t at = next_guess_.load(std::memory_order_relaxed);
+  if (at >= direct_.size() || !direct_[at].planned || !key_is(direct_[at].key, tensor.spec)) {
+    std::call_once(by_key_made_, [this] {
+      by_key_.reserve(planned_count_);
+      for (std::size_t t = 0; t < direct_.size(); ++t) {
+        if (direct_[t].planned) by_key_[direct_[t].key] = t;
+      }
+    });
+    const auto it = by_key_.find(tensor.spec.key());
+    if (it == by_key_.end()) return nullptr;
+    at = it->second;
   }
-  return nullptr;
+  next_guess_.store(at + 1, std::memory_order_relaxed);
+  const Direct& d = direct_[at];
+  const bool same = d.dataset == tensor.dataset && d.dtype == tensor.spec.dtype &&
+                    d.shape == tensor.spec.shape;
+  return !d.collective && same ? &d : nullptr;
 }
 
 void Hdf5Reader::read(const TensorRecord& tensor, const std::vector<Box>& boxes,
@@ -289,9 +307,11 @@ std::size_t Hdf5Reader::read_some(const ReadRequest* requests, std::size_t count
         return read_each(requests, count);
       }
       check_request(r.tensor->spec, r.boxes, r.out);
-      for (const Run& run : runs_of(r.tensor->spec, direct->offset, r.boxes, r.out)) {
-        append_run(runs, *data_, run.offset, run.memory, run.length);
-      }
+      // Straight into `runs`: append_run merges as runs_of would.
+      each_run(r.tensor->spec, direct->offset, r.boxes, r.out,
+               [&](std::uint64_t offset, char* memory, std::uint64_t length) {
+                 append_run(runs, *data_, offset, memory, length);
+               });
     }
     gathered_reads = read_gathered(runs);
   } catch (...) {
@@ -308,28 +328,19 @@ std::vector<Hdf5Reader::Run> Hdf5Reader::runs_of(const TensorSpec& spec,
                                                  std::uint64_t storage,
                                                  const std::vector<Box>& boxes,
                                                  void* out) {
-  const std::uint64_t element = dtype_size(spec.dtype);
-  const Box whole = full_box(spec.shape);
-  auto* bytes = static_cast<char*>(out);
   // Runs that continue each other in both the file and memory are one read.
   std::vector<Run> runs;
-  std::uint64_t at = 0;  // elements of `out` before this box
-  for (const Box& box : boxes) {
-    for_each_overlap_run(whole, box, [&](std::uint64_t whole_at, std::uint64_t box_at,
-                                         std::uint64_t n) {
-      const std::uint64_t offset = storage + whole_at * element;
-      char* memory = bytes + (at + box_at) * element;
-      if (!runs.empty()) {
-        Run& last = runs.back();
-        if (last.offset + last.length == offset && last.memory + last.length == memory) {
-          last.length += n * element;
-          return;
-        }
-      }
-      runs.push_back(Run{offset, memory, n * element});
-    });
-    at += box.elements();
-  }
+  each_run(spec, storage, boxes, out,
+           [&](std::uint64_t offset, char* memory, std::uint64_t length) {
+             if (!runs.empty()) {
+               Run& last = runs.back();
+               if (last.offset + last.length == offset && last.memory + last.length == memory) {
+                 last.length += length;
+                 return;
+               }
+             }
+             runs.push_back(Run{offset, memory, length});
+           });
   return runs;
 }
 

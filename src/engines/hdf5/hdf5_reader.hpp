@@ -139,6 +139,8 @@ class Hdf5Reader : public CheckpointReader {
   // Where a tensor read directly lies, from the manifest or from the
   // constructor's checks.
   struct Direct {
+    bool planned = false;      // false: not read directly (direct_below)
+    std::string key;           // the tensor's key
     bool collective = false;   // not contiguous: read with H5Dread after all
     std::uint64_t offset = 0;  // of its storage in the file
     ErrorCode code = ErrorCode::kCorrupt;
@@ -187,9 +189,15 @@ class Hdf5Reader : public CheckpointReader {
   const Type& type_of(DType dtype);
   bool direct_large_;
   std::uint64_t direct_below_;
-  // By tensor key; made by the constructor and never changed after, so
+  // By manifest index; made by the constructor and never changed after, so
   // read_direct may look it up from several threads.
-  std::unordered_map<std::string, Direct> direct_;
+  std::vector<Direct> direct_;
+  std::size_t planned_count_ = 0;  // of direct_, those `planned`
+  // planned()'s guess at the next tensor asked for.
+  mutable std::atomic<std::size_t> next_guess_{0};
+  // Index of direct_ by key, made at the first guess that misses.
+  mutable std::once_flag by_key_made_;
+  mutable std::unordered_map<std::string, std::size_t> by_key_;
   std::unique_ptr<ReadOnlyFile> data_;              // for pread
 };
 

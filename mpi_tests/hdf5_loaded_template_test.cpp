@@ -14,29 +14,12 @@
 namespace floe::test {
 namespace {
 
-// The test state plus a tensor large enough for its own collective
-// H5Dwrite and small ones for the batched write, every shard filled with
-// `byte` (0: the expected values).
+// The test state plus 8 small tensors for the batched write and one large
+// one (build_template_state), every shard filled with `byte` (0: the
+// expected values).
 void build_state(State& state, int rank, int size, Partition partition,
                  unsigned char byte = 0) {
-  build_test_state(state, rank, size, partition);
-  const Shape big{320, 1024};  // 1.25 MiB of F32: >= small_tensor_bytes
-  state.add_model("model.big", DType::kF32, big,
-                  partition == Partition::kFlat
-                      ? zero_flat_shard(big, rank, size)
-                      : dim0_shard(big, rank, size));
-  for (int i = 0; i < 8; ++i) {
-    const Shape small{3, 5};
-    state.add_model("model.small." + std::to_string(i), DType::kF32, small,
-                    dim0_shard(small, rank, size));
-  }
-  for (auto& shard : state.tensors()) {
-    if (byte == 0) {
-      fill_expected(shard);
-    } else {
-      std::memset(shard.data(), byte, shard.nbytes());
-    }
-  }
+  build_template_state(state, rank, size, partition, 8, byte);
 }
 
 const Hdf5Engine& hdf5_of(const CheckpointEngine& engine) {

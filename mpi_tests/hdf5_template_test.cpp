@@ -14,22 +14,10 @@
 namespace floe::test {
 namespace {
 
-// The test state (mixed partition) plus what the template path must carry:
-// small tensors written by the batched write, one tensor large enough for
-// its own collective H5Dwrite.
+// The test state plus 24 small tensors for the batched write and one large
+// one (build_template_state), at their expected values.
 void build_state(State& state, int rank, int size, Partition partition) {
-  build_test_state(state, rank, size, partition);
-  const Shape big{320, 1024};  // 1.25 MiB of F32: >= small_tensor_bytes
-  state.add_model("model.big", DType::kF32, big,
-                  partition == Partition::kFlat
-                      ? zero_flat_shard(big, rank, size)
-                      : dim0_shard(big, rank, size));
-  for (int i = 0; i < 24; ++i) {
-    const Shape small{3, 5};
-    state.add_model("model.small." + std::to_string(i), DType::kF32, small,
-                    dim0_shard(small, rank, size));
-  }
-  for (auto& shard : state.tensors()) fill_expected(shard);
+  build_template_state(state, rank, size, partition, 24);
 }
 
 // Every byte of every shard is `byte`; scalars, metadata and the blob

@@ -147,6 +147,31 @@ inline ::testing::AssertionResult h5py_reads(const fs::path& file,
   return ::testing::AssertionFailure() << "failed: " << command;
 }
 
+// The test state plus what the template path carries: "model.big", large
+// enough for its own collective H5Dwrite, and `small` tensors
+// "model.small.<i>" for the batched write; every shard filled with `byte`
+// (0: the expected values).
+inline void build_template_state(State& state, int rank, int size, Partition partition,
+                                 int small, unsigned char byte = 0) {
+  build_test_state(state, rank, size, partition);
+  const Shape big{320, 1024};  // 1.25 MiB of F32: >= small_tensor_bytes
+  state.add_model("model.big", DType::kF32, big,
+                  partition == Partition::kFlat ? zero_flat_shard(big, rank, size)
+                                                : dim0_shard(big, rank, size));
+  for (int i = 0; i < small; ++i) {
+    const Shape shape{3, 5};
+    state.add_model("model.small." + std::to_string(i), DType::kF32, shape,
+                    dim0_shard(shape, rank, size));
+  }
+  for (auto& shard : state.tensors()) {
+    if (byte == 0) {
+      fill_expected(shard);
+    } else {
+      std::memset(shard.data(), byte, shard.nbytes());
+    }
+  }
+}
+
 inline const DType kAllDtypes[] = {
     DType::kBool, DType::kU8,   DType::kI8,  DType::kU16,    DType::kI16,
     DType::kF16,  DType::kBF16, DType::kU32, DType::kI32,    DType::kF32,

@@ -186,26 +186,29 @@ std::vector<std::uint64_t> template_offsets(
   return out;
 }
 
-// Collective (metadata operations are): opens every tensor's dataset that
-// takes collective H5Dwrites, in layout order, and sets where each tensor's
-// storage lies from the template instead of asking HDF5.
-void open_tensors(hid_t file, const GlobalLayout& layout,
-                  const FileTemplate& templ, std::vector<TensorWrite>& writes,
-                  const std::string& file_text) {
+// Local: where each tensor's storage lies, from the template instead of
+// asking HDF5.
+void place_from_template(const GlobalLayout& layout, const FileTemplate& templ,
+                         std::vector<TensorWrite>& writes) {
   for (std::size_t t = 0; t < writes.size(); ++t) {
-    const TensorSpec& spec = layout.tensors[t].spec;
-    TensorWrite& w = writes[t];
     const std::uint64_t offset = templ.tensor_offsets[t];
-    const haddr_t address =
-        spec.nbytes() > 0 && offset != kNoStorage ? offset : HADDR_UNDEF;
-    if (w.batched) {
-      w.offset = address;
-      continue;
-    }
-    w.storage = address;
-    const std::string path = dataset_path(spec);
-    w.dataset = Dataset(check_id(H5Dopen2(file, path.c_str(), H5P_DEFAULT),
-                                 "H5Dopen2 (" + where_of(path, file_text) + ")"));
+    const haddr_t address = layout.tensors[t].spec.nbytes() > 0 && offset != kNoStorage
+                                ? offset
+                                : HADDR_UNDEF;
+    (writes[t].batched ? writes[t].offset : writes[t].storage) = address;
+  }
+}
+
+// Collective (metadata operations are): opens every tensor's dataset that
+// takes collective H5Dwrites, in layout order.
+void open_tensors(hid_t file, const GlobalLayout& layout,
+                  std::vector<TensorWrite>& writes, const std::string& file_text) {
+  for (std::size_t t = 0; t < writes.size(); ++t) {
+    if (writes[t].batched) continue;
+    const std::string path = dataset_path(layout.tensors[t].spec);
+    writes[t].dataset =
+        Dataset(check_id(H5Dopen2(file, path.c_str(), H5P_DEFAULT),
+                         "H5Dopen2 (" + where_of(path, file_text) + ")"));
   }
 }
 
@@ -243,41 +246,43 @@ struct FileWrite {
 
 // What the tensors' phase leaves for the batched write and the manifest.
 struct TensorData {
+  std::vector<TensorWrite> writes;  // this rank's side of every tensor's transfers
+  Plist dxpl;  // of the collective H5Dwrites
   std::vector<IoRun> batch;  // this rank's runs of the batched write
   std::uint64_t batched = 0;  // tensors in the batched write
   std::vector<std::optional<std::uint64_t>> storage;  // storage_offsets()
 };
 
 // Collective, each phase agreed on once: prepares this rank's side of every
-// tensor's transfers (local), `place`s their datasets (creates or opens
-// them, setting where their storage lies), lists the batched write's runs
-// (`add_runs` adds more), reserves the storage and makes every tensor's
-// collective writes.
+// tensor's transfers (local), `place`s their datasets (creates them, or
+// sets where their storage lies), lists the batched write's runs
+// (`add_runs` adds more).
 template <typename Place, typename AddRuns>
-TensorData write_tensor_data(const FileWrite& job, Place&& place, AddRuns&& add_runs,
-                             TransferStats& stats) {
+TensorData plan_tensor_data(const FileWrite& job, TypeCache& types, Place&& place,
+                            AddRuns&& add_runs) {
   const Comm& comm = job.comm;
   const GlobalLayout& layout = job.ctx.layout;
-  TypeCache types;
-  std::vector<TensorWrite> writes;
-  Plist dxpl;
-  collectively(comm, [&] {
-    dxpl = collective_dxpl();
-    writes = prepare_tensors(layout, job.plans, types, job.file_text);
-  });
-  collectively(comm, [&] { place(writes); });
   TensorData out;
   collectively(comm, [&] {
-    out.batch = batch_runs(batch_pieces(layout, job.plans, writes));
-    add_runs(out.batch);
-    for (const TensorWrite& w : writes) out.batched += w.offset != HADDR_UNDEF;
-    out.storage = storage_offsets(layout, writes);
+    out.dxpl = collective_dxpl();
+    out.writes = prepare_tensors(layout, job.plans, types, job.file_text);
   });
-  collectively(comm, [&] { reserve_storage(job.ctx, job.path, out.storage); });
-  EarlyWriteback writeback(job.path);
-  agree_on_error(comm, write_tensors(layout, writes, dxpl.get(), job.file_text,
-                                     writeback, stats));
+  collectively(comm, [&] { place(out.writes); });
+  collectively(comm, [&] {
+    out.batch = batch_runs(batch_pieces(layout, job.plans, out.writes));
+    add_runs(out.batch);
+    for (const TensorWrite& w : out.writes) out.batched += w.offset != HADDR_UNDEF;
+    out.storage = storage_offsets(layout, out.writes);
+  });
   return out;
+}
+
+// Collective: every tensor's collective H5Dwrites (the batched ones have
+// none), agreed on once.
+void write_tensor_data(const FileWrite& job, TensorData& data, TransferStats& stats) {
+  EarlyWriteback writeback(job.path);
+  agree_on_error(job.comm, write_tensors(job.ctx.layout, data.writes, data.dxpl.get(),
+                                         job.file_text, writeback, stats));
 }
 
 std::vector<std::optional<std::uint64_t>> write_in_full(
@@ -298,11 +303,15 @@ std::vector<std::optional<std::uint64_t>> write_in_full(
   });
   // Phases, each agreed on once: prepare the transfers (local), create every
   // dataset, write every tensor, then the blobs.
-  TensorData data = write_tensor_data(
-      job, [&](std::vector<TensorWrite>& writes) {
+  TypeCache types;
+  TensorData data = plan_tensor_data(
+      job, types,
+      [&](std::vector<TensorWrite>& writes) {
         create_tensors(file.get(), lists, ctx.layout, writes, file_text);
       },
-      [](std::vector<IoRun>&) {}, stats);
+      [](std::vector<IoRun>&) {});
+  collectively(comm, [&] { reserve_storage(ctx, job.path, data.storage); });
+  write_tensor_data(job, data, stats);
   blob_offsets =
       write_blobs(comm, file.get(), lists, job.reports, ctx.state, file_text);
   collectively(comm, [&] {
@@ -320,31 +329,46 @@ std::vector<std::optional<std::uint64_t>> write_in_full(
   return data.storage;
 }
 
-// The template's bytes instead of H5Fcreate and every dataset's creation;
-// HDF5 opens the file to rewrite the metadata and scalars and to make the
-// large tensors' collective writes; the small tensors and the blobs go into
-// the batched write at the template's addresses, which also syncs.
+// The template's bytes instead of H5Fcreate and every dataset's creation,
+// written with the small tensors and the blobs (at the template's
+// addresses) in one collective write that leaves no holes when every
+// tensor is small; then HDF5 opens the file to rewrite the metadata and
+// scalars and to make the large tensors' collective writes, and flushes it
+// (the flush syncs: the data is durable).
 std::vector<std::optional<std::uint64_t>> write_from_template(
     const FileWrite& job, const FileTemplate& templ, TransferStats& stats) {
   const SaveContext& ctx = job.ctx;
   const Comm& comm = job.comm;
   const std::string& file_text = job.file_text;
-  write_template(comm, job.path, write_hints(job.options), templ);
+  TypeCache types;
+  TensorData data = plan_tensor_data(
+      job, types,
+      [&](std::vector<TensorWrite>& writes) {
+        place_from_template(ctx.layout, templ, writes);
+      },
+      [&](std::vector<IoRun>& batch) {
+        add_blob_runs(comm, job.reports, ctx.state, templ, batch);
+      });
+  // The template was captured with every address known.
+  const auto storage = storage_extents(ctx.layout, job.reports,
+                                       templ.tensor_offsets, templ.blob_offsets);
+  if (!storage) {
+    throw Error(ErrorCode::kInternal,
+                "the template of " + file_text + " lacks a storage address");
+  }
+  write_template(comm, job.path, write_hints(job.options), templ, *storage,
+                 data.batch, [&] { reserve_storage(ctx, job.path, data.storage); });
   File file;
   collectively(comm, [&] {
     file = open_file_to_write(job.path, ctx.comm, job.options);
     rewrite_root_attributes(file.get(), job.reports[0], file_text);
+    open_tensors(file.get(), ctx.layout, data.writes, file_text);
   });
-  TensorData data = write_tensor_data(
-      job, [&](std::vector<TensorWrite>& writes) {
-        open_tensors(file.get(), ctx.layout, templ, writes, file_text);
-      },
-      [&](std::vector<IoRun>& batch) {
-        add_blob_runs(comm, job.reports, ctx.state, templ, batch);
-      },
-      stats);
-  collectively(comm, [&] { file.close("H5Fclose " + file_text); });
-  write_batch(comm, job.path, job.options, data.batch);
+  write_tensor_data(job, data, stats);
+  collectively(comm, [&] {
+    check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "H5Fflush " + file_text);
+    file.close("H5Fclose " + file_text);
+  });
   stats.batched += data.batched;
   return data.storage;
 }

@@ -94,6 +94,10 @@ std::optional<std::vector<Extent>> storage_extents(
         return std::nullopt;
     }
   }
+  return merge_extents(std::move(extents));
+}
+
+std::vector<Extent> merge_extents(std::vector<Extent> extents) {
   // Usually in order already (storage follows the datasets' creation).
   const auto by_begin = [](const Extent& a, const Extent& b) { return a.begin < b.begin; };
   if (!std::is_sorted(extents.begin(), extents.end(), by_begin)) {
@@ -108,6 +112,19 @@ std::optional<std::vector<Extent>> storage_extents(
     }
   }
   return merged;
+}
+
+std::optional<FileBytes> bytes_outside(const std::filesystem::path& path,
+                                       const std::vector<Extent>& storage,
+                                       std::uint64_t max_bytes) {
+  try {
+    const ReadOnlyFile file(path);
+    auto image = read_image(file, storage, max_bytes);
+    if (!image) return std::nullopt;
+    return FileBytes{std::move(*image), file.size()};
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
 }
 
 std::uint64_t image_xxh3(const std::vector<FileTemplate::Run>& image,

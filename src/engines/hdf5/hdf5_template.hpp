@@ -133,6 +133,24 @@ std::optional<std::vector<Extent>> storage_extents(
     const std::vector<std::uint64_t>& tensor_offsets,
     const std::vector<std::vector<std::uint64_t>>& blob_offsets);
 
+// Local: `extents` sorted by their start, overlapping or touching ones
+// merged.
+std::vector<Extent> merge_extents(std::vector<Extent> extents);
+
+// A file's bytes outside its storage as structure_runs() takes them: its
+// non-zero 4 KiB blocks there (as FileTemplate::image), and its size.
+struct FileBytes {
+  std::vector<FileTemplate::Run> image;
+  std::uint64_t size = 0;
+};
+
+// Local: the bytes of the file at `path` outside `storage` (sorted, not
+// overlapping), or nothing when it cannot be read or they exceed
+// `max_bytes`. Never throws.
+std::optional<FileBytes> bytes_outside(const std::filesystem::path& path,
+                                       const std::vector<Extent>& storage,
+                                       std::uint64_t max_bytes);
+
 // Local: rank 0's share of a template save's one write. Runs covering
 // every byte of [0, file_size) outside `storage` (sorted, not overlapping)
 // exactly once, in file order: the template's bytes where `image` has them,

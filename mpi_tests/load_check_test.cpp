@@ -1,16 +1,21 @@
 // Checksums of large pieces on load. restore_state hashes a piece a rank
-// loaded in place on a checker thread once the piece is 1 MiB or more
-// (smaller ones inline), and the mpiio engine hashes what it writes on a
-// thread of its own. The shared test state's tensors are all under 1 MiB,
-// so these tests give every rank pieces of just over 1 MiB (no more: the
-// sanitizer stages run them) between small ones: values load exactly, a
-// damaged large piece is found by the thread, and the first damaged tensor
-// in manifest order is the one named, whichever of the two paths found it.
-// The ThreadSanitizer stage runs this suite.
+// loaded in place as it arrives from the read-ahead thread (both engines
+// read on one by default): a piece of more than ReadAhead::kChunkBytes
+// chunk by chunk, one of 1 MiB or more once read (a reader without a
+// read-ahead thread hands those to a checker thread), and the mpiio engine
+// hashes what it writes on a thread of its own. The shared test state's
+// tensors are all under 1 MiB, so these tests give every rank pieces of
+// just over 1 MiB and one of just over two chunks (no more: the sanitizer
+// stages run them) between small ones: values load exactly, damage in any
+// chunk of a large piece is found, a load whose regions are no saved piece
+// (resharded) still checks every piece, and the first damaged tensor in
+// manifest order is the one named, whichever path found it. The
+// ThreadSanitizer stage runs this suite.
 #include <algorithm>
 #include <cstring>
 #include <fstream>
 
+#include "commit/read_ahead.hpp"
 #include "engine_fixture.hpp"
 
 namespace floe::test {
@@ -22,24 +27,35 @@ namespace fs = std::filesystem;
 constexpr std::uint64_t kCols = 1024;
 constexpr std::uint64_t kLargeRows = 260;
 constexpr std::uint64_t kSmallRows = 1;
+// Two chunks and 4 rows: read (and hashed) in three chunks.
+constexpr std::uint64_t kRowBytes = kCols * sizeof(float);
+constexpr std::uint64_t kChunkedRows = 2 * ReadAhead::kChunkBytes / kRowBytes + 4;
+constexpr std::uint64_t kChunkedBytes = kChunkedRows * kRowBytes;
 
 // In manifest order (the order rank 0 adds them): large and small tensors
 // alternate, so a problem found by the thread sits between inline ones.
 const std::vector<std::pair<std::string, std::uint64_t>>& tensors() {
   static const std::vector<std::pair<std::string, std::uint64_t>> list = {
       {"large.a", kLargeRows}, {"small.b", kSmallRows}, {"large.c", kLargeRows},
-      {"small.d", kSmallRows}, {"large.e", kLargeRows}};
+      {"small.d", kSmallRows}, {"large.e", kLargeRows}, {"chunked.f", kChunkedRows}};
   return list;
 }
 
 std::string key_of(const std::string& name) { return "model/" + name; }
 
-// Each rank holds a dim-0 shard of `rows` rows of every tensor.
-void build_state(State& state, bool fill) {
+// Each rank holds a dim-0 shard of `rows` rows of every tensor, or with
+// `shrink`, all of that but its last `shrink` rows: then no rank's region
+// is a saved piece, as in a load at another world size.
+void build_state(State& state, bool fill, std::uint64_t shrink = 0) {
   for (const auto& [name, rows] : tensors()) {
     const Shape shape{rows * static_cast<std::uint64_t>(world_size()), kCols};
-    auto& shard = state.add_model(name, DType::kF32, shape,
-                                  dim0_shard(shape, world_rank(), world_size()));
+    Region region = dim0_shard(shape, world_rank(), world_size());
+    if (shrink > 0) {
+      Box box = region.as_box();
+      box.extent[0] -= std::min(shrink, box.extent[0] - 1);
+      region = Region::box(box);
+    }
+    auto& shard = state.add_model(name, DType::kF32, shape, region);
     if (fill) fill_expected(shard);
   }
 }
@@ -115,6 +131,9 @@ TEST_P(LoadCheck, LargePiecesLoadExactly) {
     const TensorShard* large = fresh.state().find(key_of("large.a"));
     ASSERT_NE(large, nullptr);
     EXPECT_GE(large->nbytes(), std::uint64_t{1} << 20);  // the checker thread's path
+    const TensorShard* chunked = fresh.state().find(key_of("chunked.f"));
+    ASSERT_NE(chunked, nullptr);
+    EXPECT_GT(chunked->nbytes(), 2 * ReadAhead::kChunkBytes);  // read in 3 chunks
   });
 }
 
@@ -125,23 +144,39 @@ struct DamagedLoad {
   std::string listing_before, listing_after;
 };
 
+// With `shrink`, the load's regions are no saved piece (build_state).
+// With `without_offsets`, the manifest is rewritten as Floe wrote it
+// before it recorded hdf5 storage offsets: the hdf5 reader then reads
+// collectively, with no read-ahead thread.
 DamagedLoad load_damaged(const std::string& engine, const std::vector<std::string>& names,
-                         std::uint64_t at_byte = 0) {
+                         std::uint64_t at_byte = 0, std::uint64_t shrink = 0,
+                         bool without_offsets = false) {
   DamagedLoad out;
   TempDir tmp;
   LargeRig rig(tmp / "ckpt", engine);
   rig.trainer.progress_now.global_step = 1;
   rig.engine->save();
-  damage(tmp / "ckpt" / "global_step_1", rig.trainer.state(), names, at_byte);
+  const fs::path checkpoint = tmp / "ckpt" / "global_step_1";
+  if (without_offsets) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (world_rank() == 0) {
+      Manifest manifest = Manifest::read(checkpoint);
+      for (auto& t : manifest.tensors) t.storage_offset.reset();
+      std::ofstream(checkpoint / "manifest.json", std::ios::binary | std::ios::trunc)
+          << manifest.dump();
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+  damage(checkpoint, rig.trainer.state(), names, at_byte);
   out.listing_before = listing(tmp / "ckpt");
   SimpleTrainer fresh;
-  build_state(fresh.state(), false);
+  build_state(fresh.state(), false, shrink);
   out.caught = catch_error([&] { make_test_engine(fresh, engine, tmp / "ckpt")->load(); });
   out.listing_after = listing(tmp / "ckpt");
   return out;
 }
 
-TEST_P(LoadCheck, DamagedLargePieceIsFoundByTheCheckerThread) {
+TEST_P(LoadCheck, DamagedLargePieceIsFound) {
   run_within(std::chrono::seconds(600), [&] {
     const DamagedLoad r = load_damaged(GetParam(), {"large.e"});
     const std::string file = GetParam() == "mpiio" ? "data.bin" : "checkpoint.h5";
@@ -153,8 +188,8 @@ TEST_P(LoadCheck, DamagedLargePieceIsFoundByTheCheckerThread) {
   });
 }
 
-// The last byte of a large piece: the thread hashes the whole piece, not
-// a prefix of it.
+// The last byte of a large piece: the whole piece is hashed, not a prefix
+// of it.
 TEST_P(LoadCheck, DamageInALargePiecesLastByteIsFound) {
   run_within(std::chrono::seconds(600), [&] {
     const std::uint64_t last = kLargeRows * kCols * sizeof(float) - 1;
@@ -163,6 +198,69 @@ TEST_P(LoadCheck, DamageInALargePiecesLastByteIsFound) {
                          {"checksum mismatch in", "\"model/large.c\"", "written by rank 0"}));
     EXPECT_TRUE(same_on_all_ranks(r.caught.message));
     EXPECT_EQ(r.listing_after, r.listing_before);
+  });
+}
+
+// A piece read in chunks is hashed chunk by chunk as it arrives: damage in
+// its first, a middle and its last chunk each fails the load with the
+// piece's own message, and the load changes nothing on disk.
+TEST_P(LoadCheck, DamageInAnyChunkOfAPieceReadInChunksIsFound) {
+  run_within(std::chrono::seconds(600), [&] {
+    const std::string file = GetParam() == "mpiio" ? "data.bin" : "checkpoint.h5";
+    for (const std::uint64_t at : {std::uint64_t{0}, ReadAhead::kChunkBytes + 5,
+                                   kChunkedBytes - 1}) {
+      const DamagedLoad r = load_damaged(GetParam(), {"chunked.f"}, at);
+      EXPECT_TRUE(is_error(r.caught, ErrorCode::kCorrupt,
+                           {"checksum mismatch in " + file, "\"model/chunked.f\"",
+                            "(piece ", "written by rank 0"}))
+          << "byte " << at;
+      EXPECT_EQ(r.caught.message.find("more)"), std::string::npos) << r.caught.message;
+      EXPECT_TRUE(same_on_all_ranks(r.caught.message));
+      EXPECT_EQ(r.listing_after, r.listing_before);
+    }
+  });
+}
+
+// A load whose regions are no saved piece reads the large shards in
+// chunks without hashing them as they arrive; the pieces are then read
+// again and checked whole. Values load exactly, and damage in rows no rank
+// loads is still found.
+TEST_P(LoadCheck, ALoadOfOtherRegionsStillChecksEveryPiece) {
+  run_within(std::chrono::seconds(600), [&] {
+    constexpr std::uint64_t kShrink = 8;
+    TempDir tmp;
+    LargeRig rig(tmp / "ckpt", GetParam());
+    rig.trainer.progress_now.global_step = 1;
+    rig.engine->save();
+    SimpleTrainer fresh;
+    build_state(fresh.state(), false, kShrink);
+    EXPECT_NO_THROW(make_test_engine(fresh, GetParam(), tmp / "ckpt")->load());
+    EXPECT_TRUE(state_holds_expected(fresh.state()));
+    EXPECT_GT(fresh.state().find(key_of("chunked.f"))->nbytes(), ReadAhead::kChunkBytes);
+
+    const DamagedLoad r = load_damaged(GetParam(), {"chunked.f"}, kChunkedBytes - 1, kShrink);
+    EXPECT_TRUE(is_error(r.caught, ErrorCode::kCorrupt,
+                         {"checksum mismatch in", "\"model/chunked.f\"", "written by rank 0"}));
+    EXPECT_TRUE(same_on_all_ranks(r.caught.message));
+    EXPECT_EQ(r.listing_after, r.listing_before);
+  });
+}
+
+// Without a read-ahead thread (hdf5 without storage offsets reads
+// collectively), large pieces go to the checker thread: damage in one, in
+// any chunk, is still found and named.
+TEST(LoadCheckWithoutReadAhead, TheCheckerThreadFindsDamagedLargePieces) {
+  run_within(std::chrono::seconds(600), [&] {
+    for (const auto& [name, at] : std::vector<std::pair<std::string, std::uint64_t>>{
+             {"large.c", 0}, {"chunked.f", kChunkedBytes - 1}}) {
+      const DamagedLoad r = load_damaged("hdf5", {name}, at, 0, /*without_offsets=*/true);
+      EXPECT_TRUE(is_error(r.caught, ErrorCode::kCorrupt,
+                           {"checksum mismatch in checkpoint.h5", "\"model/" + name + "\"",
+                            "written by rank 0"}))
+          << name;
+      EXPECT_TRUE(same_on_all_ranks(r.caught.message));
+      EXPECT_EQ(r.listing_after, r.listing_before);
+    }
   });
 }
 

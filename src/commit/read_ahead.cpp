@@ -1,10 +1,41 @@
 #include "commit/read_ahead.hpp"
 
+#include <algorithm>
 #include <string>
 
+#include "floe/dtype.hpp"
 #include "floe/error.hpp"
 
 namespace floe {
+namespace {
+
+// Appends boxes that tile `box` in its row-major order, each of at most
+// `limit` bytes where the box allows it: cut along the outermost dimension
+// of extent above 1, and within one index of it where that alone is larger.
+// Each box's elements then follow the previous one's in the output.
+void split_box(const Box& box, std::uint64_t element, std::uint64_t limit,
+               std::vector<Box>& out) {
+  std::size_t d = 0;
+  while (d < box.extent.size() && box.extent[d] <= 1) ++d;
+  if (d == box.extent.size() || box.elements() * element <= limit) {
+    out.push_back(box);
+    return;
+  }
+  const std::uint64_t slice = box.elements() / box.extent[d] * element;
+  const std::uint64_t step = std::max<std::uint64_t>(1, limit / slice);
+  Box part = box;
+  for (std::uint64_t i = 0; i < box.extent[d]; i += step) {
+    part.offset[d] = box.offset[d] + i;
+    part.extent[d] = std::min(step, box.extent[d] - i);
+    if (slice > limit) {
+      split_box(part, element, limit, out);
+    } else {
+      out.push_back(part);
+    }
+  }
+}
+
+}  // namespace
 
 ReadAhead::ReadAhead(CheckpointReader& reader,
                      const std::vector<TensorRecord>& tensors,
@@ -25,8 +56,20 @@ void ReadAhead::run() {
   std::vector<std::size_t> index;  // the manifest index of each request
   std::size_t t = 0;
   while (t < tensors_.size() && !stop_ && !error) {
+    if (shards_[t] && shards_[t]->nbytes() > kChunkBytes) {
+      bool read = false;
+      try {
+        read = read_in_chunks(t);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      publish(read ? t + 1 : t);
+      ++t;
+      continue;
+    }
     // The next batch: the tensors from t on with a shard here, up to
-    // kBatchBytes (or one tensor, however large) and kBatchTensors.
+    // kBatchBytes (or one tensor, however large) and kBatchTensors, and
+    // before the next shard read in chunks.
     batch.clear();
     index.clear();
     std::uint64_t bytes = 0;
@@ -35,6 +78,7 @@ void ReadAhead::run() {
       TensorShard* shard = shards_[end];
       if (!shard) continue;
       const std::uint64_t nbytes = shard->nbytes();
+      if (nbytes > kChunkBytes) break;
       if (!batch.empty() && bytes + nbytes > kBatchBytes) break;
       const TensorRecord& record = tensors_[end];
       batch.push_back({&record, shard->region().boxes(record.spec.shape), shard->data()});
@@ -61,6 +105,32 @@ void ReadAhead::run() {
   progress_.notify_one();
 }
 
+bool ReadAhead::read_in_chunks(std::size_t t) {
+  const TensorRecord& record = tensors_[t];
+  TensorShard& shard = *shards_[t];
+  const std::uint64_t element = dtype_size(record.spec.dtype);
+  std::vector<Box> chunks;
+  for (const Box& box : shard.region().boxes(record.spec.shape)) {
+    split_box(box, element, kChunkBytes, chunks);
+  }
+  std::byte* const out = shard.data();
+  std::uint64_t at = 0;
+  std::vector<Box> one(1);
+  for (const Box& chunk : chunks) {
+    if (stop_) return false;
+    one[0] = chunk;
+    reader_.read(record, one, out + at);
+    at += chunk.elements() * element;
+    // A lock per chunk (a few MiB) costs nothing beside its read, and keeps
+    // the tensor and its byte count together for wait_more().
+    std::lock_guard<std::mutex> lock(mutex_);
+    part_tensor_ = t;
+    part_bytes_ = at;
+    if (waiting_) progress_.notify_one();
+  }
+  return true;
+}
+
 void ReadAhead::publish(std::size_t done) {
   // A store and a load, both sequentially consistent, against wait()'s
   // store of waiting_ and load of done_: one of the two sides sees the
@@ -80,6 +150,23 @@ void ReadAhead::wait(std::size_t t) {
   progress_.wait(lock, [&] { return done_ > t || finished_; });
   waiting_ = false;
   if (done_ > t) return;
+  throw_not_read(t);
+}
+
+std::uint64_t ReadAhead::wait_more(std::size_t t, std::uint64_t have) {
+  const std::uint64_t whole = shards_[t]->nbytes();
+  if (done_ > t) return whole;
+  std::unique_lock<std::mutex> lock(mutex_);
+  const auto arrived = [&] { return part_tensor_ == t && part_bytes_ > have; };
+  waiting_ = true;
+  progress_.wait(lock, [&] { return done_ > t || arrived() || finished_; });
+  waiting_ = false;
+  if (done_ > t) return whole;
+  if (arrived()) return part_bytes_;
+  throw_not_read(t);
+}
+
+void ReadAhead::throw_not_read(std::size_t t) const {
   if (error_) std::rethrow_exception(error_);
   throw Error(ErrorCode::kInternal,
               "load: reading ahead stopped before tensor " + std::to_string(t));

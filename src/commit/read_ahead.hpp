@@ -3,6 +3,8 @@
 // busy from the first tensor on. Tensors are read in batches
 // (CheckpointReader::read_some) and the caller is woken once per batch: at
 // 20,000 small tensors a wake-up per tensor cost more CPU than the reads.
+// A large shard is read in chunks, and the caller may follow them
+// (wait_more) to hash each one while it is still in cache.
 #pragma once
 
 #include <atomic>
@@ -25,12 +27,15 @@ class ReadAhead {
   // shard's region of `tensors[t]` into the shard, through `reader`, which
   // must read independently (CheckpointReader::reads_independently), in
   // batches of up to kBatchTensors tensors and kBatchBytes bytes (or one
-  // larger tensor) handed to read_some. Stops at the first read that
+  // larger tensor) handed to read_some; a shard of more than kChunkBytes
+  // alone, in chunks (see kChunkBytes). Stops at the first read that
   // throws. The caller must not touch a shard's data before wait() for its
-  // tensor returned; every argument must outlive this object.
+  // tensor returned, but for the bytes wait_more() said had arrived; every
+  // argument must outlive this object.
   ReadAhead(CheckpointReader& reader, const std::vector<TensorRecord>& tensors,
             const std::vector<TensorShard*>& shards);
-  // Stops after the read in progress (one read_some call) and joins the
+  // Stops after the read in progress (one read_some call or one chunk's
+  // read) and joins the
   // thread: no shard is written after it returns.
   ~ReadAhead();
   ReadAhead(const ReadAhead&) = delete;
@@ -40,6 +45,13 @@ class ReadAhead {
   // read that stopped the thread before it threw.
   void wait(std::size_t t);
 
+  // Waits until more than `have` bytes of tensor `t`'s shard have arrived
+  // (`have` below the shard's size; t must have a shard here), counted from
+  // the shard's start, and returns how many have: a chunk at a time for a
+  // shard read in chunks, else all of it once wait(t) would return. Throws
+  // as wait() does.
+  std::uint64_t wait_more(std::size_t t, std::uint64_t have);
+
   // A batch: enough tensors that a wake-up and a system call are small
   // beside them, few enough bytes that the caller checks a batch while it
   // is still in cache (1 GiB in 20,000 tensors, 1 rank: median CPU of a
@@ -47,10 +59,21 @@ class ReadAhead {
   static constexpr std::size_t kBatchTensors = 4096;
   static constexpr std::uint64_t kBatchBytes = 1u << 20;
 
+  // A shard of more than this many bytes is read this many at a time (rows
+  // of its boxes, more where one row is larger), so that load() hashes each
+  // chunk (wait_more) while it is in cache instead of going over the whole
+  // shard again from memory once it has arrived.
+  static constexpr std::uint64_t kChunkBytes = 2u << 20;
+
  private:
   void run();
+  // Reads shard `t` in chunks, telling the caller of each; false when
+  // stopped (stop_) before the last.
+  bool read_in_chunks(std::size_t t);
   // Marks tensors [0, done) read and wakes a waiting caller.
   void publish(std::size_t done);
+  // What wait() throws once tensor `t` will not arrive (the thread is done).
+  [[noreturn]] void throw_not_read(std::size_t t) const;
 
   CheckpointReader& reader_;
   const std::vector<TensorRecord>& tensors_;
@@ -61,6 +84,9 @@ class ReadAhead {
   std::mutex mutex_;
   std::condition_variable progress_;
   bool finished_ = false;     // guarded by mutex_
+  // The shard being read in chunks, and how many of its bytes have arrived.
+  std::size_t part_tensor_ = SIZE_MAX;  // guarded by mutex_
+  std::uint64_t part_bytes_ = 0;        // guarded by mutex_
   std::exception_ptr error_;  // guarded by mutex_
   std::thread thread_;        // last: starts once the rest exists
 };

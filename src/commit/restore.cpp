@@ -27,8 +27,9 @@ std::string describe_piece(const TensorRecord& t, const PieceRecord& p) {
 
 // Checks the checksums of pieces a rank loaded in place on a thread of its
 // own, so hashing tensor t overlaps reading tensor t+1 (XXH3 is fast, but
-// not free next to a cold read). Problems carry their tensor's index, so
-// the first one reported is the first in manifest order whoever found it.
+// not free next to a cold read), when the caller reads them itself (no
+// ReadAhead). Problems carry their tensor's index, so the first one
+// reported is the first in manifest order whoever found it.
 class InlineChecker {
  public:
   using Problem = std::pair<std::size_t, std::string>;
@@ -134,6 +135,28 @@ void idle_read(CheckpointReader& reader, const TensorRecord& t, int calls) {
       // This rank already has its error; the agreement reports it.
     }
   }
+}
+
+// XXH3 of shard `t`, hashed chunk by chunk as `ahead` reads it: each chunk
+// is still in cache (L2/L3) when hashed, where hashing the whole shard
+// once it has arrived (64 MiB) goes over it again from memory.
+std::uint64_t hash_as_read(ReadAhead& ahead, std::size_t t, const TensorShard& shard) {
+  Xxh3Stream stream;
+  const std::byte* const data = shard.data();
+  std::uint64_t hashed = 0;
+  while (hashed < shard.nbytes()) {
+    const std::uint64_t arrived = ahead.wait_more(t, hashed);
+    stream.update(data + hashed, arrived - hashed);
+    hashed = arrived;
+  }
+  return stream.digest();
+}
+
+bool checks_inline(const std::vector<int>& who, int rank) {
+  for (int w : who) {
+    if (w == -1 - rank) return true;
+  }
+  return false;
 }
 
 bool any_dedicated(const std::vector<int>& who) {
@@ -276,8 +299,11 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
   std::vector<InlineChecker::Problem> found;  // (tensor index, problem)
   std::uint64_t pieces = 0, bytes = 0;
   std::exception_ptr error;  // one agreement for the pass, as in verify
-  // Small pieces are hashed here (a hand-off would cost more than XXH3 of
-  // a few KiB); the thread starts with the first large one.
+  // Without a ReadAhead, small pieces are hashed here (a hand-off would
+  // cost more than XXH3 of a few KiB) and the checker thread starts with
+  // the first large one. With one, this thread hashes every piece as it
+  // arrives: a shard read in chunks chunk by chunk, any other once read
+  // (at most kChunkBytes, still in cache), while the next one is read.
   constexpr std::uint64_t kThreadFrom = 1u << 20;
   std::optional<InlineChecker> checker;
   for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
@@ -289,7 +315,12 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
     }
     try {
       TensorShard* shard = shards[t];
+      std::optional<std::uint64_t> digest;  // of the shard, hashed as read
       if (ahead) {
+        if (verify && shard && shard->nbytes() > ReadAhead::kChunkBytes &&
+            checks_inline(who[t], comm.rank())) {
+          digest = hash_as_read(*ahead, t, *shard);
+        }
         ahead->wait(t);
       } else {
         std::vector<Box> boxes;
@@ -300,12 +331,13 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
         for (std::size_t k = 0; k < record.pieces.size(); ++k) {
           if (who[t][k] != -1 - comm.rank()) continue;
           const PieceRecord& p = record.pieces[k];
-          if (shard->nbytes() >= kThreadFrom) {
+          if (!digest && !ahead && shard->nbytes() >= kThreadFrom) {
             if (!checker) checker.emplace();
             checker->add(t, record, p, shard->data(), shard->nbytes());
-          } else if (xxh3_64(shard->data(), shard->nbytes()) != p.xxh3) {
-            found.emplace_back(t, describe_piece(record, p));
+            continue;
           }
+          if (!digest) digest = xxh3_64(shard->data(), shard->nbytes());
+          if (*digest != p.xxh3) found.emplace_back(t, describe_piece(record, p));
         }
       }
       if (dedicated) {

@@ -64,9 +64,10 @@ floe_stage_tsan() {
   # Only the suites that start threads (a full TSan build would double CI's
   # build time for tests that start none): the asynchronous save's I/O
   # thread (async_save_test, async_crash; with mpiio its checksum thread
-  # runs inside it), and load_check_test, whose pieces of 1 MiB or more
-  # start load's checker thread and whose mpiio saves start the checksum
-  # thread from the trainer's thread.
+  # runs inside it), and load_check_test, whose pieces of more than a
+  # read-ahead chunk are hashed as the read-ahead thread reads them, whose
+  # hdf5 loads without storage offsets start load's checker thread, and
+  # whose mpiio saves start the checksum thread from the trainer's thread.
   floe_sanitized_build "${install}" "-fsanitize=thread -fno-omit-frame-pointer" \
     ${FLOE_TSAN_TARGETS:-async_save_test async_crash load_check_test}
   ((build_only)) && return 0

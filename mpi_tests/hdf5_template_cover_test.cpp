@@ -96,6 +96,12 @@ TEST(Hdf5TemplateCover, StructureRunsOfAFileWithoutStorageOrImage) {
     const int want = i >= 4096 && i < 8192 ? 'x' + (i - 4096) % 50 : 0;
     ASSERT_EQ(got[i], want) << "at offset " << i;
   }
+  // No zeros (large tensors left to HDF5): the image's runs alone.
+  const auto image_only = h5::structure_runs(image, {{0, 100}}, 3 * 4096, {});
+  ASSERT_EQ(image_only.size(), 1u);
+  EXPECT_EQ(image_only[0].offset, 4096u);
+  EXPECT_EQ(image_only[0].length, 4096u);
+  EXPECT_EQ(image_only[0].memory, image[0].bytes.data());
   // Storage everywhere: nothing for rank 0 to write.
   EXPECT_TRUE(h5::structure_runs({}, {{0, 5000}}, 5000, zeros).empty());
 }

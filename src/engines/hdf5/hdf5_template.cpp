@@ -236,6 +236,7 @@ std::vector<IoRun> structure_runs(const std::vector<FileTemplate::Run>& image,
                                   const std::vector<char>& zeros) {
   std::vector<IoRun> runs;
   const auto add_zeros = [&](std::uint64_t from, std::uint64_t to) {
+    if (zeros.empty()) return;  // gaps left out
     for (; from < to;) {
       const std::uint64_t n = std::min<std::uint64_t>(to - from, zeros.size());
       runs.push_back(IoRun{from, zeros.data(), n});
@@ -277,7 +278,7 @@ std::vector<IoRun> structure_runs(const std::vector<FileTemplate::Run>& image,
 void write_template(const Comm& comm, const std::filesystem::path& path,
                     const MpiInfo& hints, const FileTemplate& file,
                     const std::vector<Extent>& storage,
-                    const std::vector<IoRun>& data,
+                    const std::vector<IoRun>& data, bool covers,
                     const std::function<void()>& after_truncate) {
   MpiFile out(comm.get(), path, MpiFile::Mode::kCreate, hints);
   // Empty first: no byte of an earlier file there survives.
@@ -293,11 +294,14 @@ void write_template(const Comm& comm, const std::filesystem::path& path,
   // write: where they cover the file without holes (no tensor left to
   // HDF5), MPI-IO writes whole collective buffers and reads nothing back.
   // Zeros go where the template keeps no bytes (a 1 MiB metadata block is
-  // mostly free space), which the write must cover too.
+  // mostly free space), which the write must cover too. Not when the large
+  // tensors' storage stays a hole anyway: zeros in the alignment padding
+  // between them would only make MPI-IO merge, and write, more of their
+  // storage before HDF5 writes it.
   std::vector<char> zeros;
   std::vector<IoRun> runs;
   if (comm.rank() == 0) {
-    zeros.assign(1 << 20, 0);
+    if (covers) zeros.assign(1 << 20, 0);
     const std::vector<IoRun> structure =
         structure_runs(file.image, storage, file.file_size, zeros);
     runs.reserve(structure.size() + data.size());

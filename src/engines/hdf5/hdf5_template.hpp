@@ -154,8 +154,9 @@ std::optional<FileBytes> bytes_outside(const std::filesystem::path& path,
 // Local: rank 0's share of a template save's one write. Runs covering
 // every byte of [0, file_size) outside `storage` (sorted, not overlapping)
 // exactly once, in file order: the template's bytes where `image` has them,
-// `zeros` (all zero, not empty; several runs may point at it) elsewhere;
-// the runs point into `image` and `zeros`.
+// `zeros` (all zero; several runs may point at it) elsewhere; the runs
+// point into `image` and `zeros`. With `zeros` empty, the image's runs
+// alone.
 // With the ranks' data filling the storage, the write then has no holes,
 // so MPI-IO never reads the file back to merge it (read-modify-write).
 std::vector<IoRun> structure_runs(const std::vector<FileTemplate::Run>& image,
@@ -169,15 +170,17 @@ std::vector<IoRun> structure_runs(const std::vector<FileTemplate::Run>& image,
 // extents of `file`'s datasets), and on every rank its `data` (runs inside
 // the storage, sorted by offset, not overlapping another rank's). Then sizes
 // it to `file.file_size` or the end of the storage, whichever is more,
-// ready for H5Fopen. `after_truncate` runs on every rank once the file is
-// empty, before the write (rank 0 reserves the storage's blocks there).
-// Storage that no rank's `data` covers (the tensors HDF5 writes itself
-// afterwards) is a hole in the write. Throws the same Error(kIo) naming
-// `path`, or what `after_truncate` threw, on every rank.
+// ready for H5Fopen. `covers` (the same on every rank): the ranks' `data`
+// fill the whole storage; otherwise (tensors HDF5 writes itself afterwards)
+// their storage is a hole in the write anyway, and rank 0 writes the
+// template's bytes without the zeros between them. `after_truncate` runs on
+// every rank once the file is empty, before the write (rank 0 reserves the
+// storage's blocks there). Throws the same Error(kIo) naming `path`, or
+// what `after_truncate` threw, on every rank.
 void write_template(const Comm& comm, const std::filesystem::path& path,
                     const MpiInfo& hints, const FileTemplate& file,
                     const std::vector<Extent>& storage,
-                    const std::vector<IoRun>& data,
+                    const std::vector<IoRun>& data, bool covers,
                     const std::function<void()>& after_truncate);
 
 }  // namespace floe::h5

@@ -397,8 +397,13 @@ std::vector<std::optional<std::uint64_t>> write_from_template(
     throw Error(ErrorCode::kInternal,
                 "the template of " + file_text + " lacks a storage address");
   }
+  // Whether the batch fills every tensor's storage (no tensor is left to
+  // HDF5): then the write covers the file.
+  std::uint64_t with_bytes = 0;
+  for (const auto& tensor : ctx.layout.tensors) with_bytes += tensor.spec.nbytes() > 0;
   write_template(comm, job.path, write_hints(job.options), templ, *storage,
-                 data.batch, [&] { reserve_storage(ctx, job.path, data.storage); });
+                 data.batch, data.batched == with_bytes,
+                 [&] { reserve_storage(ctx, job.path, data.storage); });
   File file;
   collectively(comm, [&] {
     file = open_file_to_write(job.path, ctx.comm, job.options);

@@ -64,23 +64,6 @@ std::vector<IoRun> split_runs(const std::vector<IoRun>& runs, std::uint64_t most
   return out;
 }
 
-// `runs` with each run that crosses a multiple of `span` in the file cut
-// there (file offset and memory advancing together).
-std::vector<IoRun> split_at_spans(const std::vector<IoRun>& runs, std::uint64_t span) {
-  std::vector<IoRun> out;
-  out.reserve(runs.size());
-  for (IoRun run : runs) {
-    while (run.length > 0) {
-      const std::uint64_t take = std::min(run.length, span - run.offset % span);
-      out.push_back(IoRun{run.offset, run.memory, take});
-      run.offset += take;
-      run.memory = static_cast<const char*>(run.memory) + take;
-      run.length -= take;
-    }
-  }
-  return out;
-}
-
 // `runs` with each run that continues the one before it in both the file
 // and memory joined to it, up to `most` bytes per run.
 std::vector<IoRun> join_runs(const std::vector<IoRun>& runs, std::uint64_t most) {
@@ -220,36 +203,33 @@ void MpiFile::write_all(MPI_Comm comm, std::vector<IoRun> runs) {
 }
 
 void MpiFile::write_scattered_all(MPI_Comm comm, const std::vector<IoRun>& input) {
-  // A round moves every rank's bytes of one span [k S, (k+1) S) of the file
-  // (S = kScatterBytes, so a rank packs at most S), the same spans on every
-  // rank: where the ranks' runs together cover the file, each round's cover
-  // its span with no holes, and MPI-IO writes whole collective buffers. (Cut
-  // by each rank's own byte count instead, a round ended at another offset
-  // on each rank, and MPI-IO read the collective buffer at each ragged edge
-  // back to merge it: a 16 MiB pread per edge at 2 ranks.) Spans where no
-  // rank has bytes are skipped: one allreduce a round picks the next span.
-  const std::vector<IoRun> runs = split_at_spans(input, kScatterBytes);
+  // Rounds of runs: [first, last) of `runs`, at most kScatterBytes in all.
+  const std::vector<IoRun> runs = split_runs(input, kScatterBytes);
+  std::vector<std::pair<std::size_t, std::size_t>> rounds;
+  std::uint64_t bytes = 0;
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    if (rounds.empty() || bytes + runs[i].length > kScatterBytes) {
+      rounds.emplace_back(i, i);
+      bytes = 0;
+    }
+    rounds.back().second = i + 1;
+    bytes += runs[i].length;
+  }
   const Comm c(comm);
-  constexpr std::uint64_t kDone = std::numeric_limits<std::uint64_t>::max();
-  std::size_t next = 0;  // this rank's first run not yet written
+  const std::uint64_t count = c.allreduce_max(rounds.size());
   std::vector<char> pack;
   std::vector<int> lengths;
   std::vector<MPI_Aint> offsets;
   std::exception_ptr error;
-  for (;;) {
-    const std::uint64_t span = c.allreduce_min(
-        next < runs.size() ? runs[next].offset / kScatterBytes : kDone);
-    if (span == kDone) break;
-    const std::size_t first = next;
-    while (next < runs.size() && runs[next].offset / kScatterBytes == span) ++next;
+  for (std::uint64_t r = 0; r < count; ++r) {
     // This rank's view for the round: its runs, or the whole file (and
-    // nothing to write) when it has none in the span.
+    // nothing to write) when it has none left.
     MpiType view;
     std::uint64_t length = 0;
-    if (!error && next > first) {
+    if (!error && r < rounds.size()) {
       lengths.clear();
       offsets.clear();
-      for (std::size_t i = first; i < next; ++i) {
+      for (std::size_t i = rounds[r].first; i < rounds[r].second; ++i) {
         const IoRun& run = runs[i];
         // Runs that continue each other in the file are one block.
         if (!offsets.empty() &&
@@ -263,7 +243,7 @@ void MpiFile::write_scattered_all(MPI_Comm comm, const std::vector<IoRun>& input
       }
       if (pack.size() < length) pack.resize(length);
       char* at = pack.data();
-      for (std::size_t i = first; i < next; ++i) {
+      for (std::size_t i = rounds[r].first; i < rounds[r].second; ++i) {
         std::memcpy(at, runs[i].memory, runs[i].length);
         at += runs[i].length;
       }

@@ -80,11 +80,9 @@ class MpiFile {
   // joining the rest and throws Error(kIo) at the end.
   void write_all(MPI_Comm comm, std::vector<IoRun> runs);
   // Collective. Writes `runs` (sorted by offset, not overlapping, of any
-  // size and anywhere in the file) in rounds, one per 64 MiB span of the
-  // file that holds any rank's bytes (the same spans on every rank, so runs
-  // that cover the file leave no round with holes): each round packs this
-  // rank's runs in the span into one buffer (at most 64 MiB) and moves it
-  // with one MPI_File_write_all through a file view that lists their offsets, so
+  // size and anywhere in the file) in rounds of at most 64 MiB per rank:
+  // each round packs this rank's runs into one buffer and moves it with one
+  // MPI_File_write_all through a file view that lists their offsets, so
   // MPI-IO's collective buffering turns the small, scattered runs of every
   // rank into a few large writes. For many small runs (an hdf5
   // checkpoint's small tensors); write_all suits large ones. Resets the

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <exception>
-#include <iterator>
 #include <utility>
 
 #include "engines/hdf5/hdf5_format.hpp"
@@ -15,6 +14,54 @@ namespace {
 // The unit in which the image keeps or drops bytes: a block of zeros is
 // left out (a new file reads zeros there).
 constexpr std::uint64_t kBlock = 4096;
+
+struct Extent {
+  std::uint64_t begin = 0, end = 0;
+};
+
+// Every dataset's storage, sorted, touching ones merged; nothing when an
+// address is unknown.
+std::optional<std::vector<Extent>> storage_extents(
+    const GlobalLayout& layout, const std::vector<RankReport>& reports,
+    const std::vector<std::uint64_t>& tensor_offsets,
+    const std::vector<std::vector<std::uint64_t>>& blob_offsets) {
+  std::vector<Extent> extents;
+  const auto add = [&](std::uint64_t offset, std::uint64_t bytes) {
+    if (bytes == 0) return true;
+    if (offset == kNoStorage) return false;
+    extents.push_back({offset, offset + bytes});
+    return true;
+  };
+  if (tensor_offsets.size() != layout.tensors.size() ||
+      blob_offsets.size() != reports.size()) {
+    return std::nullopt;
+  }
+  for (std::size_t t = 0; t < layout.tensors.size(); ++t) {
+    if (!add(tensor_offsets[t], layout.tensors[t].spec.nbytes()))
+      return std::nullopt;
+  }
+  for (std::size_t r = 0; r < reports.size(); ++r) {
+    if (blob_offsets[r].size() != reports[r].blobs.size()) return std::nullopt;
+    for (std::size_t b = 0; b < reports[r].blobs.size(); ++b) {
+      if (!add(blob_offsets[r][b], reports[r].blobs[b].nbytes))
+        return std::nullopt;
+    }
+  }
+  // Usually in order already (storage follows the datasets' creation).
+  const auto by_begin = [](const Extent& a, const Extent& b) { return a.begin < b.begin; };
+  if (!std::is_sorted(extents.begin(), extents.end(), by_begin)) {
+    std::sort(extents.begin(), extents.end(), by_begin);
+  }
+  std::vector<Extent> merged;
+  for (const Extent& e : extents) {
+    if (!merged.empty() && e.begin <= merged.back().end) {
+      merged.back().end = std::max(merged.back().end, e.end);
+    } else {
+      merged.push_back(e);
+    }
+  }
+  return merged;
+}
 
 // Rank 0: the non-zero blocks of `file` outside `storage`, or nothing when
 // they would exceed `max_bytes`.
@@ -67,65 +114,6 @@ void add_u64(Xxh3Stream& hash, std::uint64_t value) {
 }
 
 }  // namespace
-
-std::optional<std::vector<Extent>> storage_extents(
-    const GlobalLayout& layout, const std::vector<RankReport>& reports,
-    const std::vector<std::uint64_t>& tensor_offsets,
-    const std::vector<std::vector<std::uint64_t>>& blob_offsets) {
-  std::vector<Extent> extents;
-  const auto add = [&](std::uint64_t offset, std::uint64_t bytes) {
-    if (bytes == 0) return true;
-    if (offset == kNoStorage) return false;
-    extents.push_back({offset, offset + bytes});
-    return true;
-  };
-  if (tensor_offsets.size() != layout.tensors.size() ||
-      blob_offsets.size() != reports.size()) {
-    return std::nullopt;
-  }
-  for (std::size_t t = 0; t < layout.tensors.size(); ++t) {
-    if (!add(tensor_offsets[t], layout.tensors[t].spec.nbytes()))
-      return std::nullopt;
-  }
-  for (std::size_t r = 0; r < reports.size(); ++r) {
-    if (blob_offsets[r].size() != reports[r].blobs.size()) return std::nullopt;
-    for (std::size_t b = 0; b < reports[r].blobs.size(); ++b) {
-      if (!add(blob_offsets[r][b], reports[r].blobs[b].nbytes))
-        return std::nullopt;
-    }
-  }
-  return merge_extents(std::move(extents));
-}
-
-std::vector<Extent> merge_extents(std::vector<Extent> extents) {
-  // Usually in order already (storage follows the datasets' creation).
-  const auto by_begin = [](const Extent& a, const Extent& b) { return a.begin < b.begin; };
-  if (!std::is_sorted(extents.begin(), extents.end(), by_begin)) {
-    std::sort(extents.begin(), extents.end(), by_begin);
-  }
-  std::vector<Extent> merged;
-  for (const Extent& e : extents) {
-    if (!merged.empty() && e.begin <= merged.back().end) {
-      merged.back().end = std::max(merged.back().end, e.end);
-    } else {
-      merged.push_back(e);
-    }
-  }
-  return merged;
-}
-
-std::optional<FileBytes> bytes_outside(const std::filesystem::path& path,
-                                       const std::vector<Extent>& storage,
-                                       std::uint64_t max_bytes) {
-  try {
-    const ReadOnlyFile file(path);
-    auto image = read_image(file, storage, max_bytes);
-    if (!image) return std::nullopt;
-    return FileBytes{std::move(*image), file.size()};
-  } catch (const std::exception&) {
-    return std::nullopt;
-  }
-}
 
 std::uint64_t image_xxh3(const std::vector<FileTemplate::Run>& image,
                          std::uint64_t file_size) {
@@ -230,95 +218,24 @@ std::optional<std::uint64_t> file_image_xxh3(
   }
 }
 
-std::vector<IoRun> structure_runs(const std::vector<FileTemplate::Run>& image,
-                                  const std::vector<Extent>& storage,
-                                  std::uint64_t file_size,
-                                  const std::vector<char>& zeros) {
-  std::vector<IoRun> runs;
-  const auto add_zeros = [&](std::uint64_t from, std::uint64_t to) {
-    if (zeros.empty()) return;  // gaps left out
-    for (; from < to;) {
-      const std::uint64_t n = std::min<std::uint64_t>(to - from, zeros.size());
-      runs.push_back(IoRun{from, zeros.data(), n});
-      from += n;
-    }
-  };
-  std::size_t next = 0;  // the first image run that ends after `from`
-  // [from, to), which lies outside the storage.
-  const auto add_gap = [&](std::uint64_t from, std::uint64_t to) {
-    while (from < to) {
-      while (next < image.size() &&
-             image[next].offset + image[next].bytes.size() <= from) {
-        ++next;
-      }
-      if (next == image.size() || image[next].offset >= to) {
-        add_zeros(from, to);
-        return;
-      }
-      const FileTemplate::Run& run = image[next];
-      if (run.offset > from) {
-        add_zeros(from, run.offset);
-        from = run.offset;
-      }
-      const std::uint64_t end = std::min(to, run.offset + run.bytes.size());
-      runs.push_back(IoRun{from, run.bytes.data() + (from - run.offset), end - from});
-      from = end;
-    }
-  };
-  std::uint64_t at = 0;
-  for (const Extent& e : storage) {
-    if (at >= file_size) break;
-    if (e.begin > at) add_gap(at, std::min(e.begin, file_size));
-    at = std::max(at, e.end);
-  }
-  if (at < file_size) add_gap(at, file_size);
-  return runs;
-}
-
 void write_template(const Comm& comm, const std::filesystem::path& path,
-                    const MpiInfo& hints, const FileTemplate& file,
-                    const std::vector<Extent>& storage,
-                    const std::vector<IoRun>& data, bool covers,
-                    const std::function<void()>& after_truncate) {
+                    const MpiInfo& hints, const FileTemplate& file) {
   MpiFile out(comm.get(), path, MpiFile::Mode::kCreate, hints);
-  // Empty first: no byte of an earlier file there survives.
+  // Empty first: bytes the image leaves out must read as zeros.
   out.set_size(0);
+  std::vector<IoRun> runs;
+  for (const FileTemplate::Run& run : file.image) {
+    runs.push_back(IoRun{run.offset, run.bytes.data(), run.bytes.size()});
+  }
   std::exception_ptr error;
   try {
-    after_truncate();
+    out.write_all(comm.get(), std::move(runs));
   } catch (...) {
     error = std::current_exception();
   }
   agree_on_error(comm, error);
-  // Rank 0's runs outside the storage and everyone's inside it, in one
-  // write: where they cover the file without holes (no tensor left to
-  // HDF5), MPI-IO writes whole collective buffers and reads nothing back.
-  // Zeros go where the template keeps no bytes (a 1 MiB metadata block is
-  // mostly free space), which the write must cover too. Not when the large
-  // tensors' storage stays a hole anyway: zeros in the alignment padding
-  // between them would only make MPI-IO merge, and write, more of their
-  // storage before HDF5 writes it.
-  std::vector<char> zeros;
-  std::vector<IoRun> runs;
-  if (comm.rank() == 0) {
-    if (covers) zeros.assign(1 << 20, 0);
-    const std::vector<IoRun> structure =
-        structure_runs(file.image, storage, file.file_size, zeros);
-    runs.reserve(structure.size() + data.size());
-    std::merge(structure.begin(), structure.end(), data.begin(), data.end(),
-               std::back_inserter(runs),
-               [](const IoRun& a, const IoRun& b) { return a.offset < b.offset; });
-  }
-  try {
-    out.write_scattered_all(comm.get(), comm.rank() == 0 ? runs : data);
-  } catch (...) {
-    error = std::current_exception();
-  }
-  agree_on_error(comm, error);
-  // HDF5 refuses a file shorter than the end its superblock records; the
-  // storage of the tensors HDF5 writes later may end past what was written.
-  const std::uint64_t end = storage.empty() ? 0 : storage.back().end;
-  out.set_size(std::max(file.file_size, end));
+  // HDF5 refuses a file shorter than the end its superblock records.
+  out.set_size(file.file_size);
   out.close();
 }
 

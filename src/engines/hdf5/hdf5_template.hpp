@@ -12,7 +12,6 @@
 
 #include <cstdint>
 #include <filesystem>
-#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -119,68 +118,10 @@ std::optional<std::uint64_t> file_image_xxh3(
     const std::vector<RankReport>& reports, const FileTemplate& file,
     std::uint64_t max_image_bytes);
 
-// A range [begin, end) of a file's bytes.
-struct Extent {
-  std::uint64_t begin = 0, end = 0;
-};
-
-// Local: every tensor's and blob's storage (offsets as FileTemplate keeps
-// them), sorted, touching ones merged; nothing when an address of a
-// dataset with bytes is unknown or the lists do not match the layout and
-// reports.
-std::optional<std::vector<Extent>> storage_extents(
-    const GlobalLayout& layout, const std::vector<RankReport>& reports,
-    const std::vector<std::uint64_t>& tensor_offsets,
-    const std::vector<std::vector<std::uint64_t>>& blob_offsets);
-
-// Local: `extents` sorted by their start, overlapping or touching ones
-// merged.
-std::vector<Extent> merge_extents(std::vector<Extent> extents);
-
-// A file's bytes outside its storage as structure_runs() takes them: its
-// non-zero 4 KiB blocks there (as FileTemplate::image), and its size.
-struct FileBytes {
-  std::vector<FileTemplate::Run> image;
-  std::uint64_t size = 0;
-};
-
-// Local: the bytes of the file at `path` outside `storage` (sorted, not
-// overlapping), or nothing when it cannot be read or they exceed
-// `max_bytes`. Never throws.
-std::optional<FileBytes> bytes_outside(const std::filesystem::path& path,
-                                       const std::vector<Extent>& storage,
-                                       std::uint64_t max_bytes);
-
-// Local: rank 0's share of a template save's one write. Runs covering
-// every byte of [0, file_size) outside `storage` (sorted, not overlapping)
-// exactly once, in file order: the template's bytes where `image` has them,
-// `zeros` (all zero; several runs may point at it) elsewhere; the runs
-// point into `image` and `zeros`. With `zeros` empty, the image's runs
-// alone.
-// With the ranks' data filling the storage, the write then has no holes,
-// so MPI-IO never reads the file back to merge it (read-modify-write).
-std::vector<IoRun> structure_runs(const std::vector<FileTemplate::Run>& image,
-                                  const std::vector<Extent>& storage,
-                                  std::uint64_t file_size,
-                                  const std::vector<char>& zeros);
-
-// Collective over `comm`: creates `path` (replacing any file there) and
-// fills it in one collective write (MpiFile::write_scattered_all): on rank
-// 0 structure_runs() of `file` (every byte outside `storage`, the storage
-// extents of `file`'s datasets), and on every rank its `data` (runs inside
-// the storage, sorted by offset, not overlapping another rank's). Then sizes
-// it to `file.file_size` or the end of the storage, whichever is more,
-// ready for H5Fopen. `covers` (the same on every rank): the ranks' `data`
-// fill the whole storage; otherwise (tensors HDF5 writes itself afterwards)
-// their storage is a hole in the write anyway, and rank 0 writes the
-// template's bytes without the zeros between them. `after_truncate` runs on
-// every rank once the file is empty, before the write (rank 0 reserves the
-// storage's blocks there). Throws the same Error(kIo) naming `path`, or
-// what `after_truncate` threw, on every rank.
+// Collective over `comm`: creates `path` (replacing any file there) with the
+// template's bytes, `file_size` long, ready for H5Fopen. Throws the same
+// Error(kIo) naming `path` on every rank.
 void write_template(const Comm& comm, const std::filesystem::path& path,
-                    const MpiInfo& hints, const FileTemplate& file,
-                    const std::vector<Extent>& storage,
-                    const std::vector<IoRun>& data, bool covers,
-                    const std::function<void()>& after_truncate);
+                    const MpiInfo& hints, const FileTemplate& file);
 
 }  // namespace floe::h5

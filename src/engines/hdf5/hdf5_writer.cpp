@@ -1,7 +1,6 @@
 #include "engines/hdf5/hdf5_writer.hpp"
 
 #include <algorithm>
-#include <iterator>
 #include <optional>
 
 #include "core/comm.hpp"
@@ -187,29 +186,26 @@ std::vector<std::uint64_t> template_offsets(
   return out;
 }
 
-// Local: where each tensor's storage lies, from the template instead of
-// asking HDF5.
-void place_from_template(const GlobalLayout& layout, const FileTemplate& templ,
-                         std::vector<TensorWrite>& writes) {
-  for (std::size_t t = 0; t < writes.size(); ++t) {
-    const std::uint64_t offset = templ.tensor_offsets[t];
-    const haddr_t address = layout.tensors[t].spec.nbytes() > 0 && offset != kNoStorage
-                                ? offset
-                                : HADDR_UNDEF;
-    (writes[t].batched ? writes[t].offset : writes[t].storage) = address;
-  }
-}
-
 // Collective (metadata operations are): opens every tensor's dataset that
-// takes collective H5Dwrites, in layout order.
+// takes collective H5Dwrites, in layout order, and sets where each tensor's
+// storage lies from the template instead of asking HDF5.
 void open_tensors(hid_t file, const GlobalLayout& layout,
-                  std::vector<TensorWrite>& writes, const std::string& file_text) {
+                  const FileTemplate& templ, std::vector<TensorWrite>& writes,
+                  const std::string& file_text) {
   for (std::size_t t = 0; t < writes.size(); ++t) {
-    if (writes[t].batched) continue;
-    const std::string path = dataset_path(layout.tensors[t].spec);
-    writes[t].dataset =
-        Dataset(check_id(H5Dopen2(file, path.c_str(), H5P_DEFAULT),
-                         "H5Dopen2 (" + where_of(path, file_text) + ")"));
+    const TensorSpec& spec = layout.tensors[t].spec;
+    TensorWrite& w = writes[t];
+    const std::uint64_t offset = templ.tensor_offsets[t];
+    const haddr_t address =
+        spec.nbytes() > 0 && offset != kNoStorage ? offset : HADDR_UNDEF;
+    if (w.batched) {
+      w.offset = address;
+      continue;
+    }
+    w.storage = address;
+    const std::string path = dataset_path(spec);
+    w.dataset = Dataset(check_id(H5Dopen2(file, path.c_str(), H5P_DEFAULT),
+                                 "H5Dopen2 (" + where_of(path, file_text) + ")"));
   }
 }
 
@@ -247,80 +243,41 @@ struct FileWrite {
 
 // What the tensors' phase leaves for the batched write and the manifest.
 struct TensorData {
-  std::vector<TensorWrite> writes;  // this rank's side of every tensor's transfers
-  Plist dxpl;  // of the collective H5Dwrites
   std::vector<IoRun> batch;  // this rank's runs of the batched write
   std::uint64_t batched = 0;  // tensors in the batched write
   std::vector<std::optional<std::uint64_t>> storage;  // storage_offsets()
 };
 
 // Collective, each phase agreed on once: prepares this rank's side of every
-// tensor's transfers (local), `place`s their datasets (creates them, or
-// sets where their storage lies), lists the batched write's runs
-// (`add_runs` adds more).
+// tensor's transfers (local), `place`s their datasets (creates or opens
+// them, setting where their storage lies), lists the batched write's runs
+// (`add_runs` adds more), reserves the storage and makes every tensor's
+// collective writes.
 template <typename Place, typename AddRuns>
-TensorData plan_tensor_data(const FileWrite& job, TypeCache& types, Place&& place,
-                            AddRuns&& add_runs) {
+TensorData write_tensor_data(const FileWrite& job, Place&& place, AddRuns&& add_runs,
+                             TransferStats& stats) {
   const Comm& comm = job.comm;
   const GlobalLayout& layout = job.ctx.layout;
+  TypeCache types;
+  std::vector<TensorWrite> writes;
+  Plist dxpl;
+  collectively(comm, [&] {
+    dxpl = collective_dxpl();
+    writes = prepare_tensors(layout, job.plans, types, job.file_text);
+  });
+  collectively(comm, [&] { place(writes); });
   TensorData out;
   collectively(comm, [&] {
-    out.dxpl = collective_dxpl();
-    out.writes = prepare_tensors(layout, job.plans, types, job.file_text);
-  });
-  collectively(comm, [&] { place(out.writes); });
-  collectively(comm, [&] {
-    out.batch = batch_runs(batch_pieces(layout, job.plans, out.writes));
+    out.batch = batch_runs(batch_pieces(layout, job.plans, writes));
     add_runs(out.batch);
-    for (const TensorWrite& w : out.writes) out.batched += w.offset != HADDR_UNDEF;
-    out.storage = storage_offsets(layout, out.writes);
+    for (const TensorWrite& w : writes) out.batched += w.offset != HADDR_UNDEF;
+    out.storage = storage_offsets(layout, writes);
   });
-  return out;
-}
-
-// Collective: every tensor's collective H5Dwrites (the batched ones have
-// none), agreed on once.
-void write_tensor_data(const FileWrite& job, TensorData& data, TransferStats& stats) {
+  collectively(comm, [&] { reserve_storage(job.ctx, job.path, out.storage); });
   EarlyWriteback writeback(job.path);
-  agree_on_error(job.comm, write_tensors(job.ctx.layout, data.writes, data.dxpl.get(),
-                                         job.file_text, writeback, stats));
-}
-
-// Rank 0's runs of a full save's batched write, `batch` on the other ranks.
-// The batch covers the small tensors' storage only, and ROMIO reads back
-// every collective buffer around a hole (the metadata blocks between the
-// tensors: 256 MiB read back and rewritten in 512 KiB pieces at 1 rank, 1
-// GiB in 20,000 tensors). So rank 0 also writes again what the closed file
-// holds outside every tensor's storage (metadata, blobs, zeros: read back
-// from the page cache, as structure_runs() takes it), and where every
-// tensor is small the write has no hole. Only then: with large tensors,
-// whose storage stays a hole, more of the file's collective buffers would
-// be read back (the padding between them is written too). When those bytes
-// cannot be read or exceed kMaxTemplateBytes, the batch alone (only
-// slower). `kept` and `zeros` hold what rank 0's runs point into.
-std::vector<IoRun> with_bytes_outside_tensors(
-    const FileWrite& job, const std::vector<std::optional<std::uint64_t>>& storage,
-    const std::vector<IoRun>& batch, FileBytes& kept, std::vector<char>& zeros) {
-  if (job.comm.rank() != 0) return batch;
-  std::vector<Extent> tensors;
-  for (std::size_t t = 0; t < storage.size(); ++t) {
-    const TensorSpec& spec = job.ctx.layout.tensors[t].spec;
-    if (spec.nbytes() == 0) continue;
-    if (!storage[t] || !is_batched(spec, job.options)) return batch;
-    tensors.push_back({*storage[t], *storage[t] + spec.nbytes()});
-  }
-  tensors = merge_extents(std::move(tensors));
-  auto bytes = bytes_outside(job.path, tensors, kMaxTemplateBytes);
-  if (!bytes) return batch;
-  kept = std::move(*bytes);
-  zeros.assign(1 << 20, 0);
-  const std::vector<IoRun> outside = structure_runs(kept.image, tensors, kept.size, zeros);
-  std::vector<IoRun> runs;
-  runs.reserve(outside.size() + batch.size());
-  std::merge(outside.begin(), outside.end(), batch.begin(), batch.end(),
-             std::back_inserter(runs),
-             [](const IoRun& a, const IoRun& b) { return a.offset < b.offset; });
-  return runs;
+  agree_on_error(comm, write_tensors(layout, writes, dxpl.get(), job.file_text,
+                                     writeback, stats));
+  return out;
 }
 
 std::vector<std::optional<std::uint64_t>> write_in_full(
@@ -341,15 +298,11 @@ std::vector<std::optional<std::uint64_t>> write_in_full(
   });
   // Phases, each agreed on once: prepare the transfers (local), create every
   // dataset, write every tensor, then the blobs.
-  TypeCache types;
-  TensorData data = plan_tensor_data(
-      job, types,
-      [&](std::vector<TensorWrite>& writes) {
+  TensorData data = write_tensor_data(
+      job, [&](std::vector<TensorWrite>& writes) {
         create_tensors(file.get(), lists, ctx.layout, writes, file_text);
       },
-      [](std::vector<IoRun>&) {});
-  collectively(comm, [&] { reserve_storage(ctx, job.path, data.storage); });
-  write_tensor_data(job, data, stats);
+      [](std::vector<IoRun>&) {}, stats);
   blob_offsets =
       write_blobs(comm, file.get(), lists, job.reports, ctx.state, file_text);
   collectively(comm, [&] {
@@ -361,60 +314,37 @@ std::vector<std::optional<std::uint64_t>> write_in_full(
     file.close("H5Fclose " + file_text);
   });
   if (data.batched > 0) {
-    FileBytes kept;  // what rank 0's runs point into
-    std::vector<char> zeros;
-    write_batch(comm, job.path, job.options,
-                with_bytes_outside_tensors(job, data.storage, data.batch, kept, zeros));
+    write_batch(comm, job.path, job.options, data.batch);
     stats.batched += data.batched;
   }
   return data.storage;
 }
 
-// The template's bytes instead of H5Fcreate and every dataset's creation,
-// written with the small tensors and the blobs (at the template's
-// addresses) in one collective write that leaves no holes when every
-// tensor is small; then HDF5 opens the file to rewrite the metadata and
-// scalars and to make the large tensors' collective writes, and flushes it
-// (the flush syncs: the data is durable).
+// The template's bytes instead of H5Fcreate and every dataset's creation;
+// HDF5 opens the file to rewrite the metadata and scalars and to make the
+// large tensors' collective writes; the small tensors and the blobs go into
+// the batched write at the template's addresses, which also syncs.
 std::vector<std::optional<std::uint64_t>> write_from_template(
     const FileWrite& job, const FileTemplate& templ, TransferStats& stats) {
   const SaveContext& ctx = job.ctx;
   const Comm& comm = job.comm;
   const std::string& file_text = job.file_text;
-  TypeCache types;
-  TensorData data = plan_tensor_data(
-      job, types,
-      [&](std::vector<TensorWrite>& writes) {
-        place_from_template(ctx.layout, templ, writes);
-      },
-      [&](std::vector<IoRun>& batch) {
-        add_blob_runs(comm, job.reports, ctx.state, templ, batch);
-      });
-  // The template was captured with every address known.
-  const auto storage = storage_extents(ctx.layout, job.reports,
-                                       templ.tensor_offsets, templ.blob_offsets);
-  if (!storage) {
-    throw Error(ErrorCode::kInternal,
-                "the template of " + file_text + " lacks a storage address");
-  }
-  // Whether the batch fills every tensor's storage (no tensor is left to
-  // HDF5): then the write covers the file.
-  std::uint64_t with_bytes = 0;
-  for (const auto& tensor : ctx.layout.tensors) with_bytes += tensor.spec.nbytes() > 0;
-  write_template(comm, job.path, write_hints(job.options), templ, *storage,
-                 data.batch, data.batched == with_bytes,
-                 [&] { reserve_storage(ctx, job.path, data.storage); });
+  write_template(comm, job.path, write_hints(job.options), templ);
   File file;
   collectively(comm, [&] {
     file = open_file_to_write(job.path, ctx.comm, job.options);
     rewrite_root_attributes(file.get(), job.reports[0], file_text);
-    open_tensors(file.get(), ctx.layout, data.writes, file_text);
   });
-  write_tensor_data(job, data, stats);
-  collectively(comm, [&] {
-    check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "H5Fflush " + file_text);
-    file.close("H5Fclose " + file_text);
-  });
+  TensorData data = write_tensor_data(
+      job, [&](std::vector<TensorWrite>& writes) {
+        open_tensors(file.get(), ctx.layout, templ, writes, file_text);
+      },
+      [&](std::vector<IoRun>& batch) {
+        add_blob_runs(comm, job.reports, ctx.state, templ, batch);
+      },
+      stats);
+  collectively(comm, [&] { file.close("H5Fclose " + file_text); });
+  write_batch(comm, job.path, job.options, data.batch);
   stats.batched += data.batched;
   return data.storage;
 }

@@ -63,7 +63,8 @@ class ReadAhead {
   // larger), so that load() hashes each chunk (wait_more) while it is in
   // cache instead of going over the whole shard again from memory once it
   // has arrived. 1, 2, 4 and 8 MiB loaded 1 GiB at 2 ranks alike within
-  // this VM's noise (page cache dropped; helper F's report, session 10).
+  // this VM's noise, page cache dropped (BENCHMARKS.md, "Hashing large
+  // pieces while they arrive").
   static constexpr std::uint64_t kChunkBytes = 2u << 20;
 
  private:

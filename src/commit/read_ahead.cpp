@@ -56,7 +56,7 @@ void ReadAhead::run() {
   std::vector<std::size_t> index;  // the manifest index of each request
   std::size_t t = 0;
   while (t < tensors_.size() && !stop_ && !error) {
-    if (shards_[t] && shards_[t]->nbytes() > kChunkBytes) {
+    if (shards_[t] && reads_in_chunks(shards_[t]->nbytes())) {
       bool read = false;
       try {
         read = read_in_chunks(t);
@@ -78,7 +78,7 @@ void ReadAhead::run() {
       TensorShard* shard = shards_[end];
       if (!shard) continue;
       const std::uint64_t nbytes = shard->nbytes();
-      if (nbytes > kChunkBytes) break;
+      if (reads_in_chunks(nbytes)) break;
       if (!batch.empty() && bytes + nbytes > kBatchBytes) break;
       const TensorRecord& record = tensors_[end];
       batch.push_back({&record, shard->region().boxes(record.spec.shape), shard->data()});

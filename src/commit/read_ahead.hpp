@@ -66,6 +66,11 @@ class ReadAhead {
   // this VM's noise, page cache dropped (BENCHMARKS.md, "Hashing large
   // pieces while they arrive").
   static constexpr std::uint64_t kChunkBytes = 2u << 20;
+  // Whether a shard of `nbytes` is read in chunks (wait_more() then
+  // reports it chunk by chunk): the one rule the thread and its caller use.
+  static constexpr bool reads_in_chunks(std::uint64_t nbytes) {
+    return nbytes > kChunkBytes;
+  }
 
  private:
   void run();

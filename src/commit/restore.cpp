@@ -317,7 +317,7 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
       TensorShard* shard = shards[t];
       std::optional<std::uint64_t> digest;  // of the shard, hashed as read
       if (ahead) {
-        if (verify && shard && shard->nbytes() > ReadAhead::kChunkBytes &&
+        if (verify && shard && ReadAhead::reads_in_chunks(shard->nbytes()) &&
             checks_inline(who[t], comm.rank())) {
           digest = hash_as_read(*ahead, t, *shard);
         }

@@ -144,6 +144,23 @@ struct DamagedLoad {
   std::string listing_before, listing_after;
 };
 
+// Collective: what every damaged load must give, on every rank: kCorrupt
+// with each of `parts` in its message, the same message on every rank, and
+// the checkpoint directory as it was before the load.
+::testing::AssertionResult refused_as_corrupt(const DamagedLoad& r,
+                                              std::initializer_list<std::string> parts) {
+  // same_on_all_ranks first: it is collective, so every rank calls it.
+  ::testing::AssertionResult same = same_on_all_ranks(r.caught.message);
+  ::testing::AssertionResult error = is_error(r.caught, ErrorCode::kCorrupt, parts);
+  if (!error) return error;
+  if (!same) return same;
+  if (r.listing_after != r.listing_before) {
+    return ::testing::AssertionFailure() << "the load changed the checkpoint directory:\n"
+                                         << r.listing_before << "-> now:\n" << r.listing_after;
+  }
+  return ::testing::AssertionSuccess();
+}
+
 // With `shrink`, the load's regions are no saved piece (build_state).
 // With `without_offsets`, the manifest is rewritten as Floe wrote it
 // before it recorded hdf5 storage offsets: the hdf5 reader then reads
@@ -180,11 +197,8 @@ TEST_P(LoadCheck, DamagedLargePieceIsFound) {
   run_within(std::chrono::seconds(600), [&] {
     const DamagedLoad r = load_damaged(GetParam(), {"large.e"});
     const std::string file = GetParam() == "mpiio" ? "data.bin" : "checkpoint.h5";
-    EXPECT_TRUE(is_error(r.caught, ErrorCode::kCorrupt,
-                         {"checksum mismatch in " + file, "\"model/large.e\"",
-                          "written by rank 0"}));
-    EXPECT_TRUE(same_on_all_ranks(r.caught.message));
-    EXPECT_EQ(r.listing_after, r.listing_before);
+    EXPECT_TRUE(refused_as_corrupt(
+        r, {"checksum mismatch in " + file, "\"model/large.e\"", "written by rank 0"}));
   });
 }
 
@@ -194,10 +208,8 @@ TEST_P(LoadCheck, DamageInALargePiecesLastByteIsFound) {
   run_within(std::chrono::seconds(600), [&] {
     const std::uint64_t last = kLargeRows * kCols * sizeof(float) - 1;
     const DamagedLoad r = load_damaged(GetParam(), {"large.c"}, last);
-    EXPECT_TRUE(is_error(r.caught, ErrorCode::kCorrupt,
-                         {"checksum mismatch in", "\"model/large.c\"", "written by rank 0"}));
-    EXPECT_TRUE(same_on_all_ranks(r.caught.message));
-    EXPECT_EQ(r.listing_after, r.listing_before);
+    EXPECT_TRUE(refused_as_corrupt(
+        r, {"checksum mismatch in", "\"model/large.c\"", "written by rank 0"}));
   });
 }
 
@@ -210,13 +222,11 @@ TEST_P(LoadCheck, DamageInAnyChunkOfAPieceReadInChunksIsFound) {
     for (const std::uint64_t at : {std::uint64_t{0}, ReadAhead::kChunkBytes + 5,
                                    kChunkedBytes - 1}) {
       const DamagedLoad r = load_damaged(GetParam(), {"chunked.f"}, at);
-      EXPECT_TRUE(is_error(r.caught, ErrorCode::kCorrupt,
-                           {"checksum mismatch in " + file, "\"model/chunked.f\"",
-                            "(piece ", "written by rank 0"}))
+      EXPECT_TRUE(refused_as_corrupt(
+          r, {"checksum mismatch in " + file, "\"model/chunked.f\"", "(piece ",
+              "written by rank 0"}))
           << "byte " << at;
       EXPECT_EQ(r.caught.message.find("more)"), std::string::npos) << r.caught.message;
-      EXPECT_TRUE(same_on_all_ranks(r.caught.message));
-      EXPECT_EQ(r.listing_after, r.listing_before);
     }
   });
 }
@@ -239,10 +249,8 @@ TEST_P(LoadCheck, ALoadOfOtherRegionsStillChecksEveryPiece) {
     EXPECT_GT(fresh.state().find(key_of("chunked.f"))->nbytes(), ReadAhead::kChunkBytes);
 
     const DamagedLoad r = load_damaged(GetParam(), {"chunked.f"}, kChunkedBytes - 1, kShrink);
-    EXPECT_TRUE(is_error(r.caught, ErrorCode::kCorrupt,
-                         {"checksum mismatch in", "\"model/chunked.f\"", "written by rank 0"}));
-    EXPECT_TRUE(same_on_all_ranks(r.caught.message));
-    EXPECT_EQ(r.listing_after, r.listing_before);
+    EXPECT_TRUE(refused_as_corrupt(
+        r, {"checksum mismatch in", "\"model/chunked.f\"", "written by rank 0"}));
   });
 }
 
@@ -254,12 +262,10 @@ TEST(LoadCheckWithoutReadAhead, TheCheckerThreadFindsDamagedLargePieces) {
     for (const auto& [name, at] : std::vector<std::pair<std::string, std::uint64_t>>{
              {"large.c", 0}, {"chunked.f", kChunkedBytes - 1}}) {
       const DamagedLoad r = load_damaged("hdf5", {name}, at, 0, /*without_offsets=*/true);
-      EXPECT_TRUE(is_error(r.caught, ErrorCode::kCorrupt,
-                           {"checksum mismatch in checkpoint.h5", "\"model/" + name + "\"",
-                            "written by rank 0"}))
+      EXPECT_TRUE(refused_as_corrupt(
+          r, {"checksum mismatch in checkpoint.h5", "\"model/" + name + "\"",
+              "written by rank 0"}))
           << name;
-      EXPECT_TRUE(same_on_all_ranks(r.caught.message));
-      EXPECT_EQ(r.listing_after, r.listing_before);
     }
   });
 }

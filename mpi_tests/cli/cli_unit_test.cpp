@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "cli/bench/timing.hpp"
 #include "cli/chunk_plan.hpp"
 #include "cli/diff_values.hpp"
 
@@ -33,6 +34,21 @@ void expect_tiles(const Shape& shape, std::size_t element,
     }
   }
   EXPECT_EQ(next, num_elements(shape));
+}
+
+TEST(BenchTiming, OrderBalancedCancelsAnAlternatingFactor) {
+  using floe::bench::order_balanced;
+  // A load at 0.9 of raw whose second reader is 1.5x faster: even
+  // repetitions (raw first) show 0.9 * 1.5, odd ones 0.9 / 1.5.
+  const double k = 1.5, truth = 0.9;
+  EXPECT_NEAR(order_balanced({truth * k, truth / k, truth * k, truth / k}), truth, 1e-12);
+  // The median of the pairs ignores one disturbed pair.
+  EXPECT_NEAR(order_balanced({truth * k, truth / k, 5.0, 5.0, truth * k, truth / k}), truth,
+              1e-12);
+  // A last unpaired repetition is left out, unless it is the only one.
+  EXPECT_NEAR(order_balanced({0.5, 2.0, 7.0}), 1.0, 1e-12);
+  EXPECT_DOUBLE_EQ(order_balanced({0.8}), 0.8);
+  EXPECT_DOUBLE_EQ(order_balanced({}), 0.0);
 }
 
 TEST(ChunkPlan, TilesEveryShapeInRowMajorOrder) {

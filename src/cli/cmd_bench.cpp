@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -262,6 +263,7 @@ int run_bench(const std::vector<std::string>& args) {
   out() << "\n" << size << " ranks, " << total / 1e9 << " GB in " << count
         << " tensors, " << repeat << " repetitions, MPI-IO component: "
         << (io ? io : "default") << "\n" << row;
+  std::string paired_lines;  // printed after the table
   for (const auto& s : samples) {
     const double m = median(s.seconds);
     std::string baseline;
@@ -287,11 +289,26 @@ int run_bench(const std::vector<std::string>& args) {
       }
       report["results"].back()["paired_vs_raw"] = pairs;
       report["results"].back()["paired_vs_raw_median"] = median(pairs);
+      report["results"].back()["paired_vs_raw_balanced"] = bench::order_balanced(pairs);
+      char line[120];
+      std::snprintf(line, sizeof line, "%-12s read vs %s, paired per repetition:", s.engine.c_str(),
+                    baseline.c_str());
+      paired_lines += line;
+      for (const double p : pairs) {
+        std::snprintf(line, sizeof line, " %.2f", p);
+        paired_lines += line;
+      }
+      std::snprintf(line, sizeof line, "; order-balanced %.3f\n", bench::order_balanced(pairs));
+      paired_lines += line;
     }
   }
   if (!checkpoint_bytes.empty()) {
     out() << "reads: an engine's \"vs raw\" is against raw@<engine>, a raw read of that "
-             "checkpoint's own files\n";
+             "checkpoint's own files\n"
+          << paired_lines
+          << "(raw@ reads just before the load in odd-numbered repetitions, just after it in "
+             "even ones; order-balanced: the median over pairs of repetitions of the geometric "
+             "mean of the pair)\n";
   }
   if (vm->count("json") && rank == 0) {
     std::ofstream((*vm)["json"].as<std::string>()) << report.dump(1) << "\n";

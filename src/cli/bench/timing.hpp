@@ -1,10 +1,12 @@
 // What every `floe bench` mode measures with: the slowest rank's time of a
-// step between barriers, and the median of repetitions.
+// step between barriers, the median of repetitions, and an order-balanced
+// summary of paired ratios.
 #pragma once
 
 #include <mpi.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 namespace floe::bench {
@@ -28,6 +30,23 @@ inline double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const std::size_t n = v.size();
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// Per-repetition ratios `pairs` of two operations timed back to back in an
+// order that alternates (B then A in even repetitions, A then B in odd
+// ones), summarised so that the order cancels: the geometric mean of each
+// even/odd pair, then the median of those. Where the second of two reads of
+// one file is faster whoever makes it (on a VM, the host's cache), the
+// even repetitions favour one side by about the factor the odd ones favour
+// the other, and the median of the raw pairs lands on either mode. A last
+// unpaired repetition is left out, unless it is the only one. 0 when empty.
+inline double order_balanced(const std::vector<double>& pairs) {
+  if (pairs.size() < 2) return pairs.empty() ? 0 : pairs.front();
+  std::vector<double> balanced;
+  for (std::size_t i = 0; i + 1 < pairs.size(); i += 2) {
+    balanced.push_back(std::sqrt(pairs[i] * pairs[i + 1]));
+  }
+  return median(balanced);
 }
 
 }  // namespace floe::bench

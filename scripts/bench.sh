@@ -6,12 +6,12 @@
 # Also, at each rank count: async save() blocking vs memcpy (floe bench
 # --async) and the peers (scripts/bench_peers.py: torch.save/load, h5py and
 # PyTorch DCP, with PyPI's torch in .venv-peers).
-# Usage: bash scripts/bench.sh [--no-install] [--size 1GiB] [--repeat 3]
+# Usage: bash scripts/bench.sh [--no-install] [--size 1GiB] [--repeat 4]
 #        [--ranks "1 2 4"] [--dir SCRATCH]   (results: $BENCH_OUT, default bench-results/)
 set -euo pipefail
 FLOE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${FLOE_ROOT}"
-install=install size=1GiB repeat=3 ranks="1 2 4" scratch=/tmp/floe-bench
+install=install size=1GiB repeat=4 ranks="1 2 4" scratch=/tmp/floe-bench
 while (($#)); do
   case "$1" in
     --no-install) install=no-install ;;

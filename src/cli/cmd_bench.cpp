@@ -74,7 +74,9 @@ int run_bench(const std::vector<std::string>& args) {
       ("dir", po::value<std::string>()->required(), "scratch directory (emptied)")
       ("size", po::value<std::string>()->default_value("1GiB"), "total state size")
       ("tensors", po::value<std::uint64_t>()->default_value(16), "number of tensors")
-      ("repeat", po::value<int>()->default_value(3), "repetitions (medians reported)")
+      ("repeat", po::value<int>()->default_value(4),
+       "repetitions (medians reported; a multiple of the rows rotated, and even, so "
+       "each load's raw@ read comes before it as often as after)")
       ("engines", po::value<std::string>()->default_value("hdf5,mpiio"),
        "comma-separated engines to measure")
       ("async", "measure how long an async save() blocks, against a memcpy of "
@@ -104,6 +106,22 @@ int run_bench(const std::vector<std::string>& args) {
   std::vector<std::string> engines;
   std::stringstream list((*vm)["engines"].as<std::string>());
   for (std::string e; std::getline(list, e, ',');) engines.push_back(e);
+  // Checked before --dir is emptied: a typo must not cost the directory.
+  const std::vector<EngineInfo> known = list_engines();
+  std::string resumable;
+  for (const auto& info : known) {
+    if (info.resumable) resumable += (resumable.empty() ? "" : ", ") + info.name;
+  }
+  for (const auto& e : engines) {
+    const auto it = std::find_if(known.begin(), known.end(),
+                                 [&](const EngineInfo& info) { return info.name == e; });
+    if (it == known.end() || !it->resumable) {
+      throw UsageError("--engines: '" + e + "' is not " +
+                       (it == known.end() ? "a registered engine" : "a resumable engine") +
+                       " (engines that save and load: " + resumable + ")");
+    }
+  }
+  if (engines.empty()) throw UsageError("--engines: no engine named (" + resumable + ")");
 
   if (rank == 0) {
     std::filesystem::remove_all(dir);

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# CTest `floe_bench`: `floe bench` in its three modes at 2 ranks on a small
+# state, and that what it reports holds together: every row of the table,
+# one time per repetition, medians of those times, each load paired with
+# the raw read of its own checkpoint (per repetition and order-balanced),
+# and bad arguments refused. Timings themselves are not checked: they
+# belong in BENCHMARKS.md, not in a test.
+#
+# Usage: check_floe_bench.sh FLOE MPIEXEC PYTHON3 WORKDIR
+set -euo pipefail
+(($# == 4)) || { echo "usage: $0 FLOE MPIEXEC PYTHON3 WORKDIR" >&2; exit 2; }
+floe="$1" mpiexec="$2" python="$3" work="$4"
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+expect() {
+  grep -Eq -- "$3" <<<"$2" || { printf '%s\n' "$2" >&2; fail "$1: no line matches '$3'"; }
+}
+rm -rf "${work}"
+mkdir -p "${work}"
+
+# check_json MODE FILE: the JSON's structure and arithmetic, per mode.
+check_json() {
+  "${python}" - "$1" "$2" <<'EOF'
+import json, math, statistics, sys
+
+mode, path = sys.argv[1], sys.argv[2]
+d = json.load(open(path))
+problems = []
+def check(ok, what):
+    if not ok:
+        problems.append(what)
+
+check(d["ranks"] == 2 and d["repeat"] == 2 and d["tensors"] == 8, "header: %r" % d)
+check(d["bytes"] == 4 << 20, "bytes %r" % d["bytes"])
+rows = {(r.get("engine"), r["op"]): r for r in d["results"]}
+for key, r in rows.items():
+    times = r["all_s"]
+    check(len(times) == 2 and all(t > 0 for t in times), "%s: times %r" % (key, times))
+    check(math.isclose(r["median_s"], statistics.median(times)), "%s: median" % (key,))
+if mode == "io":
+    want = {("raw", "write"), ("rewrite", "write"), ("hdf5", "write"), ("mpiio", "write"),
+            ("raw", "read"), ("raw@hdf5", "read"), ("hdf5", "read"),
+            ("raw@mpiio", "read"), ("mpiio", "read")}
+    check(set(rows) == want, "rows %r" % sorted(rows))
+    for engine in ("hdf5", "mpiio"):
+        load, raw = rows[(engine, "read")], rows[("raw@" + engine, "read")]
+        check(load["baseline"] == "raw@" + engine, engine + ": baseline " + load["baseline"])
+        # raw@ reads every byte of the checkpoint, the load the state's.
+        check(raw["bytes"] > load["bytes"], engine + ": raw@ bytes %r" % raw["bytes"])
+        scale = load["bytes"] / raw["bytes"]
+        pairs = [b * scale / a for a, b in zip(load["all_s"], raw["all_s"])]
+        got = load["paired_vs_raw"]
+        check(len(got) == 2 and all(math.isclose(x, y) for x, y in zip(got, pairs)),
+              engine + ": paired %r, want %r" % (got, pairs))
+        check(math.isclose(load["paired_vs_raw_balanced"], math.sqrt(pairs[0] * pairs[1])),
+              engine + ": balanced %r" % load["paired_vs_raw_balanced"])
+        check(math.isclose(load["throughput_vs_raw"],
+                           raw["median_s"] * scale / load["median_s"]),
+              engine + ": vs raw@")
+elif mode == "async":
+    check({k[0] for k in rows} == {"hdf5", "mpiio"}, "rows %r" % sorted(rows))
+    check(len(d["memcpy_all_s"]) == 2 and d["memcpy_median_s"] > 0, "memcpy")
+    for r in d["results"]:
+        check(r["op"] == "async_save_blocking" and len(r["wait_all_s"]) == 2,
+              "async row %r" % r)
+        check(math.isclose(r["vs_memcpy"], r["median_s"] / d["memcpy_median_s"]),
+              "vs_memcpy of " + r["engine"])
+elif mode == "export":
+    ops = {r["op"] for r in d["results"]}
+    for op in ("raw write", "raw read", "export_hf", "hf engine save", "export-hf"):
+        check(op in ops, "no row " + op)
+    check(len(d["memory"]) == 2, "memory rows %r" % d["memory"])
+if problems:
+    print("\n".join(problems))
+    sys.exit(1)
+EOF
+}
+
+run() {  # run NAME ARGS...: floe bench at 2 ranks; prints its output
+  "${mpiexec}" -np 2 "${floe}" bench --dir "${work}/scratch" --size 4MiB --tensors 8 \
+    --repeat 2 "${@:2}" || fail "$1 exited $?"
+}
+
+out="$(run io --json "${work}/io.json")"
+printf '%s\n' "${out}"
+expect io "${out}" '^raw@hdf5 +read '
+expect io "${out}" '^mpiio +read '
+expect io "${out}" '^hdf5 +read vs raw@hdf5, paired per repetition: [0-9.]+ [0-9.]+; order-balanced [0-9.]+$'
+check_json io "${work}/io.json" || fail "io JSON"
+
+out="$(run async --async --json "${work}/async.json")"
+expect async "${out}" '^mpiio save\(\) '
+check_json async "${work}/async.json" || fail "async JSON"
+
+# --export and the hf engine exist only in builds with the hf engine.
+has_hf=0
+"${floe}" --list-engines | grep -Eq '^hf ' && has_hf=1
+if ((has_hf)); then
+  out="$(run export --export --json "${work}/export.json")"
+  expect export "${out}" '^export-hf '
+  check_json export "${work}/export.json" || fail "export JSON"
+fi
+
+# Bad arguments: exit 2, a message naming the argument, and --dir (which a
+# run empties) left as it was.
+mkdir -p "${work}/keep"
+echo data >"${work}/keep/precious"
+bad_args() {  # bad_args PATTERN ARGS...
+  set +e
+  err="$("${floe}" bench --dir "${work}/keep" --size 1MiB "${@:2}" 2>&1)"
+  rc=$?
+  set -e
+  ((rc == 2)) || fail "bench $*: exited ${rc}, want 2: ${err}"
+  expect "bench ${*:2}" "${err}" "$1"
+  [[ "$(cat "${work}/keep/precious")" == data ]] || fail "bench ${*:2} touched --dir"
+}
+bad_args 'repeat must be > 0' --repeat 0
+bad_args 'tensors and --repeat must be > 0' --tensors 0
+bad_args "--engines: 'nosuch' is not a registered engine \\(engines that save and load: hdf5, mpiio" \
+  --engines hdf5,nosuch
+((has_hf)) && bad_args "--engines: 'hf' is not a resumable engine" --engines hf
+bad_args '--engines: no engine named' --engines ''
+echo PASS

@@ -70,4 +70,6 @@ floe_phase "bench: 2 ranks, 20000 small tensors"
 "${mpi[@]}" -np 2 "${floe}" bench --dir "${scratch}" --size 20MiB --tensors 20000 \
   --repeat 1 --json "${out}/small_np2.json"
 rm -rf "${scratch}"
-floe_phase "done: results in ${out}"
+# The tables BENCHMARKS.md records, from every JSON above.
+python3 scripts/bench_summary.py "${out}"/*.json >"${out}/summary.md"
+floe_phase "done: results in ${out}, tables in ${out}/summary.md"

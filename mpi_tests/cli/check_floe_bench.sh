@@ -101,6 +101,16 @@ if ((has_hf)); then
   check_json export "${work}/export.json" || fail "export JSON"
 fi
 
+# scripts/bench_summary.py turns the JSON into BENCHMARKS.md's tables.
+summary="$(dirname "$0")/../../scripts/bench_summary.py"
+jsons=("${work}/io.json" "${work}/async.json")
+((has_hf)) && jsons+=("${work}/export.json")
+out="$("${python}" "${summary}" "${jsons[@]}")" || fail "bench_summary.py exited $?"
+printf '%s\n' "${out}"
+expect summary "${out}" '^### Save and load: 4 MiB in 8 tensors, medians of 2 repetitions$'
+expect summary "${out}" '^\| 2 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ / [0-9.]+ \|'
+expect summary "${out}" '^### Async save\(\) blocking: 4 MiB'
+
 # Bad arguments: exit 2, a message naming the argument, and --dir (which a
 # run empties) left as it was.
 mkdir -p "${work}/keep"

@@ -49,8 +49,8 @@ std::vector<IoRun> batch_runs(const std::vector<BatchPiece>& pieces) {
   for (const BatchPiece& piece : pieces) {
     const std::uint64_t element = piece.element_size;
     const auto* buffer = static_cast<const char*>(piece.buffer);
-    if (piece.boxes->size() == 1) {
-      const Box& box = piece.boxes->front();
+    if (piece.box_count == 1) {
+      const Box& box = piece.boxes[0];
       if (const auto start = contiguous_start(*piece.shape, box)) {
         const std::uint64_t n = box.elements();
         if (n > 0) {
@@ -61,7 +61,8 @@ std::vector<IoRun> batch_runs(const std::vector<BatchPiece>& pieces) {
     }
     const Box whole = full_box(*piece.shape);
     std::uint64_t at = 0;  // elements of the buffer before this box
-    for (const Box& box : *piece.boxes) {
+    for (std::size_t b = 0; b < piece.box_count; ++b) {
+      const Box& box = piece.boxes[b];
       for_each_overlap_run(whole, box, [&](std::uint64_t whole_at,
                                            std::uint64_t box_at,
                                            std::uint64_t n) {

@@ -35,9 +35,10 @@ struct BatchPiece {
   std::uint64_t offset = 0;  // of the tensor's contiguous storage in the file
   const Shape* shape = nullptr;    // the tensor's global shape
   std::uint64_t element_size = 0;  // bytes per element
-  // The piece's boxes (each a set of row-major runs of the tensor's
-  // storage), laid out one after the other in `buffer`.
-  const std::vector<Box>* boxes = nullptr;
+  // The piece's `box_count` boxes (each a set of row-major runs of the
+  // tensor's storage), laid out one after the other in `buffer`.
+  const Box* boxes = nullptr;
+  std::size_t box_count = 0;
   const void* buffer = nullptr;
 };
 

@@ -1,5 +1,6 @@
 #include "engines/hdf5/hdf5_rank_report.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <type_traits>
 #include <variant>
@@ -56,10 +57,12 @@ std::string encode(const RankReport& report) {
 RankReport decode(const std::string& bytes) {
   WireReader r(bytes);
   RankReport report;
-  for (std::uint64_t n = r.u64(); n > 0; --n) {
+  const std::uint64_t pieces = r.u64();
+  // Not trusted for the reservation: each piece takes 16 bytes.
+  report.piece_xxh3.reserve(std::min<std::uint64_t>(pieces, bytes.size() / 16));
+  for (std::uint64_t n = pieces; n > 0; --n) {
     const std::uint64_t index = r.u64();
-    // Encoded in ascending order: the hint makes each insert O(1).
-    report.piece_xxh3.emplace_hint(report.piece_xxh3.end(), index, r.u64());
+    report.piece_xxh3.emplace_back(index, r.u64());
   }
   for (std::uint64_t n = r.u64(); n > 0; --n) {
     RankReport::Blob blob;
@@ -97,9 +100,8 @@ RankReport local_report(const SaveContext& ctx) {
     for (const Piece& piece : tensors[t].pieces) {
       if (piece.rank != ctx.rank || !piece.writer) continue;
       const TensorShard& shard = shard_of(ctx.state, tensors[t].spec, t);
-      // Tensors in ascending order: the hint makes each insert O(1).
-      report.piece_xxh3.emplace_hint(report.piece_xxh3.end(), t,
-                                     xxh3_64(shard.data(), shard.nbytes()));
+      // Tensors in ascending order, as RankReport keeps them.
+      report.piece_xxh3.emplace_back(t, xxh3_64(shard.data(), shard.nbytes()));
     }
   }
   for (const auto& [name, bytes] : ctx.state.blobs()) {

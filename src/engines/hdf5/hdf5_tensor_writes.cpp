@@ -58,11 +58,17 @@ std::vector<TensorPlan> plan_writes(const SaveContext& ctx,
     TensorPlan plan;
     if (is_batched(spec, options)) {
       plan.batched = true;
-      for (const Piece* piece : tensor.writers()) {
-        if (piece->rank != ctx.rank) continue;
+      for (const Piece& piece : tensor.pieces) {
+        if (!piece.writer || piece.rank != ctx.rank) continue;
         plan.buffer =
             const_cast<std::byte*>(shard_of(ctx.state, spec, t).data());
-        plan.batch_boxes = piece->region.boxes(spec.shape);
+        if (piece.region.kind() == Region::Kind::kBox) {
+          plan.batch_box = &piece.region.as_box();
+          plan.batch_boxes.clear();
+        } else {
+          plan.batch_box = nullptr;
+          plan.batch_boxes = piece.region.boxes(spec.shape);
+        }
       }
       plans.push_back(std::move(plan));
       continue;
@@ -154,13 +160,14 @@ std::vector<BatchPiece> batch_pieces(const GlobalLayout& layout,
   std::vector<BatchPiece> pieces;
   for (std::size_t t = 0; t < plans.size(); ++t) {
     const TensorPlan& plan = plans[t];
-    if (!plan.batched || plan.batch_boxes.empty() ||
-        writes[t].offset == HADDR_UNDEF) {
+    const Box* boxes = plan.batch_box ? plan.batch_box : plan.batch_boxes.data();
+    const std::size_t count = plan.batch_box ? 1 : plan.batch_boxes.size();
+    if (!plan.batched || count == 0 || writes[t].offset == HADDR_UNDEF) {
       continue;
     }
     const TensorSpec& spec = layout.tensors[t].spec;
     pieces.push_back(BatchPiece{writes[t].offset, &spec.shape,
-                                dtype_size(spec.dtype), &plan.batch_boxes,
+                                dtype_size(spec.dtype), boxes, count,
                                 plan.buffer});
   }
   return pieces;

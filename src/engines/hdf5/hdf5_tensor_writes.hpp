@@ -34,6 +34,10 @@ struct TensorPlan {
   // A small tensor: no H5Dwrite; this rank's piece (its boxes, in buffer
   // order) goes into the one batched write instead.
   bool batched = false;
+  // A piece that is one box (the usual kind): that box, in the layout
+  // (which outlives the plan), with no copy; Region::boxes' list of one
+  // box cost three allocations a tensor. Else its boxes, in `batch_boxes`.
+  const Box* batch_box = nullptr;
   std::vector<Box> batch_boxes;
 };
 

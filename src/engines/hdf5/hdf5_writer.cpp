@@ -137,24 +137,28 @@ WriteResult make_result(const GlobalLayout& layout,
                         const Hdf5Options& options) {
   WriteResult out;
   out.tensors.reserve(layout.tensors.size());
+  // Each rank's checksums are in ascending tensor order (RankReport) and
+  // the tensors are visited in that order: by rank, the first checksum not
+  // yet passed.
+  std::vector<std::size_t> next(reports.size(), 0);
   for (std::size_t t = 0; t < layout.tensors.size(); ++t) {
     const TensorLayout& tensor = layout.tensors[t];
     TensorRecord record{tensor.spec, dataset_path(tensor.spec), {}, storage[t]};
-    const std::vector<const Piece*> writers = tensor.writers();
-    record.pieces.reserve(writers.size());
-    for (const Piece* piece : writers) {
-      const auto& sums = reports[piece->rank].piece_xxh3;
-      const auto it = sums.find(t);
-      if (it == sums.end()) {
+    const std::uint64_t element = dtype_size(tensor.spec.dtype);
+    for (const Piece& piece : tensor.pieces) {
+      if (!piece.writer) continue;
+      const auto& sums = reports[piece.rank].piece_xxh3;
+      std::size_t& at = next[piece.rank];
+      while (at < sums.size() && sums[at].first < t) ++at;
+      if (at == sums.size() || sums[at].first != t) {
         throw Error(ErrorCode::kInternal,
-                    "rank " + std::to_string(piece->rank) +
+                    "rank " + std::to_string(piece.rank) +
                         " sent no checksum for tensor \"" + tensor.spec.key() +
                         "\"");
       }
-      record.pieces.push_back(
-          PieceRecord{piece->rank, piece->region, kFileName, 0,
-                      piece->region.elements() * dtype_size(tensor.spec.dtype),
-                      it->second});
+      record.pieces.push_back(PieceRecord{piece.rank, piece.region, kFileName,
+                                          0, piece.region.elements() * element,
+                                          sums[at].second});
     }
     out.tensors.push_back(std::move(record));
   }

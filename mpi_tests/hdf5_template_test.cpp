@@ -7,8 +7,10 @@
 #include <fstream>
 
 #include "engines/hdf5/h5_types.hpp"
+#include "engines/hdf5/hdf5_loaded_template.hpp"
 #include "floe/checkpoint.hpp"
 #include "hdf5_test_support.hpp"
+#include "io/checksum.hpp"
 #include "io/faulty_file_system.hpp"
 
 namespace floe::test {
@@ -88,6 +90,69 @@ struct Loaded {
   SimpleTrainer trainer;
   Manifest manifest;
 };
+
+// The image hash a checkpoint's manifest should record (template_xxh3),
+// worked out here from the file alone as hdf5_template.hpp defines it: the
+// bytes outside every tensor's and blob's storage, cut at 4 KiB boundaries
+// of the file and where storage begins or ends; pieces all zero are left
+// out, the rest joined where they touch; each run hashed as its offset and
+// length (little-endian u64) and its bytes, then the file's size. Sets
+// `outside` to how many bytes lie outside the storage.
+std::uint64_t expected_image_xxh3(const fs::path& checkpoint,
+                                  const Manifest& manifest,
+                                  std::uint64_t& outside) {
+  const std::string file = slurp(checkpoint / "checkpoint.h5");
+  std::vector<bool> storage(file.size(), false);
+  const auto mark = [&](std::uint64_t offset, std::uint64_t bytes) {
+    for (std::uint64_t i = offset; i < offset + bytes; ++i)
+      storage.at(i) = true;
+  };
+  for (const TensorRecord& tensor : manifest.tensors) {
+    if (tensor.spec.nbytes() > 0)
+      mark(tensor.storage_offset.value(), tensor.spec.nbytes());
+  }
+  const nlohmann::json& blob_offsets =
+      manifest.engine_info.at(h5::kBlobOffsetsKey);
+  EXPECT_EQ(blob_offsets.size(), manifest.blobs.size());
+  for (std::size_t b = 0; b < manifest.blobs.size(); ++b) {
+    mark(blob_offsets.at(b).get<std::uint64_t>(), manifest.blobs[b].nbytes);
+  }
+  std::vector<std::pair<std::uint64_t, std::string>> runs;
+  outside = 0;
+  for (std::uint64_t at = 0; at < file.size();) {
+    if (storage[at]) {
+      ++at;
+      continue;
+    }
+    std::uint64_t end = at + 1;
+    while (end < file.size() && !storage[end] && end % 4096 != 0) ++end;
+    outside += end - at;
+    const std::string piece = file.substr(at, end - at);
+    if (piece.find_first_not_of('\0') != std::string::npos) {
+      if (!runs.empty() &&
+          runs.back().first + runs.back().second.size() == at) {
+        runs.back().second += piece;
+      } else {
+        runs.emplace_back(at, piece);
+      }
+    }
+    at = end;
+  }
+  Xxh3Stream hash;
+  const auto add_u64 = [&](std::uint64_t value) {
+    unsigned char bytes[8];
+    for (int i = 0; i < 8; ++i)
+      bytes[i] = static_cast<unsigned char>(value >> (8 * i));
+    hash.update(bytes, sizeof bytes);
+  };
+  for (const auto& [offset, bytes] : runs) {
+    add_u64(offset);
+    add_u64(bytes.size());
+    hash.update(bytes.data(), bytes.size());
+  }
+  add_u64(file.size());
+  return hash.digest();
+}
 
 TEST(Hdf5Template, LaterSaveOfTheSameStructureIsWrittenFromItAndLoadsExactly) {
   TempDir dir;
@@ -251,6 +316,37 @@ TEST(Hdf5Template, AFailedSaveLeavesCommittedCheckpointsAndTheTemplateUsable) {
   EXPECT_TRUE(s.reused());
   Loaded third(dir.path(), dir.path() / "global_step_3");
   EXPECT_TRUE(state_holds_expected(third.trainer.state()));
+}
+
+// The hash of the file's structure bytes that the manifest records (and
+// that the first save after a load compares with the file) is of exactly
+// the bytes hdf5_template.hpp names, in a file whose structure spans more
+// than one of the reads the image is made of (1 MiB), from the full save
+// and from the template.
+TEST(Hdf5Template, TheRecordedImageHashIsOfTheFilesStructureBytes) {
+  TempDir dir;
+  SimpleTrainer trainer;
+  build_template_state(trainer.state(), world_rank(), world_size(),
+                       Partition::kMixed, 4000);
+  auto engine = make_test_engine(trainer, "hdf5", dir.path());
+  for (std::int64_t step = 1; step <= 2; ++step) {
+    trainer.progress_now.global_step = step;
+    engine->save();
+    EXPECT_EQ(
+        dynamic_cast<const Hdf5Engine&>(*engine).last_save_reused_structure(),
+        step == 2);
+    const fs::path checkpoint =
+        dir.path() / ("global_step_" + std::to_string(step));
+    const Manifest manifest =
+        open_checkpoint(checkpoint, MPI_COMM_WORLD).manifest;
+    std::uint64_t outside = 0;
+    const std::uint64_t expected =
+        expected_image_xxh3(checkpoint, manifest, outside);
+    EXPECT_GT(outside, 1u << 20) << "step " << step;
+    EXPECT_EQ(manifest.engine_info.at(h5::kTemplateXxh3Key).get<std::string>(),
+              format_xxh3(expected))
+        << "step " << step;
+  }
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 #include "engines/hdf5/hdf5_template.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <exception>
+#include <memory>
 #include <utility>
 
 #include "engines/hdf5/hdf5_format.hpp"
@@ -14,6 +16,12 @@ namespace {
 // The unit in which the image keeps or drops bytes: a block of zeros is
 // left out (a new file reads zeros there).
 constexpr std::uint64_t kBlock = 4096;
+// The most bytes one pread brings in for the image (a multiple of kBlock).
+// One read per block was ~2,000 preadv calls for the 35 MB file of 20 MiB
+// in 20,000 tensors on every save from the template (file_image_xxh3),
+// and the byte-by-byte zero test ~600 instructions a tensor.
+constexpr std::uint64_t kReadChunk = 1ull << 20;
+static_assert(kReadChunk % kBlock == 0);
 
 struct Extent {
   std::uint64_t begin = 0, end = 0;
@@ -63,14 +71,24 @@ std::optional<std::vector<Extent>> storage_extents(
   return merged;
 }
 
+// Whether `n` bytes (at most kBlock) are all zero.
+bool all_zero(const char* bytes, std::uint64_t n) {
+  static const char kZeros[kBlock] = {};
+  return std::memcmp(bytes, kZeros, n) == 0;
+}
+
 // Rank 0: the non-zero blocks of `file` outside `storage`, or nothing when
-// they would exceed `max_bytes`.
+// they would exceed `max_bytes`. The bytes come in chunks of up to
+// kReadChunk between storage extents, ending on block boundaries, and are
+// kept or dropped block by block as they would be read one block at a
+// time: the same image.
 std::optional<std::vector<FileTemplate::Run>> read_image(
     const ReadOnlyFile& file, const std::vector<Extent>& storage,
     std::uint64_t max_bytes) {
   std::vector<FileTemplate::Run> image;
   std::uint64_t kept = 0;
-  std::vector<char> block(kBlock);
+  // Not zero-filled: every byte used is read first.
+  const std::unique_ptr<char[]> chunk(new char[kReadChunk]);
   // Whether the last run kept ends where the next kept block starts.
   const auto append = [&](std::uint64_t offset, const char* bytes,
                           std::uint64_t n) {
@@ -91,17 +109,21 @@ std::optional<std::vector<FileTemplate::Run>> read_image(
       at = storage[next].end;
       continue;
     }
-    // Up to the next block boundary, the next storage or the end.
-    std::uint64_t end = std::min(size, (at / kBlock + 1) * kBlock);
-    if (next < storage.size()) end = std::min(end, storage[next].begin);
-    file.read_exact(at, end - at, block.data());
-    const bool zeros = std::all_of(block.begin(), block.begin() + (end - at),
-                                   [](char c) { return c == 0; });
-    if (!zeros) {
-      if (kept + (end - at) > max_bytes) return std::nullopt;
-      append(at, block.data(), end - at);
+    // Up to the next storage, the end, or a chunk's end on a block boundary.
+    std::uint64_t stop = std::min(size, at / kBlock * kBlock + kReadChunk);
+    if (next < storage.size()) stop = std::min(stop, storage[next].begin);
+    file.read_exact(at, stop - at, chunk.get());
+    for (std::uint64_t from = at; from < stop;) {
+      // Up to the next block boundary or the chunk's end.
+      const std::uint64_t end = std::min(stop, (from / kBlock + 1) * kBlock);
+      const char* bytes = chunk.get() + (from - at);
+      if (!all_zero(bytes, end - from)) {
+        if (kept + (end - from) > max_bytes) return std::nullopt;
+        append(from, bytes, end - from);
+      }
+      from = end;
     }
-    at = end;
+    at = stop;
   }
   return image;
 }

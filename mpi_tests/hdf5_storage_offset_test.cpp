@@ -262,6 +262,43 @@ TEST(Hdf5StorageOffset, TheReaderHoldsOffsetsToTheFileItself) {
                              {Box{{0, 0, 0}, {4, 3, 5}}}));
 }
 
+// The reader's plan is for the manifest's own records: a record of the
+// same key that names another dataset, dtype or shape (a caller's own) is
+// not read from the planned offset but opened and checked like a tensor
+// the reader did not plan, which refuses it naming the dataset; the
+// manifest's record still reads from its offset afterwards.
+TEST(Hdf5StorageOffset, ARecordUnlikeTheManifestsIsCheckedNotReadFromThePlan) {
+  RegionKindsCheckpoint c;
+  const Manifest& m = c.write();
+  h5::Hdf5Reader reader(c.read_context(m));
+  ASSERT_TRUE(reader.reads_independently());
+  const TensorRecord& weight = record_of(m, "model/model.layers.0.mlp.weight");
+  const TensorRecord& scale = record_of(m, "model/encoder/block.0/scale");
+  std::vector<unsigned char> buffer(weight.spec.nbytes());
+  const auto refused = [&](const TensorRecord& record,
+                           const std::string& dataset) {
+    return throws_error(
+        [&] {
+          reader.read(record, {full_box(record.spec.shape)}, buffer.data());
+        },
+        ErrorCode::kCorrupt,
+        {"dataset " + dataset + " in " + c.file().string()});
+  };
+  TensorRecord other_dataset = weight;  // F32 [3, 5]; the scale is F16
+  other_dataset.dataset = scale.dataset;
+  EXPECT_TRUE(refused(other_dataset, scale.dataset));
+  TensorRecord other_dtype = weight;
+  other_dtype.spec.dtype = DType::kI32;
+  EXPECT_TRUE(refused(other_dtype, weight.dataset));
+  TensorRecord other_shape = weight;
+  other_shape.spec.shape = {5, 3};
+  EXPECT_TRUE(refused(other_shape, weight.dataset));
+  EXPECT_EQ(reader.stats().batched, 0u);
+  EXPECT_TRUE(reads_expected(reader, m, weight.spec.key(),
+                             {full_box(weight.spec.shape)}));
+  EXPECT_EQ(reader.stats().batched, 1u);
+}
+
 // An offset inside the file but wrong (another tensor's): the checksums
 // catch it on load and in verify, naming the tensor.
 TEST(Hdf5StorageOffset, AWrongOffsetInsideTheFileFailsTheChecksum) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -36,6 +37,20 @@ void each_run(const TensorSpec& spec, std::uint64_t storage, const std::vector<B
 // Whether `key` is spec.key(), without building it (one allocation per
 // tensor read): the same spelling, "model/<name>" or
 // "optimizer/<name>/<opt_key>".
+// Appends spec.key() to `out`, in key_is()'s spelling, with no string of
+// its own.
+inline void append_key(std::string& out, const TensorSpec& spec) {
+  if (spec.group == TensorGroup::kModel) {
+    out += "model/";
+    out += spec.name;
+    return;
+  }
+  out += "optimizer/";
+  out += spec.name;
+  out += '/';
+  out += spec.opt_key;
+}
+
 inline bool key_is(std::string_view key, const TensorSpec& spec) {
   const std::string_view name = spec.name;
   if (spec.group == TensorGroup::kModel) {

@@ -1,6 +1,7 @@
 // The hdf5 reader's plan of its direct reads (Hdf5Reader's constructor):
 // where each small tensor's bytes lie, from the manifest or from checks of
 // its dataset, and planned()'s lookup of that plan for a read.
+#include <algorithm>
 #include <string>
 #include <string_view>
 
@@ -16,9 +17,6 @@ Hdf5Reader::Direct Hdf5Reader::check_direct(hid_t file, const TensorRecord& tens
   const TensorSpec& spec = tensor.spec;
   const std::string where = "dataset " + tensor.dataset + " in " + file_text_;
   Direct direct;
-  direct.dtype = spec.dtype;
-  direct.shape = spec.shape;
-  direct.dataset = tensor.dataset;
   try {
     Dataset dataset = open_dataset(file, tensor.dataset, H5P_DEFAULT, file_text_,
                                    "tensor \"" + spec.key() + "\"");
@@ -34,20 +32,43 @@ Hdf5Reader::Direct Hdf5Reader::check_direct(hid_t file, const TensorRecord& tens
   return direct;
 }
 
+void Hdf5Reader::note_record(Direct& d, const TensorRecord& tensor) {
+  d.dtype = tensor.spec.dtype;
+  d.names_at = names_.size();
+  append_key(names_, tensor.spec);
+  d.key_size = names_.size() - d.names_at;
+  names_ += tensor.dataset;
+  d.dataset_size = tensor.dataset.size();
+  d.dims_at = dims_.size();
+  d.rank = tensor.spec.shape.size();
+  dims_.insert(dims_.end(), tensor.spec.shape.begin(), tensor.spec.shape.end());
+}
+
+std::string_view Hdf5Reader::key_of(const Direct& d) const {
+  return std::string_view(names_).substr(d.names_at, d.key_size);
+}
+
+bool Hdf5Reader::same_record(const Direct& d,
+                             const TensorRecord& tensor) const {
+  const std::string_view dataset =
+      std::string_view(names_).substr(d.names_at + d.key_size, d.dataset_size);
+  const Shape& shape = tensor.spec.shape;
+  return dataset == tensor.dataset && d.dtype == tensor.spec.dtype &&
+         std::equal(dims_.begin() + d.dims_at,
+                    dims_.begin() + d.dims_at + d.rank, shape.begin(),
+                    shape.end());
+}
+
 Hdf5Reader::Direct Hdf5Reader::recorded_direct(const TensorRecord& tensor,
-                                                std::uint64_t file_size) const {
+                                               std::uint64_t bytes,
+                                               std::uint64_t file_size) const {
   const TensorSpec& spec = tensor.spec;
   Direct direct;
   direct.planned = true;
-  direct.key = spec.key();
-  direct.dtype = spec.dtype;
-  direct.shape = spec.shape;
-  direct.dataset = tensor.dataset;
   direct.offset = *tensor.storage_offset;
   // The manifest's own check compared it with the size files[] records,
   // which open_checkpoint compares with the file; a reader made from a
   // manifest by other means is held to the file itself.
-  const std::uint64_t bytes = spec.nbytes();
   if (direct.offset > file_size || bytes > file_size - direct.offset) {
     direct.problem = "tensor \"" + spec.key() + "\": field storage_offset: its " +
                      std::to_string(bytes) + " bytes at offset " + std::to_string(direct.offset) +
@@ -69,13 +90,15 @@ void Hdf5Reader::plan_direct_reads(const ReadContext& ctx, const std::string& na
   bool all_recorded = true;
   for (std::size_t t = 0; t < ctx.manifest.tensors.size(); ++t) {
     const TensorRecord& tensor = ctx.manifest.tensors[t];
-    if (tensor.spec.nbytes() >= direct_below_) {
+    const std::uint64_t bytes = tensor.spec.nbytes();
+    if (bytes >= direct_below_) {
       all_recorded = false;
       continue;
     }
     ++planned_count_;
     if (tensor.storage_offset && !ctx.check_structure) {
-      direct_[t] = recorded_direct(tensor, file_size);
+      direct_[t] = recorded_direct(tensor, bytes, file_size);
+      note_record(direct_[t], tensor);
     } else {
       unchecked.push_back(t);
     }
@@ -109,14 +132,11 @@ void Hdf5Reader::plan_direct_reads(const ReadContext& ctx, const std::string& na
       const TensorRecord& tensor = ctx.manifest.tensors[unchecked[k]];
       Direct d;
       d.planned = true;
-      d.key = tensor.spec.key();
       d.collective = r.u8() != 0;
       d.offset = r.u64();
       d.code = static_cast<ErrorCode>(r.u8());
       d.problem = r.str();
-      d.dtype = tensor.spec.dtype;
-      d.shape = tensor.spec.shape;
-      d.dataset = tensor.dataset;
+      note_record(d, tensor);
       if (d.problem.empty() && tensor.storage_offset &&
           (d.collective || d.offset != *tensor.storage_offset)) {
         d.code = ErrorCode::kCorrupt;
@@ -138,11 +158,12 @@ const Hdf5Reader::Direct* Hdf5Reader::planned(const TensorRecord& tensor) const 
   // Loads ask in manifest order: the tensor after the last one found is
   // tried first (a guess: threads may race on it), then the index by key.
   std::size_t at = next_guess_.load(std::memory_order_relaxed);
-  if (at >= direct_.size() || !direct_[at].planned || !key_is(direct_[at].key, tensor.spec)) {
+  if (at >= direct_.size() || !direct_[at].planned ||
+      !key_is(key_of(direct_[at]), tensor.spec)) {
     std::call_once(by_key_made_, [this] {
       by_key_.reserve(planned_count_);
       for (std::size_t t = 0; t < direct_.size(); ++t) {
-        if (direct_[t].planned) by_key_[direct_[t].key] = t;
+        if (direct_[t].planned) by_key_[std::string(key_of(direct_[t]))] = t;
       }
     });
     const auto it = by_key_.find(tensor.spec.key());
@@ -151,9 +172,7 @@ const Hdf5Reader::Direct* Hdf5Reader::planned(const TensorRecord& tensor) const 
   }
   next_guess_.store(at + 1, std::memory_order_relaxed);
   const Direct& d = direct_[at];
-  const bool same = d.dataset == tensor.dataset && d.dtype == tensor.spec.dtype &&
-                    d.shape == tensor.spec.shape;
-  return !d.collective && same ? &d : nullptr;
+  return !d.collective && same_record(d, tensor) ? &d : nullptr;
 }
 
 }  // namespace floe::h5

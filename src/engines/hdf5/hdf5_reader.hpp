@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -140,15 +141,18 @@ class Hdf5Reader : public CheckpointReader {
   // constructor's checks.
   struct Direct {
     bool planned = false;      // false: not read directly (direct_below)
-    std::string key;           // the tensor's key
     bool collective = false;   // not contiguous: read with H5Dread after all
     std::uint64_t offset = 0;  // of its storage in the file
     ErrorCode code = ErrorCode::kCorrupt;
     std::string problem;  // non-empty: read() throws it
-    // What was checked: the manifest's record.
-    std::string dataset;
+    // What was checked: the manifest's record. Its key and dataset path
+    // lie in names_ (the key at names_at, the path right after it), its
+    // dims in dims_ (note_record): copied into two buffers for all
+    // tensors, where a string, a string and a Shape of each cost three
+    // allocations a tensor to make and three to free at 20,000 tensors.
     DType dtype = DType::kU8;
-    Shape shape;
+    std::size_t names_at = 0, key_size = 0, dataset_size = 0;
+    std::size_t dims_at = 0, rank = 0;
   };
 
   void plan_direct_reads(const ReadContext& ctx, const std::string& name);
@@ -156,8 +160,15 @@ class Hdf5Reader : public CheckpointReader {
   // planned for a direct read (and not found to need H5Dread); else null.
   const Direct* planned(const TensorRecord& tensor) const;
   // What the manifest's storage_offset tells, held to the data file's size.
-  Direct recorded_direct(const TensorRecord& tensor, std::uint64_t file_size) const;
+  // `bytes`: tensor.spec.nbytes(), which the caller has.
+  Direct recorded_direct(const TensorRecord& tensor, std::uint64_t bytes,
+                         std::uint64_t file_size) const;
   Direct check_direct(hid_t file, const TensorRecord& tensor);
+  // Copies what `d` keeps of the manifest's `tensor` (see Direct).
+  void note_record(Direct& d, const TensorRecord& tensor);
+  std::string_view key_of(const Direct& d) const;
+  // Whether `tensor` names the dataset, dtype and shape `d` was made for.
+  bool same_record(const Direct& d, const TensorRecord& tensor) const;
   void read_direct(const TensorRecord& tensor, const Direct& direct,
                    const std::vector<Box>& boxes, void* out);
   // The runs of `boxes` (into `out`, box after box) of a tensor whose
@@ -192,6 +203,8 @@ class Hdf5Reader : public CheckpointReader {
   // By manifest index; made by the constructor and never changed after, so
   // read_direct may look it up from several threads.
   std::vector<Direct> direct_;
+  std::string names_;                // Direct's keys and dataset paths
+  std::vector<std::uint64_t> dims_;  // Direct's shapes
   std::size_t planned_count_ = 0;  // of direct_, those `planned`
   // planned()'s guess at the next tensor asked for.
   mutable std::atomic<std::size_t> next_guess_{0};

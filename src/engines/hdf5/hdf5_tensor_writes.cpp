@@ -160,7 +160,8 @@ std::vector<BatchPiece> batch_pieces(const GlobalLayout& layout,
   std::vector<BatchPiece> pieces;
   for (std::size_t t = 0; t < plans.size(); ++t) {
     const TensorPlan& plan = plans[t];
-    const Box* boxes = plan.batch_box ? plan.batch_box : plan.batch_boxes.data();
+    const Box* boxes =
+        plan.batch_box ? plan.batch_box : plan.batch_boxes.data();
     const std::size_t count = plan.batch_box ? 1 : plan.batch_boxes.size();
     if (!plan.batched || count == 0 || writes[t].offset == HADDR_UNDEF) {
       continue;

@@ -76,9 +76,13 @@ if problems:
 EOF
 }
 
-run() {  # run NAME ARGS...: floe bench at 2 ranks; prints its output
-  "${mpiexec}" -np 2 "${floe}" bench --dir "${work}/scratch" --size 4MiB --tensors 8 \
-    --repeat 2 "${@:2}" || fail "$1 exited $?"
+# run NAME ARGS...: floe bench at 2 ranks (4 MiB in 8 tensors unless ARGS
+# say otherwise); prints its output.
+run() {
+  local args=("${@:2}")
+  [[ " ${args[*]} " == *" --size "* ]] || args+=(--size 4MiB --tensors 8)
+  timeout 120 "${mpiexec}" -np 2 "${floe}" bench --dir "${work}/scratch" --repeat 2 \
+    "${args[@]}" || fail "$1 exited $?"
 }
 
 out="$(run io --json "${work}/io.json")"
@@ -91,6 +95,12 @@ check_json io "${work}/io.json" || fail "io JSON"
 out="$(run async --async --json "${work}/async.json")"
 expect async "${out}" '^mpiio save\(\) '
 check_json async "${work}/async.json" || fail "async JSON"
+
+# Tensors of one row (fewer rows than ranks): every rank holds some of them
+# (it used to be the last rank alone, and rank 0's raw read failed while
+# rank 1 waited for it forever).
+out="$(run one-row --size 64KiB --tensors 64)"
+expect one-row "${out}" '^mpiio +read '
 
 # --export and the hf engine exist only in builds with the hf engine.
 has_hf=0
@@ -115,9 +125,11 @@ expect summary "${out}" '^### Async save\(\) blocking: 4 MiB'
 # run empties) left as it was.
 mkdir -p "${work}/keep"
 echo data >"${work}/keep/precious"
-bad_args() {  # bad_args PATTERN ARGS...
+bad_args() {  # bad_args PATTERN ARGS... (--size 1MiB unless ARGS give one)
+  local args=("${@:2}")
+  [[ " ${args[*]} " == *" --size "* ]] || args+=(--size 1MiB)
   set +e
-  err="$("${floe}" bench --dir "${work}/keep" --size 1MiB "${@:2}" 2>&1)"
+  err="$("${floe}" bench --dir "${work}/keep" "${args[@]}" 2>&1)"
   rc=$?
   set -e
   ((rc == 2)) || fail "bench $*: exited ${rc}, want 2: ${err}"
@@ -130,4 +142,16 @@ bad_args "--engines: 'nosuch' is not a registered engine \\(engines that save an
   --engines hdf5,nosuch
 ((has_hf)) && bad_args "--engines: 'hf' is not a resumable engine" --engines hf
 bad_args '--engines: no engine named' --engines ''
+bad_args '--size must be > 0' --size 0
+((has_hf)) && bad_args '--buffer must be > 0' --export --buffer 0
+# Refused by every rank alike, before --dir is emptied: a state so small
+# that a rank would hold nothing.
+set +e
+err="$(timeout 60 "${mpiexec}" -np 2 "${floe}" bench --dir "${work}/keep" --size 1KiB \
+  --tensors 1 2>&1)"
+rc=$?
+set -e
+((rc != 0 && rc != 124)) || fail "a rank without bytes: exited ${rc}: ${err}"
+expect "a rank without bytes" "${err}" '1 tensors leaves a rank of 2 with no bytes'
+[[ "$(cat "${work}/keep/precious")" == data ]] || fail "a rank without bytes: --dir touched"
 echo PASS

@@ -1,6 +1,7 @@
 // The pieces `floe diff` is built on: chunk plans that tile a tensor in
 // row-major order within a byte budget, multi-index text, and the value
-// comparison (bitwise, and numeric with tolerances, NaN and signed zeros).
+// comparison (bitwise, and numeric with tolerances, NaN and signed zeros);
+// and `floe bench`'s timing: order-balanced ratios, failures on one rank.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -9,10 +10,12 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <mpi.h>
 
 #include "cli/bench/timing.hpp"
 #include "cli/chunk_plan.hpp"
 #include "cli/diff_values.hpp"
+#include "floe/error.hpp"
 
 namespace floe::cli {
 namespace {
@@ -49,6 +52,30 @@ TEST(BenchTiming, OrderBalancedCancelsAnAlternatingFactor) {
   EXPECT_NEAR(order_balanced({0.5, 2.0, 7.0}), 1.0, 1e-12);
   EXPECT_DOUBLE_EQ(order_balanced({0.8}), 0.8);
   EXPECT_DOUBLE_EQ(order_balanced({}), 0.0);
+}
+
+TEST(BenchTiming, AFailureOnOneRankFailsEveryRank) {
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  // The last rank fails alone (as a raw read with nothing to read into
+  // did): every rank must throw its message, none wait in the reduction.
+  try {
+    floe::bench::timed(MPI_COMM_WORLD, [&] {
+      if (rank == size - 1) throw floe::Error(floe::ErrorCode::kIo, "boom on the last rank");
+    });
+    FAIL() << "timed() returned on rank " << rank;
+  } catch (const floe::Error& e) {
+    EXPECT_EQ(e.code(), floe::ErrorCode::kIo);
+    EXPECT_NE(std::string(e.what()).find("boom on the last rank"), std::string::npos) << e.what();
+    if (size > 1) {
+      EXPECT_NE(std::string(e.what()).find("rank " + std::to_string(size - 1)), std::string::npos)
+          << e.what();
+    }
+  }
+  // And the ranks go on together: the next timed step is the slowest's.
+  const double slowest = floe::bench::timed(MPI_COMM_WORLD, [] {});
+  EXPECT_GE(slowest, 0.0);
 }
 
 TEST(ChunkPlan, TilesEveryShapeInRowMajorOrder) {

@@ -37,14 +37,20 @@ struct Sample {
 };
 
 // `count` F32 tensors of [rows, 256] totalling about `bytes`, each split in
-// dim-0 shards across the ranks.
+// dim-0 shards across the ranks. A tensor of fewer rows than ranks (many
+// small tensors) is split with the ranks rotated by its index, so that each
+// rank holds about count / size of them, as a trainer's partition would;
+// split alike, the last rank held every row and the others nothing.
 void build_state(State& state, std::uint64_t bytes, std::uint64_t count, int rank,
                  int size) {
   const std::uint64_t per = std::max<std::uint64_t>(bytes / count / 4, 1);
   const std::uint64_t cols = per >= 256 ? 256 : per;
   const std::uint64_t rows = std::max<std::uint64_t>(per / cols, 1);
+  const auto ranks = static_cast<std::uint64_t>(size);
   for (std::uint64_t t = 0; t < count; ++t) {
-    const std::uint64_t begin = rows * rank / size, end = rows * (rank + 1) / size;
+    const std::uint64_t at =
+        rows >= ranks ? static_cast<std::uint64_t>(rank) : (rank + t) % ranks;
+    const std::uint64_t begin = rows * at / ranks, end = rows * (at + 1) / ranks;
     TensorShard& shard = state.add_model(
         "layer." + std::to_string(t) + ".weight", DType::kF32, {rows, cols},
         Region::box(Box{{begin, 0}, {end - begin, cols}}));
@@ -103,6 +109,11 @@ int run_bench(const std::vector<std::string>& args) {
   const std::uint64_t count = (*vm)["tensors"].as<std::uint64_t>();
   const int repeat = (*vm)["repeat"].as<int>();
   if (count == 0 || repeat <= 0) throw UsageError("--tensors and --repeat must be > 0");
+  if (bytes == 0) throw UsageError("--size must be > 0");
+#ifdef FLOE_CLI_HF
+  const std::uint64_t buffer = parse_count((*vm)["buffer"].as<std::string>(), "--buffer", true);
+  if (buffer == 0) throw UsageError("--buffer must be > 0");
+#endif
   std::vector<std::string> engines;
   std::stringstream list((*vm)["engines"].as<std::string>());
   for (std::string e; std::getline(list, e, ',');) engines.push_back(e);
@@ -123,14 +134,25 @@ int run_bench(const std::vector<std::string>& args) {
   }
   if (engines.empty()) throw UsageError("--engines: no engine named (" + resumable + ")");
 
+  SimpleTrainer trainer;
+  build_state(trainer.state(), bytes, count, rank, size);
+  {
+    // Every rank needs bytes of its own to write and read; the same answer
+    // on every rank, so all refuse alike.
+    std::uint64_t mine = state_bytes(trainer.state()), least = 0;
+    MPI_Allreduce(&mine, &least, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
+    if (least == 0) {
+      throw UsageError("--size " + (*vm)["size"].as<std::string>() + " in " +
+                       std::to_string(count) + " tensors leaves a rank of " +
+                       std::to_string(size) + " with no bytes: use more tensors or a larger size");
+    }
+  }
+  // Only once the arguments are known good: --dir is emptied.
   if (rank == 0) {
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir / "raw");
   }
   MPI_Barrier(MPI_COMM_WORLD);
-
-  SimpleTrainer trainer;
-  build_state(trainer.state(), bytes, count, rank, size);
   if (vm->count("async")) {
     bench::AsyncBenchOptions options;
     options.dir = dir;
@@ -145,7 +167,7 @@ int run_bench(const std::vector<std::string>& args) {
     bench::ExportBenchOptions options;
     options.dir = dir;
     options.repeat = repeat;
-    options.buffer = parse_count((*vm)["buffer"].as<std::string>(), "--buffer", true);
+    options.buffer = buffer;
     if (vm->count("json")) options.json = (*vm)["json"].as<std::string>();
     bench::run_export_bench(trainer.state(), options);
     return 0;

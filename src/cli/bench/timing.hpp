@@ -7,18 +7,31 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <vector>
+
+#include "core/comm.hpp"
 
 namespace floe::bench {
 
 // Collective over `comm`: runs `fn` between a barrier and a max-reduction and
-// returns the slowest rank's seconds.
+// returns the slowest rank's seconds. When `fn` throws on any rank, every
+// rank throws (agree_on_error: the first failing rank's message, naming
+// it), untimed: an operation that fails on some ranks only, such as a raw
+// read on a rank that holds no bytes, must not leave the others waiting in
+// the reduction.
 template <typename Fn>
 double timed(MPI_Comm comm, Fn&& fn) {
   MPI_Barrier(comm);
   const double start = MPI_Wtime();
-  fn();
+  std::exception_ptr error;
+  try {
+    fn();
+  } catch (...) {
+    error = std::current_exception();
+  }
   double mine = MPI_Wtime() - start, slowest = 0;
+  agree_on_error(Comm(comm), error);
   MPI_Allreduce(&mine, &slowest, 1, MPI_DOUBLE, MPI_MAX, comm);
   return slowest;
 }

@@ -34,9 +34,6 @@ void each_run(const TensorSpec& spec, std::uint64_t storage, const std::vector<B
   }
 }
 
-// Whether `key` is spec.key(), without building it (one allocation per
-// tensor read): the same spelling, "model/<name>" or
-// "optimizer/<name>/<opt_key>".
 // Appends spec.key() to `out`, in key_is()'s spelling, with no string of
 // its own.
 inline void append_key(std::string& out, const TensorSpec& spec) {
@@ -51,6 +48,9 @@ inline void append_key(std::string& out, const TensorSpec& spec) {
   out += spec.opt_key;
 }
 
+// Whether `key` is spec.key(), without building it (one allocation per
+// tensor read): the same spelling, "model/<name>" or
+// "optimizer/<name>/<opt_key>".
 inline bool key_is(std::string_view key, const TensorSpec& spec) {
   const std::string_view name = spec.name;
   if (spec.group == TensorGroup::kModel) {

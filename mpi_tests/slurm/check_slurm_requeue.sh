@@ -24,8 +24,11 @@
 set -uo pipefail
 
 root=$1 launcher=$2 engine=$3 trainer=$4 floe=$5 work=$6
-# Enough steps that the first run is still training when the signal comes
-# on an idle machine (a step takes ~5 ms there, ~50 ms on a loaded one).
+# Enough steps that the first run is still training when the signal comes:
+# each step sleeps 10 ms (--step-delay-ms), so the first run takes at least
+# 6 s. Without the sleep a step took 1.7-50 ms, idle to loaded, and on an
+# idle machine all 600 steps were done (1 s) before the signal arrived, the
+# trainer exited 0 and nothing was requeued (CI, 2026-11-29).
 steps=${FLOE_SLURM_TEST_STEPS:-600}
 alignment=65536
 job_name=floe-requeue-${launcher}
@@ -94,7 +97,8 @@ training() { grep -Eq "${FLOE_SLURM_TEST_STEP_LINE:-^step [0-9]+}" "${job_out}" 
 # A small model, one checkpoint at the end only, so that the emergency
 # checkpoint is the only one in between.
 trainer_args=(--steps "${steps}" --steps-per-epoch 1000000 --hidden 64 --layers 2
-  --seed 7 --global-batch 24 --log-every 1 --save-end-of-training --keep-last-n 0)
+  --seed 7 --global-batch 24 --log-every 1 --save-end-of-training --keep-last-n 0
+  --step-delay-ms 10)
 job=$(FLOE_TRAINER="${trainer}" FLOE_LAUNCHER="${launcher}" FLOE_CKPT_ROOT="${ckpt_root}" \
   FLOE_ENGINE="${engine}" FLOE_ALIGNMENT="${alignment}" FLOE_STRIPING_FACTOR=1 \
   FLOE_STRIPING_UNIT=1MiB FLOE_CB_BUFFER_SIZE=4MiB FLOE_ROMIO_CB_WRITE=enable \

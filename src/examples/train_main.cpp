@@ -15,6 +15,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -348,6 +349,9 @@ int train(const TrainOptions& o) {
     set_progress(step);
     if (step % o.log_every == 0 || step == o.steps) {
       log0("step " + std::to_string(step) + " loss " + fixed(global_loss, 6));
+    }
+    if (o.step_delay_ms > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(o.step_delay_ms));
     }
     if (engine->do_checkpoint()) {
       const bool periodic = o.save_every_n_steps > 0 && step % o.save_every_n_steps == 0;

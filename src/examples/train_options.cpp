@@ -80,6 +80,9 @@ po::options_description describe(TrainOptions& o) {
       ("crash-at-step", po::value<std::int64_t>(&o.crash_at_step)->default_value(0),
        "Abort the job before step N's update (0: never). Fires only in a run that "
        "started fresh, so the resumed run (same flags) goes on.")
+      ("step-delay-ms", po::value<std::int64_t>(&o.step_delay_ms)->default_value(0),
+       "Sleep this long after each step, standing in for a real model's compute "
+       "(the Slurm tests use it so that a signal finds the run still training).")
       ("async", flag(&o.async), "Sets the checkpoint config's `async` key.")
       ("bench-torch-save", flag(&o.bench_torch_save),
        "After each save, also time torch::save of each rank's share to its own file.");
@@ -194,6 +197,7 @@ TrainOptions parse_train_options(int argc, char** argv) {
   at_least("global-batch", o.global_batch, 1);
   at_least("crash-at-step", o.crash_at_step, 0);
   at_least("log-every", o.log_every, 1);
+  at_least("step-delay-ms", o.step_delay_ms, 0);
   if (o.save_every_n_epochs > 0 && o.steps_per_epoch == 0) {
     throw UsageError("--save-every-n-epochs needs --steps-per-epoch");
   }

@@ -43,6 +43,7 @@ struct TrainOptions {
   bool async = false;
   double lr = 1e-3;
   std::int64_t log_every = 1;          // log the loss every N steps
+  std::int64_t step_delay_ms = 0;      // sleep after each step (compute stand-in)
   bool bench_torch_save = false;       // also time torch::save of each rank's share
   // Extra checkpoint-config keys (engine options, verify_on_load) from the
   // JSON config's "checkpoint" object.

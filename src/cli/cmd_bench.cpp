@@ -139,9 +139,7 @@ int run_bench(const std::vector<std::string>& args) {
   {
     // Every rank needs bytes of its own to write and read; the same answer
     // on every rank, so all refuse alike.
-    std::uint64_t mine = state_bytes(trainer.state()), least = 0;
-    MPI_Allreduce(&mine, &least, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
-    if (least == 0) {
+    if (Comm(MPI_COMM_WORLD).allreduce_min(state_bytes(trainer.state())) == 0) {
       throw UsageError("--size " + (*vm)["size"].as<std::string>() + " in " +
                        std::to_string(count) + " tensors leaves a rank of " +
                        std::to_string(size) + " with no bytes: use more tensors or a larger size");
@@ -329,7 +327,8 @@ int run_bench(const std::vector<std::string>& args) {
       }
       report["results"].back()["paired_vs_raw"] = pairs;
       report["results"].back()["paired_vs_raw_median"] = median(pairs);
-      report["results"].back()["paired_vs_raw_balanced"] = bench::order_balanced(pairs);
+      const double balanced = bench::order_balanced(pairs);
+      report["results"].back()["paired_vs_raw_balanced"] = balanced;
       char line[120];
       std::snprintf(line, sizeof line, "%-12s read vs %s, paired per repetition:", s.engine.c_str(),
                     baseline.c_str());
@@ -338,7 +337,7 @@ int run_bench(const std::vector<std::string>& args) {
         std::snprintf(line, sizeof line, " %.2f", p);
         paired_lines += line;
       }
-      std::snprintf(line, sizeof line, "; order-balanced %.3f\n", bench::order_balanced(pairs));
+      std::snprintf(line, sizeof line, "; order-balanced %.3f\n", balanced);
       paired_lines += line;
     }
   }

@@ -23,7 +23,9 @@ Usage: bash scripts/test.sh [--no-install] [--build-only] [-R REGEX] [--stage S]
                    one's time
 
 Environment: BUILD_DIR (default: build, relative to the repository root),
-FLOE_CMAKE_ARGS (extra configure arguments, e.g. "-DFLOE_WITH_TORCH=OFF").
+FLOE_CMAKE_ARGS (extra configure arguments, e.g. "-DFLOE_WITH_TORCH=OFF"),
+FLOE_MIN_FREE_GIB (default 3: stop at once when the disk has less free;
+0: no check).
 USAGE
 }
 

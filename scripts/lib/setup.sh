@@ -86,8 +86,33 @@ floe_build() {
   cmake --build "${BUILD_DIR}" -j "$(floe_nproc)" "${targets[@]}"
 }
 
+# Stops with a clear error when the file system holding the repository has
+# less than FLOE_MIN_FREE_GIB (default 3) GiB free: the builds take ~2 GiB
+# (main, asan, tsan, fuzz), the venv 0.2 GiB, and the tests write up to
+# ~1 GiB of checkpoints at a time. Without this a full disk shows up as
+# some test's "No space left on device" halfway through (CI, 2026-11-29).
+# FLOE_MIN_FREE_GIB=0 skips the check.
+floe_check_disk() {
+  local need="${FLOE_MIN_FREE_GIB:-3}" free_kib
+  [[ "${need}" =~ ^[0-9]+$ ]] ||
+    floe_die "FLOE_MIN_FREE_GIB must be a whole number of GiB, not '${need}'"
+  ((need > 0)) || return 0
+  free_kib=$(df -Pk "${FLOE_ROOT}" 2>/dev/null | awk 'NR == 2 { print $4 }')
+  [[ "${free_kib}" =~ ^[0-9]+$ ]] || {
+    echo "setup: cannot tell the free space under ${FLOE_ROOT}; not checked" >&2
+    return 0
+  }
+  if ((free_kib < need * 1024 * 1024)); then
+    floe_die "only $((free_kib / 1024)) MiB free on the file system of" \
+      "${FLOE_ROOT}; building and testing Floe needs about ${need} GiB." \
+      "Free some space (old build-*/ directories, checkpoints), or set" \
+      "FLOE_MIN_FREE_GIB to a smaller number of GiB (0: no check)."
+  fi
+}
+
 # Install (unless $1 is "no-install"), configure, build.
 floe_setup() {
+  floe_check_disk
   if [[ "${1:-}" != no-install ]]; then
     floe_install_packages
   else

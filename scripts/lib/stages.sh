@@ -135,6 +135,7 @@ floe_run_stage() {
   local stage=$1 install=$2 build_only=$3 regex=$4
   # shellcheck source=scripts/lib/setup.sh
   source "${FLOE_ROOT}/scripts/lib/setup.sh"
+  floe_check_disk
   case "${stage}" in
     asan) floe_stage_asan "${install}" "${build_only}" "${regex}" ;;
     tsan) floe_stage_tsan "${install}" "${build_only}" "${regex}" ;;

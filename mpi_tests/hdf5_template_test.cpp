@@ -92,12 +92,9 @@ struct Loaded {
 };
 
 // The image hash a checkpoint's manifest should record (template_xxh3),
-// worked out here from the file alone as hdf5_template.hpp defines it: the
-// bytes outside every tensor's and blob's storage, cut at 4 KiB boundaries
-// of the file and where storage begins or ends; pieces all zero are left
-// out, the rest joined where they touch; each run hashed as its offset and
-// length (little-endian u64) and its bytes, then the file's size. Sets
-// `outside` to how many bytes lie outside the storage.
+// worked out from the file alone (reference_image): the storage is every
+// tensor's and blob's as the manifest places it. Sets `outside` to how many
+// bytes lie outside the storage.
 std::uint64_t expected_image_xxh3(const fs::path& checkpoint,
                                   const Manifest& manifest,
                                   std::uint64_t& outside) {
@@ -117,41 +114,8 @@ std::uint64_t expected_image_xxh3(const fs::path& checkpoint,
   for (std::size_t b = 0; b < manifest.blobs.size(); ++b) {
     mark(blob_offsets.at(b).get<std::uint64_t>(), manifest.blobs[b].nbytes);
   }
-  std::vector<std::pair<std::uint64_t, std::string>> runs;
-  outside = 0;
-  for (std::uint64_t at = 0; at < file.size();) {
-    if (storage[at]) {
-      ++at;
-      continue;
-    }
-    std::uint64_t end = at + 1;
-    while (end < file.size() && !storage[end] && end % 4096 != 0) ++end;
-    outside += end - at;
-    const std::string piece = file.substr(at, end - at);
-    if (piece.find_first_not_of('\0') != std::string::npos) {
-      if (!runs.empty() &&
-          runs.back().first + runs.back().second.size() == at) {
-        runs.back().second += piece;
-      } else {
-        runs.emplace_back(at, piece);
-      }
-    }
-    at = end;
-  }
-  Xxh3Stream hash;
-  const auto add_u64 = [&](std::uint64_t value) {
-    unsigned char bytes[8];
-    for (int i = 0; i < 8; ++i)
-      bytes[i] = static_cast<unsigned char>(value >> (8 * i));
-    hash.update(bytes, sizeof bytes);
-  };
-  for (const auto& [offset, bytes] : runs) {
-    add_u64(offset);
-    add_u64(bytes.size());
-    hash.update(bytes.data(), bytes.size());
-  }
-  add_u64(file.size());
-  return hash.digest();
+  return reference_image_xxh3(reference_image(file, storage, &outside),
+                              file.size());
 }
 
 TEST(Hdf5Template, LaterSaveOfTheSameStructureIsWrittenFromItAndLoadsExactly) {

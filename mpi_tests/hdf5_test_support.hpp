@@ -3,6 +3,7 @@
 // the expected bytes of any boxes of a test tensor.
 #pragma once
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -14,6 +15,8 @@
 #include "engine_fixture.hpp"
 #include "engines/hdf5/hdf5_engine.hpp"
 #include "engines/hdf5/hdf5_reader.hpp"
+#include "engines/hdf5/hdf5_template.hpp"
+#include "io/checksum.hpp"
 
 namespace floe::test {
 
@@ -170,6 +173,60 @@ inline void build_template_state(State& state, int rank, int size, Partition par
       std::memset(shard.data(), byte, shard.nbytes());
     }
   }
+}
+
+// The structure image a template keeps of `file` (hdf5_template.hpp),
+// worked out byte by byte from the file alone: the bytes where `storage`
+// is false, cut at 4 KiB boundaries of the file and where storage begins
+// or ends; pieces all zero are left out, the rest joined where they touch.
+// `outside` (when given) is set to how many bytes lie outside the storage.
+inline std::vector<h5::FileTemplate::Run> reference_image(
+    const std::string& file, const std::vector<bool>& storage,
+    std::uint64_t* outside = nullptr) {
+  std::vector<h5::FileTemplate::Run> runs;
+  if (outside) *outside = 0;
+  for (std::uint64_t at = 0; at < file.size();) {
+    if (storage.at(at)) {
+      ++at;
+      continue;
+    }
+    std::uint64_t end = at + 1;
+    while (end < file.size() && !storage.at(end) && end % 4096 != 0) ++end;
+    if (outside) *outside += end - at;
+    const char* piece = file.data() + at;
+    if (std::any_of(piece, piece + (end - at), [](char c) { return c != 0; })) {
+      if (!runs.empty() &&
+          runs.back().offset + runs.back().bytes.size() == at) {
+        runs.back().bytes.insert(runs.back().bytes.end(), piece,
+                                 piece + (end - at));
+      } else {
+        runs.push_back({at, std::vector<char>(piece, piece + (end - at))});
+      }
+    }
+    at = end;
+  }
+  return runs;
+}
+
+// The hash a manifest records of `runs` (template_xxh3), computed here:
+// each run's offset and length (little-endian u64) and bytes, then the
+// file's size.
+inline std::uint64_t reference_image_xxh3(
+    const std::vector<h5::FileTemplate::Run>& runs, std::uint64_t file_size) {
+  Xxh3Stream hash;
+  const auto add_u64 = [&](std::uint64_t value) {
+    unsigned char bytes[8];
+    for (int i = 0; i < 8; ++i)
+      bytes[i] = static_cast<unsigned char>(value >> (8 * i));
+    hash.update(bytes, sizeof bytes);
+  };
+  for (const auto& run : runs) {
+    add_u64(run.offset);
+    add_u64(run.bytes.size());
+    hash.update(run.bytes.data(), run.bytes.size());
+  }
+  add_u64(file_size);
+  return hash.digest();
 }
 
 inline const DType kAllDtypes[] = {

@@ -196,6 +196,21 @@ TEST(Config, ParseCountErrorsNameTheKey) {
   }
 }
 
+// A config key is named as a config key; a command-line flag (the CLI's
+// "--size", "--buffer") as the flag the user typed.
+TEST(ParseCount, NamesAFlagAsAFlagAndAKeyAsAKey) {
+  const test::Caught flag =
+      test::catch_error([] { (void)parse_count("12XB", "--size", true); });
+  EXPECT_TRUE(test::is_error(flag, ErrorCode::kInvalidConfig));
+  EXPECT_EQ(flag.message.rfind("--size: \"12XB\" ", 0), 0u) << flag.message;
+  EXPECT_EQ(flag.message.find("config key"), std::string::npos) << flag.message;
+  const test::Caught key =
+      test::catch_error([] { (void)parse_count("12XB", "max_bytes", true); });
+  EXPECT_TRUE(test::is_error(key, ErrorCode::kInvalidConfig));
+  EXPECT_EQ(key.message.rfind("config key \"max_bytes\": \"12XB\" ", 0), 0u)
+      << key.message;
+}
+
 // ---- Engine-specific options ------------------------------------------------
 
 TEST(EngineOptions, DefaultsFillEveryKey) {

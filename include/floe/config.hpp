@@ -92,7 +92,9 @@ nlohmann::json config_json_from_flags(
 // Parses a count: an integer >= 0 with an optional suffix k/M/G/T (powers of
 // 1000) or Ki/Mi/Gi/Ti (powers of 1024); with `bytes`, a trailing "B" is
 // allowed too ("5GB", "500MB", "64MiB"). Throws Error(kInvalidConfig) naming
-// `key` on anything else or on overflow.
+// `key` on anything else or on overflow: as a config key (`config key
+// "keep_last_n": ...`), or, when `key` starts with "--", as the command-line
+// flag it is (`--size: ...`).
 std::uint64_t parse_count(const std::string& text, const std::string& key,
                           bool bytes = false);
 

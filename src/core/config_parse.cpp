@@ -59,9 +59,16 @@ nlohmann::json default_of(const OptionSpec& spec) {
 std::uint64_t parse_count(const std::string& text, const std::string& key,
                           bool bytes) {
   auto fail = [&](const std::string& why) {
-    bad(key, "\"" + text + "\" " + why +
-                 (bytes ? " (expected e.g. 4096, \"500MB\", \"5GB\", \"64MiB\")"
-                        : " (expected e.g. 100, \"1k\", \"4Ki\")"));
+    const std::string message =
+        "\"" + text + "\" " + why +
+        (bytes ? " (expected e.g. 4096, \"500MB\", \"5GB\", \"64MiB\")"
+               : " (expected e.g. 100, \"1k\", \"4Ki\")");
+    // The CLI passes its flags ("--size"): a user who typed a flag is told
+    // about that flag, not about a config key they never wrote.
+    if (key.rfind("--", 0) == 0) {
+      throw Error(ErrorCode::kInvalidConfig, key + ": " + message);
+    }
+    bad(key, message);
   };
   std::size_t i = 0;
   while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) ||

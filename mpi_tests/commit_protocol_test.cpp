@@ -46,14 +46,23 @@ TEST_P(CommitProtocol, SaveLeavesManifestLatestAndNoStaging) {
   EXPECT_EQ(m.blobs.size(), static_cast<std::size_t>(world_size()));
 }
 
+// Rank 0 deletes what retention renamed aside in the background: wait()
+// for it (every rank) before looking at the directory.
+void wait_for_retention(CheckpointEngine& engine) {
+  engine.wait();
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 TEST_P(CommitProtocol, RetentionKeepsNewestAndTheLoadedOne) {
   TempDir tmp;
   Rig rig(tmp / "ckpt", GetParam(), {{"keep_last_n", 2}});
   for (int step = 1; step <= 4; ++step) rig.save_at(step);
+  wait_for_retention(*rig.engine);
   EXPECT_EQ(listing(tmp / "ckpt"), "global_step_3 global_step_4 latest ");
   rig.engine->load(tmp / "ckpt" / "global_step_3");
   rig.save_at(5);
   rig.save_at(6);  // 3 was loaded: kept though it is older than the newest two
+  wait_for_retention(*rig.engine);
   EXPECT_EQ(listing(tmp / "ckpt"), "global_step_3 global_step_5 global_step_6 latest ");
 }
 
@@ -63,6 +72,7 @@ TEST_P(CommitProtocol, SavingAStepAgainReplacesIt) {
   rig.save_at(3);
   rig.trainer.state().set_scalar("lr", 0.5);
   rig.save_at(3);
+  wait_for_retention(*rig.engine);  // the replaced one is deleted so
   EXPECT_EQ(listing(tmp / "ckpt"), "global_step_3 latest ");
   EXPECT_EQ(Manifest::read(tmp / "ckpt" / "global_step_3").scalars["lr"], 0.5);
 }

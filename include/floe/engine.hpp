@@ -20,6 +20,7 @@
 
 namespace floe {
 
+class BackgroundDeleter;
 class Comm;
 
 // Events a callback can attach to (the seed's CallbackMixin).
@@ -131,6 +132,10 @@ class CheckpointEngine {
  public:
   // Keeps a reference to `trainer`, which must outlive the engine.
   CheckpointEngine(TrainerView& trainer, CheckpointConfig config);
+  // Waits for a save in flight (logging its error, see
+  // finish_pending_save()) and for retention's deletions, at most 60 s for
+  // those: a trainer on a hung file system still exits, and what is left
+  // stays as .deleting-* (a logged warning) for the next start to remove.
   virtual ~CheckpointEngine();
   CheckpointEngine(const CheckpointEngine&) = delete;
   CheckpointEngine& operator=(const CheckpointEngine&) = delete;
@@ -189,9 +194,13 @@ class CheckpointEngine {
   // Waits for the asynchronous save in flight, if any, and throws its Error
   // (the same on every rank: the background write agreed on it), after which
   // it is forgotten. On success runs the post-save callbacks, on this thread.
-  // Not collective: each rank waits for its own I/O thread. save(), load(),
-  // resume(), latest_checkpoint_exists() and set_file_system() call it
-  // first, so the call that surfaces an error does not do its own work.
+  // Then waits (rank 0) for retention's deletions of old checkpoints, which
+  // run in the background (docs/manifest.md, "Retention"); a deletion that
+  // fails is a warning, never an Error. Not collective: each rank waits for
+  // its own threads. save(), load(), resume() and latest_checkpoint_exists()
+  // wait for the save in flight first (not for the deletions: the next
+  // save's write waits for those), set_file_system() for both, so the call
+  // that surfaces an error does not do its own work.
   void wait();
 
   // Collective. Loads `checkpoint` (a checkpoint directory; by default the
@@ -218,7 +227,9 @@ class CheckpointEngine {
                     std::function<void(CheckpointEngine&)> callback);
 
   // Replaces the file system (tests inject faults through it). Waits for an
-  // asynchronous save in flight first (see wait()).
+  // asynchronous save in flight and for retention's deletions first (see
+  // wait()). Deletions may call its remove_all() on a thread of their own,
+  // at the same time as other calls on the engine's threads.
   void set_file_system(std::shared_ptr<FileSystem> fs);
 
  protected:
@@ -256,6 +267,8 @@ class CheckpointEngine {
 
   void run_callbacks(CallbackEvent event);
   void recover_once();
+  // wait() without the deletions: what save() and load() wait for.
+  void wait_for_save();
   // Collective over `comm`: exchange_layout, the engine's write step and the
   // commit of `state` as the checkpoint of `progress` by engine `engine`
   // (name(), read on the trainer's thread).
@@ -273,6 +286,9 @@ class CheckpointEngine {
   std::vector<std::pair<CallbackEvent, std::function<void(CheckpointEngine&)>>>
       callbacks_;
   std::unique_ptr<Staging> staging_;  // made at the first staged save or load
+  // Removes (rank 0) the checkpoints retention renamed aside; its destructor
+  // waits for them, up to BackgroundDeleter::kDefaultExitWait.
+  std::unique_ptr<BackgroundDeleter> deleter_;
   bool post_save_pending_ = false;    // an asynchronous save awaits its callbacks
 };
 

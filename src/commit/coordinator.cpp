@@ -2,9 +2,11 @@
 
 #include <algorithm>
 
+#include "commit/background_deleter.hpp"
 #include "commit/json_fields.hpp"
 #include "commit/paths.hpp"
 #include "floe/error.hpp"
+#include "floe/log.hpp"
 
 namespace floe {
 
@@ -31,6 +33,9 @@ void Coordinator::recover() {
     for (const auto& name : fs_.list(output_dir_)) {
       const fs::path path = output_dir_ / name;
       if (name.rfind(kStagingPrefix, 0) == 0 || name.rfind(kDeletingPrefix, 0) == 0) {
+        // A deleter of this process is on it: a second remove_all of the
+        // same tree would race it (and fail where it got there first).
+        if (being_deleted(path)) continue;
         fs_.remove_all(path);
         changed = true;
       } else if (name.rfind(kReplacedPrefix, 0) == 0) {
@@ -67,9 +72,12 @@ void Coordinator::abort(const fs::path& staging) noexcept {
   }
 }
 
-void Coordinator::commit(const fs::path& staging, Manifest& manifest,
-                         const std::vector<std::string>& files,
-                         std::int64_t keep_last_n, const std::string& protect) {
+std::vector<fs::path> Coordinator::commit(const fs::path& staging,
+                                          Manifest& manifest,
+                                          const std::vector<std::string>& files,
+                                          std::int64_t keep_last_n,
+                                          const std::string& protect) {
+  std::vector<fs::path> doomed;
   on_root([&] {
     manifest.files.clear();
     for (const auto& file : files) {
@@ -85,13 +93,38 @@ void Coordinator::commit(const fs::path& staging, Manifest& manifest,
     fs_.rename(staging, final_dir);
     fs_.fsync_dir(output_dir_);
     fs_.replace_file_atomically(output_dir_ / kLatestName, manifest.tag + "\n");
-    if (replacing) fs_.remove_all(replaced);
-    retain(keep_last_n, manifest.tag, protect);
+    // Committed: `latest` names the new checkpoint. What follows only frees
+    // space, so its failure is a warning, never the save's error (a save
+    // that threw here would report as failed a checkpoint `latest` names).
+    try {
+      if (replacing) doomed.push_back(set_for_deletion(replaced, manifest.tag));
+      retain(keep_last_n, manifest.tag, protect, doomed);
+    } catch (const std::exception& e) {
+      log_message(LogLevel::kWarning,
+                  "checkpoint " + manifest.tag +
+                      " is committed, but retention failed: " + e.what() +
+                      "; every checkpoint it did not rename to " +
+                      kDeletingPrefix + "* is kept");
+    }
   });
+  return doomed;
+}
+
+fs::path Coordinator::set_for_deletion(const fs::path& dir,
+                                       const std::string& tag) {
+  // A free name: an earlier .deleting-<tag> may still be on disk (its
+  // removal failed, or a tag saved twice is being replaced again).
+  fs::path doomed = output_dir_ / (kDeletingPrefix + tag);
+  for (int n = 1; fs_.exists(doomed); ++n) {
+    doomed = output_dir_ / (kDeletingPrefix + tag + "." + std::to_string(n));
+  }
+  fs_.rename(dir, doomed);
+  return doomed;
 }
 
 void Coordinator::retain(std::int64_t keep_last_n, const std::string& keep_a,
-                         const std::string& keep_b) {
+                         const std::string& keep_b,
+                         std::vector<fs::path>& doomed) {
   if (keep_last_n <= 0) return;
   auto entries = list_on_root();
   if (static_cast<std::int64_t>(entries.size()) <= keep_last_n) return;
@@ -99,11 +132,10 @@ void Coordinator::retain(std::int64_t keep_last_n, const std::string& keep_a,
   for (std::size_t i = 0; i < drop; ++i) {
     const auto& entry = entries[i];
     if (entry.tag == keep_a || entry.tag == keep_b) continue;
-    // Renaming first makes the removal atomic for readers: a crash leaves a
-    // .deleting-* directory that recover() finishes off.
-    const fs::path doomed = output_dir_ / (kDeletingPrefix + entry.tag);
-    fs_.rename(entry.dir, doomed);
-    fs_.remove_all(doomed);
+    // Renaming makes the removal atomic for readers: a crash leaves a
+    // .deleting-* directory that recover() finishes off. The caller removes
+    // it, off the save's critical path.
+    doomed.push_back(set_for_deletion(entry.dir, entry.tag));
   }
   fs_.fsync_dir(output_dir_);
 }

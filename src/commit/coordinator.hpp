@@ -30,8 +30,10 @@ class Coordinator {
   Coordinator(FileSystem& fs, const Comm& comm, std::filesystem::path output_dir);
 
   // Creates output_dir if needed and removes leftovers of interrupted saves
-  // (.staging-*, .deleting-*); puts back a checkpoint that a crash left
-  // renamed aside while being replaced (.replaced-<tag> with no <tag>).
+  // (.staging-*, .deleting-*, but not a .deleting-* that a
+  // BackgroundDeleter of this process is removing); puts back a checkpoint
+  // that a crash left renamed aside while being replaced (.replaced-<tag>
+  // with no <tag>).
   void recover();
 
   // Creates a fresh `.staging-<tag>` and returns its path.
@@ -44,12 +46,18 @@ class Coordinator {
   // Completes a save whose data files are written and durable: records the
   // files' sizes in `manifest`, writes manifest.json (temp, fsync, rename),
   // renames staging to manifest.tag (setting aside an older checkpoint of
-  // that tag first), fsyncs output_dir, replaces `latest`, then keeps the
-  // newest `keep_last_n` checkpoints (0: all), never deleting the new one
-  // or `protect`.
-  void commit(const std::filesystem::path& staging, Manifest& manifest,
-              const std::vector<std::string>& files, std::int64_t keep_last_n,
-              const std::string& protect);
+  // that tag first), fsyncs output_dir, replaces `latest`, then applies
+  // retention: keeps the newest `keep_last_n` checkpoints (0: all), never
+  // the new one or `protect`, by renaming the others (and the replaced
+  // one) to .deleting-<tag>[.<n>]. Returns those directories on rank 0
+  // (empty on the others): the caller removes them (the engine, on its
+  // BackgroundDeleter), so a save need not wait for their blocks to be
+  // freed. Once `latest` is replaced a failure is a warning (log_message),
+  // not an Error: the checkpoint is committed.
+  [[nodiscard]] std::vector<std::filesystem::path> commit(
+      const std::filesystem::path& staging, Manifest& manifest,
+      const std::vector<std::string>& files, std::int64_t keep_last_n,
+      const std::string& protect);
 
   // The tag `latest` names, or nullopt when there is no `latest`.
   std::optional<std::string> latest();
@@ -75,8 +83,13 @@ class Coordinator {
   template <typename Fn>
   void on_root(Fn&& fn);
   std::vector<CheckpointEntry> list_on_root();
+  // Renames the checkpoints retention drops, appending them to `doomed`.
   void retain(std::int64_t keep_last_n, const std::string& keep_a,
-              const std::string& keep_b);
+              const std::string& keep_b,
+              std::vector<std::filesystem::path>& doomed);
+  // Renames `dir` to a free .deleting-<tag>[.<n>] and returns the new path.
+  std::filesystem::path set_for_deletion(const std::filesystem::path& dir,
+                                         const std::string& tag);
 
   FileSystem& fs_;
   const Comm& comm_;

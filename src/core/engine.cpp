@@ -6,6 +6,7 @@
 #include <chrono>
 #include <ctime>
 
+#include "commit/background_deleter.hpp"
 #include "commit/coordinator.hpp"
 #include "commit/paths.hpp"
 #include "commit/restore.hpp"
@@ -61,7 +62,10 @@ struct CheckpointEngine::Staging {
 };
 
 CheckpointEngine::CheckpointEngine(TrainerView& trainer, CheckpointConfig config)
-    : trainer_(trainer), config_(std::move(config)), fs_(posix_file_system()) {
+    : trainer_(trainer),
+      config_(std::move(config)),
+      fs_(posix_file_system()),
+      deleter_(std::make_unique<BackgroundDeleter>()) {
   const Comm comm(trainer_.comm());
   rank_ = comm.rank();
   world_size_ = comm.size();
@@ -69,7 +73,10 @@ CheckpointEngine::CheckpointEngine(TrainerView& trainer, CheckpointConfig config
   if (config_.async) check_async_thread_level(mpi_thread_level());
 }
 
-CheckpointEngine::~CheckpointEngine() { finish_pending_save(); }
+CheckpointEngine::~CheckpointEngine() {
+  finish_pending_save();
+  deleter_.reset();  // waits for retention's deletions, within a limit
+}
 
 CheckpointEngine::Staging& CheckpointEngine::staging() {
   if (!staging_) staging_ = std::make_unique<Staging>();
@@ -77,6 +84,16 @@ CheckpointEngine::Staging& CheckpointEngine::staging() {
 }
 
 void CheckpointEngine::wait() {
+  try {
+    wait_for_save();
+  } catch (...) {
+    deleter_->wait();
+    throw;
+  }
+  deleter_->wait();
+}
+
+void CheckpointEngine::wait_for_save() {
   if (!staging_ || !staging_->background) return;
   const std::exception_ptr error = staging_->background->wait();
   const bool completed = post_save_pending_;
@@ -119,7 +136,7 @@ std::filesystem::path CheckpointEngine::checkpoint_dir() const {
 bool CheckpointEngine::latest_checkpoint_exists() const {
   // Engines are never const objects; waiting changes no observable state
   // but the callbacks it runs.
-  const_cast<CheckpointEngine*>(this)->wait();
+  const_cast<CheckpointEngine*>(this)->wait_for_save();
   const Comm comm(trainer_.comm());
   Coordinator coordinator(*fs_, comm, config_.output_dir);
   const auto tag = coordinator.latest();
@@ -155,7 +172,7 @@ void CheckpointEngine::recover_once() {
 }
 
 void CheckpointEngine::save() {
-  wait();
+  wait_for_save();
   if (config_.async && !resumable()) {
     throw Error(ErrorCode::kUnsupported,
                 "config key \"async\": engine \"" + std::string(name()) +
@@ -196,6 +213,11 @@ void CheckpointEngine::save() {
 void CheckpointEngine::write_and_commit(const Comm& comm, State& state,
                                         const Progress& progress,
                                         const std::string& engine) {
+  // Rank 0 lets the previous save's retention finish before writing, so the
+  // disk never holds more old checkpoints than before it deleted in the
+  // background. On the I/O thread with `async: true`: the trainer does not
+  // wait for it.
+  deleter_->wait();
   Coordinator coordinator(*fs_, comm, config_.output_dir);
   // Deterministic on every rank: a bad layout throws the same Error on all.
   const GlobalLayout layout = exchange_layout(state, comm.get());
@@ -214,6 +236,7 @@ void CheckpointEngine::write_and_commit(const Comm& comm, State& state,
   manifest.metadata = state.metadata();
 
   const auto staging = coordinator.begin(manifest.tag);
+  std::vector<std::filesystem::path> doomed;  // rank 0: retention's renames
   try {
     // The seam sees each rank's data volume before any collective write, so
     // an injected (or real, quota-style) refusal is agreed on up front.
@@ -225,17 +248,18 @@ void CheckpointEngine::write_and_commit(const Comm& comm, State& state,
     manifest.tensors = std::move(result.tensors);
     manifest.blobs = std::move(result.blobs);
     manifest.engine_info = std::move(result.engine_info);
-    coordinator.commit(staging, manifest, result.files, config_.keep_last_n,
-                       loaded_tag_);
+    doomed = coordinator.commit(staging, manifest, result.files,
+                                config_.keep_last_n, loaded_tag_);
   } catch (...) {
     coordinator.abort(staging);
     throw;
   }
+  for (auto& dir : doomed) deleter_->remove(fs_, std::move(dir));
 }
 
 Manifest CheckpointEngine::load(const std::optional<std::filesystem::path>& checkpoint,
                                 const LoadOptions& options) {
-  wait();
+  wait_for_save();
   const Comm comm(trainer_.comm());
   if (!resumable()) {
     throw Error(ErrorCode::kUnsupported,
@@ -279,7 +303,7 @@ Manifest CheckpointEngine::load(const std::optional<std::filesystem::path>& chec
 }
 
 std::optional<Manifest> CheckpointEngine::resume(const LoadOptions& options) {
-  wait();
+  wait_for_save();
   const Comm comm(trainer_.comm());
   recover_once();
   Coordinator coordinator(*fs_, comm, config_.output_dir);

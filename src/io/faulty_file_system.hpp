@@ -1,9 +1,14 @@
 // A FileSystem that passes calls to another one and fails the ones a test
-// chooses: a full disk on a write, a failed fsync or rename, an EIO on read.
+// chooses: a full disk on a write, a failed fsync or rename, an EIO on read;
+// or holds them, as a slow disk would, until the test releases them.
 #pragma once
 
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,17 +41,45 @@ struct FaultRule {
   // kWriteFile only: write the first half of the bytes, then fail, as a
   // write(2) that stops short on a full disk leaves a partial file.
   bool short_write = false;
+  // Instead of failing, block the call until release() and then pass it
+  // on: a slow call (a remove_all that takes seconds), without timing. A
+  // hold that is never released fails after hold_limit(), as a fault.
+  bool hold = false;
 };
 
+// Several threads may call it at once (an engine's background deleter
+// calls remove_all while the engine's other calls go on).
 class FaultyFileSystem : public FileSystem {
  public:
   explicit FaultyFileSystem(std::shared_ptr<FileSystem> base = posix_file_system())
       : base_(std::move(base)) {}
 
-  void add_rule(FaultRule rule) { rules_.push_back({rule, 0, 0}); }
-  void clear() { rules_.clear(); }
-  // How many faults were injected so far.
-  int injected() const { return injected_; }
+  void add_rule(FaultRule rule) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    rules_.push_back({rule, 0, 0});
+  }
+  void clear() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    rules_.clear();
+  }
+  // How many faults were injected so far (a hold counts once it times out).
+  int injected() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return injected_;
+  }
+
+  // Lets every held call, and every later one a hold rule matches, pass.
+  void release();
+  // How many calls are held now.
+  int held() const;
+  // Waits until at least `calls` calls are held at once, at most `limit`;
+  // false when they never were.
+  bool wait_held(int calls, std::chrono::milliseconds limit);
+  // How long a hold waits for release() before it fails. Default: 60 s.
+  void set_hold_limit(std::chrono::milliseconds limit) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    hold_limit_ = limit;
+  }
 
   bool exists(const fs::path& p) override { return base_->exists(p); }
   bool is_directory(const fs::path& p) override { return base_->is_directory(p); }
@@ -72,9 +105,15 @@ class FaultyFileSystem : public FileSystem {
     return base_->read_file(p, max);
   }
   void write_file(const fs::path& p, std::string_view bytes) override {
-    if (const FaultRule* rule = match(FsOp::kWriteFile, p)) {
-      if (rule->short_write) base_->write_file(p, bytes.substr(0, bytes.size() / 2));
-      fail(*rule, FsOp::kWriteFile, p);
+    if (const auto rule = match(FsOp::kWriteFile, p)) {
+      if (rule->hold) {
+        hold(FsOp::kWriteFile, p);
+      } else {
+        if (rule->short_write) {
+          base_->write_file(p, bytes.substr(0, bytes.size() / 2));
+        }
+        fail(*rule, FsOp::kWriteFile, p);
+      }
     }
     base_->write_file(p, bytes);
   }
@@ -101,17 +140,30 @@ class FaultyFileSystem : public FileSystem {
     int seen;
     int fired;
   };
-  // The rule that fires for this call (counting it), or nullptr.
-  const FaultRule* match(FsOp op, const fs::path& path);
+  // The rule that fires for this call (counting it), if any.
+  std::optional<FaultRule> match(FsOp op, const fs::path& path);
   // Counts the fault and throws it (or SIGKILLs, for a kill rule).
   [[noreturn]] void fail(const FaultRule& rule, FsOp op, const fs::path& path);
+  // Blocks until release(); throws as fail() does after hold_limit_.
+  void hold(FsOp op, const fs::path& path);
   void hit(FsOp op, const fs::path& path) {
-    if (const FaultRule* rule = match(op, path)) fail(*rule, op, path);
+    if (const auto rule = match(op, path)) {
+      if (rule->hold) {
+        hold(op, path);
+      } else {
+        fail(*rule, op, path);
+      }
+    }
   }
 
   std::shared_ptr<FileSystem> base_;
+  mutable std::mutex mutex_;  // guards everything below
+  std::condition_variable held_changed_;
   std::vector<Armed> rules_;
   int injected_ = 0;
+  int held_ = 0;
+  bool released_ = false;
+  std::chrono::milliseconds hold_limit_{60'000};
 };
 
 }  // namespace floe

@@ -84,25 +84,20 @@ void settle(const fs::path& dir) {
 }
 
 // The raw write of one repetition: each rank writes its bytes to a new
-// file and fsyncs it (`write_s`), then removes the file of the repetition
-// before (`with_remove_s`, from the same start), as the hf engine's
-// retention removes the previous export inside its save. Slowest rank each.
-struct RawTimes {
-  double write_s = 0, with_remove_s = 0;
-};
-
-RawTimes timed_raw_write(const fs::path& file, const fs::path& previous,
-                         const State& state) {
+// file and fsyncs it (timed, the slowest rank), then removes the file of
+// the repetition before (untimed), as the hf engine's save leaves the
+// previous export to retention's background deleter (waited for, untimed,
+// after the save).
+double timed_raw_write(const fs::path& file, const fs::path& previous,
+                       const State& state) {
   MPI_Barrier(MPI_COMM_WORLD);
   const double start = MPI_Wtime();
   raw_write(file, state);
-  const double written = MPI_Wtime();
+  double mine = MPI_Wtime() - start, slowest = 0;
+  MPI_Allreduce(&mine, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
   std::error_code ec;
   fs::remove(previous, ec);  // absent in the first repetition
-  const double removed = MPI_Wtime();
-  double mine[2] = {written - start, removed - start}, slowest[2] = {0, 0};
-  MPI_Allreduce(mine, slowest, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  return RawTimes{slowest[0], slowest[1]};
+  return slowest;
 }
 
 }  // namespace
@@ -152,9 +147,7 @@ void run_export_bench(State& state, const ExportBenchOptions& options) {
     for (const auto& op : order) {
       if (op == "raw write") {
         settle(dir);
-        const RawTimes t = timed_raw_write(raw_file(r), raw_file(r + 1), state);
-        seconds[op].push_back(t.write_s);
-        seconds["raw write + remove"].push_back(t.with_remove_s);
+        seconds[op].push_back(timed_raw_write(raw_file(r), raw_file(r + 1), state));
       } else if (op == "export_hf") {
         // Into a directory emptied beforehand (untimed): export_hf removes
         // nothing.
@@ -166,6 +159,7 @@ void run_export_bench(State& state, const ExportBenchOptions& options) {
       } else {
         settle(dir);
         seconds[op].push_back(measured(engine_memory, [&] { hf_engine->save(); }));
+        hf_engine->wait();  // retention's deletion of the previous export
       }
     }
     std::rotate(order.begin(), order.begin() + 1, order.end());
@@ -215,7 +209,7 @@ void run_export_bench(State& state, const ExportBenchOptions& options) {
   std::snprintf(row, sizeof row, "%-16s %10s %8s %14s\n", "op", "median s",
                 "GB/s", "vs raw write");
   out() << row;
-  for (const char* op : {"raw write", "raw write + remove", "raw read",
+  for (const char* op : {"raw write", "raw read",
                          "export_hf", "hf engine save", "export-hf"}) {
     const double m = median(seconds[op]);
     const double ratio = raw_write_s / m;
@@ -228,15 +222,6 @@ void run_export_bench(State& state, const ExportBenchOptions& options) {
                                  {"gb_per_s", total / m / 1e9},
                                  {"throughput_vs_raw_write", ratio}});
   }
-  // The hf engine's save removes the previous export (keep_last_n: 1), as
-  // "raw write + remove" removes the previous raw file.
-  const double engine_vs_remove =
-      median(seconds["raw write + remove"]) / median(seconds["hf engine save"]);
-  std::snprintf(row, sizeof row,
-                "hf engine save vs raw write + remove: %.3f\n",
-                engine_vs_remove);
-  out() << row;
-  report["hf_engine_vs_raw_write_plus_remove"] = engine_vs_remove;
   const double offline_vs_both =
       (raw_read_s + raw_write_s) / median(seconds["export-hf"]);
   std::snprintf(row, sizeof row,

@@ -41,12 +41,6 @@ void raw_write(const std::filesystem::path& path, const State& state) {
   if (::close(fd) != 0) fail("cannot close", path);
 }
 
-void raw_write_replacing(const std::filesystem::path& path,
-                         const std::filesystem::path& previous, const State& state) {
-  raw_write(path, state);
-  if (::unlink(previous.c_str()) != 0 && errno != ENOENT) fail("cannot remove", previous);
-}
-
 void raw_read(const std::filesystem::path& path, State& state) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail("cannot open", path);

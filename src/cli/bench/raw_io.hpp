@@ -13,13 +13,6 @@ namespace floe::bench {
 // in large chunks, then fsyncs and closes. Throws floe::Error(kIo).
 void raw_write(const std::filesystem::path& path, const State& state);
 
-// What a checkpoint writer does: writes `state` to the new file `path`
-// (as raw_write), then removes `previous` (if present), the copy it
-// replaces; a checkpoint cannot truncate and rewrite the last good copy in
-// place. Throws floe::Error(kIo).
-void raw_write_replacing(const std::filesystem::path& path,
-                         const std::filesystem::path& previous, const State& state);
-
 // Reads `path` back into the shards of `state`, in the same order.
 void raw_read(const std::filesystem::path& path, State& state);
 

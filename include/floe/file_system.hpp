@@ -15,7 +15,10 @@ namespace floe {
 namespace fs = std::filesystem;
 
 // All methods throw floe::Error(kIo) naming the path and the OS error.
-// Implementations must be safe to call from one thread at a time per object.
+// Implementations must be safe to call from several threads at once:
+// retention's background deleter (docs/manifest.md, "Retention") calls
+// remove_all() and exists() on a thread of its own while the engine's
+// other calls go on (the POSIX one keeps no state; FaultyFileSystem locks).
 class FileSystem {
  public:
   virtual ~FileSystem() = default;

@@ -66,6 +66,7 @@ h5="${work}/h5/global_step_2" mp="${work}/mp/global_step_1"
 
 # ---- list ---------------------------------------------------------------
 mkdir "${work}/h5/.staging-global_step_3"
+mkdir "${work}/h5/.deleting-global_step_0.1"   # retention's name when .deleting-<tag> is taken
 cp -r "${work}/h5/global_step_1" "${work}/h5/global_step_1.corrupt"
 same_everywhere 0 "${floe}" list "${work}/h5"
 expect list "${out}" '^NAME +STEP +EPOCH +ENGINE +WORLD +SIZE +STATE$'
@@ -73,6 +74,7 @@ expect list "${out}" '^global_step_1 +1 +1 +hdf5 +2 +[0-9.]+ KiB +ok$'
 expect list "${out}" '^global_step_2 +2 +1 +hdf5 +2 +[0-9.]+ KiB +latest$'
 expect list "${out}" '^global_step_1\.corrupt +1 +1 +hdf5 +2 .*corrupt \(set aside\)$'
 expect list "${out}" '^\.staging-global_step_3 +3 +- .*incomplete$'
+expect list "${out}" '^\.deleting-global_step_0\.1 +0 +- .*incomplete \(being deleted\)$'
 [[ -d "${work}/h5/.staging-global_step_3" ]] || fail "list removed a staging directory"
 run 0 2 "${floe}" list --json "${work}/h5"
 json_check "${out}" 'assert d["latest"] == "global_step_2", d
@@ -80,6 +82,7 @@ s = {c["name"]: c["state"] for c in d["checkpoints"]}
 assert s["global_step_1"] == "ok" and s["global_step_2"] == "latest", s
 assert s["global_step_1.corrupt"] == "corrupt (set aside)", s
 assert s[".staging-global_step_3"] == "incomplete", s
+assert s[".deleting-global_step_0.1"] == "incomplete (being deleted)", s
 c = next(c for c in d["checkpoints"] if c["name"] == "global_step_2")
 assert c["size_bytes"] > 0 and c["engine"] == "hdf5" and c["world_size"] == 2, c'
 run 1 0 "${floe}" list "${work}/no-such-dir"

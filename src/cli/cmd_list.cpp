@@ -48,6 +48,13 @@ std::string leftover_state(const std::string& name, std::string& tag) {
   for (const auto& [prefix, state] : prefixes) {
     if (starts_with(name, prefix)) {
       tag = name.substr(std::string(prefix).size());
+      // .deleting-<tag>.<n>: retention's name when .deleting-<tag> is taken.
+      const std::size_t dot = tag.rfind('.');
+      if (dot != std::string::npos && dot + 1 < tag.size() &&
+          tag.find_first_not_of("0123456789", dot + 1) == std::string::npos &&
+          step_of_tag(tag.substr(0, dot))) {
+        tag.erase(dot);
+      }
       return state;
     }
   }

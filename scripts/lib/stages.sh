@@ -67,13 +67,16 @@ floe_stage_tsan() {
   # runs inside it), and load_check_test, whose pieces of more than a
   # read-ahead chunk are hashed as the read-ahead thread reads them, whose
   # hdf5 loads without storage offsets start load's checker thread, and
-  # whose mpiio saves start the checksum thread from the trainer's thread.
+  # whose mpiio saves start the checksum thread from the trainer's thread;
+  # and commit_protocol_test, whose retention tests run the background
+  # deleter's thread against the engine's calls on the same file system.
   floe_sanitized_build "${install}" "-fsanitize=thread -fno-omit-frame-pointer" \
-    ${FLOE_TSAN_TARGETS:-async_save_test async_crash load_check_test}
+    ${FLOE_TSAN_TARGETS:-async_save_test async_crash load_check_test commit_protocol_test}
   ((build_only)) && return 0
   export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$(floe_sanitizer_dir)/tsan.supp"
-  # Their tests: names containing "async" or "load_check" (or -R REGEX).
-  local tests="${regex:-async|load_check}"
+  # Their tests: names containing "async", "load_check" or
+  # "commit_protocol" (or -R REGEX).
+  local tests="${regex:-async|load_check|commit_protocol}"
   local args=(--test-dir "${BUILD_DIR}" --output-on-failure -j "$(floe_nproc)"
               -R "${tests}")
   if [[ -z "$(ctest --test-dir "${BUILD_DIR}" -N -R "${tests}" | grep -E '^ *Test +#')" ]]; then

@@ -29,6 +29,17 @@ std::shared_ptr<FaultyFileSystem> holding_deletions() {
   return faulty;
 }
 
+// Saves steps 1 and 2 (the rig keeps one), the second on a file system
+// that holds its deletion of step 1 (holding_deletions); returns that file
+// system. set_file_system() waits for save 1 first, async or not.
+std::shared_ptr<FaultyFileSystem> save_two_holding_the_deletion(EngineRig& rig) {
+  rig.save_at(1);
+  auto faulty = holding_deletions();
+  rig.engine->set_file_system(faulty);
+  rig.save_at(2);
+  return faulty;
+}
+
 // Releases the holds `delay` from now, on a thread of its own: a call that
 // returns before then did not wait for the deletion.
 std::thread release_after(std::shared_ptr<FaultyFileSystem> faulty,
@@ -69,10 +80,7 @@ TEST_P(Retention, SaveReturnsBeforeASlowDeletionFinishes) {
   TempDir tmp;
   const fs::path dir = tmp / "ckpt";
   EngineRig rig(dir, GetParam(), {{"keep_last_n", 1}});
-  rig.save_at(1);
-  auto faulty = holding_deletions();
-  rig.engine->set_file_system(faulty);
-  rig.save_at(2);
+  auto faulty = save_two_holding_the_deletion(rig);
   if (world_rank() == 0) {
     // No hold ran out inside save(): it returned while its deletion of
     // step 1 is still (or about to be) held.
@@ -167,10 +175,7 @@ TEST_P(Retention, WaitAndTheDestructorFinishPendingDeletions) {
   for (const bool destroy : {false, true}) {
     const fs::path dir = tmp / (destroy ? "destroyed" : "waited");
     EngineRig rig(dir, GetParam(), {{"keep_last_n", 1}});
-    rig.save_at(1);
-    auto faulty = holding_deletions();
-    rig.engine->set_file_system(faulty);
-    rig.save_at(2);
+    auto faulty = save_two_holding_the_deletion(rig);
     std::thread releaser;
     if (world_rank() == 0) releaser = release_after(faulty, 300ms);
     if (destroy) {
@@ -196,11 +201,7 @@ TEST_P(Retention, TheNextSaveWaitsForThePreviousDeletions) {
   for (const bool async : {false, true}) {
     const fs::path dir = tmp / (async ? "async" : "sync");
     EngineRig rig(dir, GetParam(), {{"keep_last_n", 1}, {"async", async}});
-    rig.save_at(1);
-    rig.engine->wait();
-    auto faulty = holding_deletions();
-    rig.engine->set_file_system(faulty);
-    rig.save_at(2);
+    auto faulty = save_two_holding_the_deletion(rig);
     if (async) {
       rig.save_at(3);  // waits for save 2, whose deletion is held
       if (world_rank() == 0) {
@@ -233,10 +234,7 @@ TEST_P(Retention, RecoverLeavesADeletionInProgressToItsDeleter) {
   TempDir tmp;
   const fs::path dir = tmp / "ckpt";
   EngineRig rig(dir, GetParam(), {{"keep_last_n", 1}});
-  rig.save_at(1);
-  auto faulty = holding_deletions();
-  rig.engine->set_file_system(faulty);
-  rig.save_at(2);
+  auto faulty = save_two_holding_the_deletion(rig);
   if (world_rank() == 0) {
     EXPECT_TRUE(faulty->wait_held(1, 20s));
   }

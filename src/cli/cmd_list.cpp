@@ -38,6 +38,13 @@ bool starts_with(const std::string& s, const std::string& prefix) {
   return s.rfind(prefix, 0) == 0;
 }
 
+// Whether `rest` is "" or ".<n>": the number Floe appends to a name that is
+// taken (<tag>.corrupt.<n>, .deleting-<tag>.<n>).
+bool numbered_or_empty(const std::string& rest) {
+  return rest.empty() || (rest.size() > 1 && rest[0] == '.' &&
+                          rest.find_first_not_of("0123456789", 1) == std::string::npos);
+}
+
 // The state of a directory that is not a committed checkpoint, or "" for a
 // name Floe does not make. Sets `tag` to the tag it belongs to.
 std::string leftover_state(const std::string& name, std::string& tag) {
@@ -50,8 +57,7 @@ std::string leftover_state(const std::string& name, std::string& tag) {
       tag = name.substr(std::string(prefix).size());
       // .deleting-<tag>.<n>: retention's name when .deleting-<tag> is taken.
       const std::size_t dot = tag.rfind('.');
-      if (dot != std::string::npos && dot + 1 < tag.size() &&
-          tag.find_first_not_of("0123456789", dot + 1) == std::string::npos &&
+      if (dot != std::string::npos && numbered_or_empty(tag.substr(dot)) &&
           step_of_tag(tag.substr(0, dot))) {
         tag.erase(dot);
       }
@@ -63,9 +69,7 @@ std::string leftover_state(const std::string& name, std::string& tag) {
   if (at != std::string::npos && step_of_tag(name.substr(0, at))) {
     const std::string rest =
         name.substr(at + std::string(kSetAsideSuffix).size());
-    if (rest.empty() ||
-        (rest.size() > 1 && rest[0] == '.' &&
-         rest.find_first_not_of("0123456789", 1) == std::string::npos)) {
+    if (numbered_or_empty(rest)) {
       tag = name.substr(0, at);
       return "corrupt (set aside)";
     }

@@ -165,13 +165,24 @@ std::optional<h5::FileTemplate> capture(const fs::path& path,
                               p.blob_offsets, max_bytes);
 }
 
-TEST(Hdf5TemplateImage, KeepsTheNonZeroBlocksAroundOffBlockStorageAndReads) {
+// The crafted file written to a fresh directory, where it lies, and the
+// image reference_image() works out from its bytes alone.
+struct OnDisk {
   TempDir dir;
   const fs::path path = dir / "checkpoint.h5";
   const CraftedFile file = crafted_file();
-  write_file(path, file.bytes);
   const Placement placement = place(file);
-  const auto expected = reference_image(file.bytes, file.storage);
+  const std::vector<h5::FileTemplate::Run> expected =
+      reference_image(file.bytes, file.storage);
+  OnDisk() { write_file(path, file.bytes); }
+};
+
+TEST(Hdf5TemplateImage, KeepsTheNonZeroBlocksAroundOffBlockStorageAndReads) {
+  const OnDisk disk;
+  const fs::path& path = disk.path;
+  const CraftedFile& file = disk.file;
+  const Placement& placement = disk.placement;
+  const auto& expected = disk.expected;
   const std::uint64_t expected_xxh3 =
       reference_image_xxh3(expected, file.size());
   ASSERT_GT(expected.size(), 10u);
@@ -200,12 +211,10 @@ TEST(Hdf5TemplateImage, KeepsTheNonZeroBlocksAroundOffBlockStorageAndReads) {
 }
 
 TEST(Hdf5TemplateImage, AnImageOneByteOverTheLimitGivesNoTemplate) {
-  TempDir dir;
-  const fs::path path = dir / "checkpoint.h5";
-  const CraftedFile file = crafted_file();
-  write_file(path, file.bytes);
-  const Placement placement = place(file);
-  const auto expected = reference_image(file.bytes, file.storage);
+  const OnDisk disk;
+  const fs::path& path = disk.path;
+  const Placement& placement = disk.placement;
+  const auto& expected = disk.expected;
   const std::uint64_t kept = bytes_of(expected);
 
   const auto at_limit = capture(path, placement, kept);

@@ -117,6 +117,37 @@ TEST(Region, CopyOverlapMatchesReferenceOnRandomBoxes) {
   }
 }
 
+TEST(Region, CopyOverlapMatchesReferenceAboveEightDimensions) {
+  // walk_overlap keeps its per-dimension state on the stack up to 8
+  // dimensions and on the heap above: boxes of 9 to 11 dimensions (extents
+  // of 1 to 3, a few thousand elements) take the heap path.
+  std::mt19937_64 rng(20261130);
+  for (int trial = 0; trial < 200; ++trial) {
+    Shape shape(9 + rng() % 3);
+    for (auto& d : shape) d = 1 + rng() % 3;
+    const Box src_box = random_box(rng, shape);
+    const Box dst_box = random_box(rng, shape);
+    const std::size_t size = random_element_size(rng);
+    const Buffer src = make_buffer(shape, Region::box(src_box), size, true);
+    Buffer dst = make_buffer(shape, Region::box(dst_box), size, false);
+    Buffer want = dst;
+    const std::uint64_t want_count = reference_copy(src, want, size);
+    ASSERT_EQ(copy_overlap(src_box, src.bytes.data(), dst_box, dst.bytes.data(), size),
+              want_count)
+        << "trial " << trial << " src " << Region::box(src_box).to_string() << " dst "
+        << Region::box(dst_box).to_string();
+    ASSERT_EQ(dst.bytes, want.bytes) << "trial " << trial;
+  }
+}
+
+TEST(Region, CopyOverlapOfBoxesOfDifferentRankIsAnError) {
+  const Box two{{0, 0}, {2, 2}};
+  const Box three{{0, 0, 0}, {2, 2, 2}};
+  unsigned char src[8] = {}, dst[8] = {};
+  EXPECT_TRUE(test::throws_error([&] { (void)copy_overlap(two, src, three, dst, 1); },
+                                 ErrorCode::kInvalidArgument, {"different rank"}));
+}
+
 TEST(Region, CopyOverlapCoalescesFullRows) {
   // Both boxes span dims 1..2 fully: the overlap is one contiguous run.
   const Shape shape{6, 3, 4};

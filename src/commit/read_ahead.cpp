@@ -35,6 +35,18 @@ void split_box(const Box& box, std::uint64_t element, std::uint64_t limit,
   }
 }
 
+// Sets `boxes` to region.boxes(shape), reusing their storage: a box region
+// (the usual kind) costs no allocation once `boxes` has held a box of its
+// rank, where building the list anew cost three per tensor.
+void assign_boxes(const Region& region, const Shape& shape, std::vector<Box>& boxes) {
+  if (region.kind() != Region::Kind::kBox) {
+    boxes = region.boxes(shape);
+    return;
+  }
+  boxes.resize(1);
+  boxes[0] = region.as_box();
+}
+
 }  // namespace
 
 ReadAhead::ReadAhead(CheckpointReader& reader,
@@ -52,7 +64,11 @@ ReadAhead::~ReadAhead() {
 
 void ReadAhead::run() {
   std::exception_ptr error;
+  // The batch is its first `n` requests: later ones are kept, as are
+  // those `n` from one batch to the next, so their boxes' storage is
+  // reused (assign_boxes).
   std::vector<CheckpointReader::ReadRequest> batch;
+  std::size_t n = 0;
   std::vector<std::size_t> index;  // the manifest index of each request
   std::size_t t = 0;
   while (t < tensors_.size() && !stop_ && !error) {
@@ -70,31 +86,35 @@ void ReadAhead::run() {
     // The next batch: the tensors from t on with a shard here, up to
     // kBatchBytes (or one tensor, however large) and kBatchTensors, and
     // before the next shard read in chunks.
-    batch.clear();
+    n = 0;
     index.clear();
     std::uint64_t bytes = 0;
     std::size_t end = t;
-    for (; end < tensors_.size() && batch.size() < kBatchTensors; ++end) {
+    for (; end < tensors_.size() && n < kBatchTensors; ++end) {
       TensorShard* shard = shards_[end];
       if (!shard) continue;
       const std::uint64_t nbytes = shard->nbytes();
       if (reads_in_chunks(nbytes)) break;
-      if (!batch.empty() && bytes + nbytes > kBatchBytes) break;
+      if (n > 0 && bytes + nbytes > kBatchBytes) break;
       const TensorRecord& record = tensors_[end];
-      batch.push_back({&record, shard->region().boxes(record.spec.shape), shard->data()});
+      if (n == batch.size()) batch.emplace_back();
+      CheckpointReader::ReadRequest& request = batch[n++];
+      request.tensor = &record;
+      assign_boxes(shard->region(), record.spec.shape, request.boxes);
+      request.out = shard->data();
       index.push_back(end);
       bytes += nbytes;
     }
-    if (batch.empty()) publish(end);  // nothing of them on this rank
+    if (n == 0) publish(end);  // nothing of them on this rank
     std::size_t at = 0;
-    while (at < batch.size() && !stop_) {
+    while (at < n && !stop_) {
       try {
-        at += reader_.read_some(batch.data() + at, batch.size() - at);
+        at += reader_.read_some(batch.data() + at, n - at);
       } catch (...) {
         error = std::current_exception();
       }
       // Tensors up to the next request (or the batch's end) are read.
-      publish(at < batch.size() ? index[at] : end);
+      publish(at < n ? index[at] : end);
       if (error) break;
     }
     t = end;

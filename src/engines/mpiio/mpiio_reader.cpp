@@ -25,7 +25,8 @@ class MpiioReader : public CheckpointReader {
   void read(const TensorRecord& tensor, const std::vector<Box>& boxes,
             void* out) override {
     Pending pending;
-    for_each_run(tensor, boxes, out,
+    OpenFile file;
+    for_each_run(tensor, boxes, out, file,
                  [&](const ReadOnlyFile& file, std::uint64_t at, char* into,
                      std::uint64_t n) { pending.add(file, at, into, n); });
     pending.flush();
@@ -46,9 +47,10 @@ class MpiioReader : public CheckpointReader {
     std::size_t gathered_reads = 0;
     try {
       std::vector<FileRun> runs;
+      OpenFile file;  // tensors saved together share a file: one lookup
       for (std::size_t i = 0; i < count; ++i) {
         const ReadRequest& r = requests[i];
-        for_each_run(*r.tensor, r.boxes, r.out,
+        for_each_run(*r.tensor, r.boxes, r.out, file,
                      [&](const ReadOnlyFile& file, std::uint64_t at, char* into,
                          std::uint64_t n) { append_run(runs, file, at, into, n); });
       }
@@ -72,23 +74,30 @@ class MpiioReader : public CheckpointReader {
   }
 
  private:
+  // The file of the piece last read, by its name in the manifest (which
+  // outlives a read): one for the pieces of one call.
+  struct OpenFile {
+    const ReadOnlyFile* file = nullptr;
+    const std::string* name = nullptr;
+  };
+
   // Calls sink(file, offset, memory, bytes) for each run of `tensor`'s
   // saved pieces that the elements of `boxes` need, `out` being where those
-  // elements go (box after box, row-major in each).
+  // elements go (box after box, row-major in each). `open_file` carries
+  // the last piece's file from one call to the next.
   template <typename Sink>
   void for_each_run(const TensorRecord& tensor, const std::vector<Box>& boxes, void* out,
-                    Sink&& sink) {
+                    OpenFile& open_file, Sink&& sink) {
     const std::size_t element = dtype_size(tensor.spec.dtype);
     auto* bytes = static_cast<char*>(out);
     std::uint64_t out_at = 0;  // elements
-    const ReadOnlyFile* file = nullptr;
-    const std::string* file_name = nullptr;
+    const ReadOnlyFile*& file = open_file.file;
     for (const Box& want : boxes) {
       for (const auto& piece : tensor.pieces) {
         // Pieces of a tensor usually share one file: one lookup for them.
-        if (!file || piece.file != *file_name) {
+        if (!file || piece.file != *open_file.name) {
           file = &open(piece.file);
-          file_name = &piece.file;
+          open_file.name = &piece.file;
         }
         std::uint64_t piece_at = 0;
         const auto read_overlap = [&](const Box& have) {

@@ -51,7 +51,9 @@ class TensorShard {
   const Region& region() const { return region_; }
   std::byte* data() { return data_; }
   const std::byte* data() const { return data_; }
-  std::uint64_t nbytes() const;
+  // The region's bytes, counted once when the shard is made: a load asks
+  // for them several times per tensor.
+  std::uint64_t nbytes() const { return nbytes_; }
 
   // Typed view; T's size must match the dtype's.
   template <typename T>
@@ -62,6 +64,7 @@ class TensorShard {
  private:
   TensorSpec spec_;
   Region region_;
+  std::uint64_t nbytes_ = 0;
   std::shared_ptr<std::byte[]> owned_;
   std::byte* data_ = nullptr;
 };

@@ -15,22 +15,26 @@ std::string TensorSpec::key() const {
   return "optimizer/" + name + "/" + opt_key;
 }
 
+namespace {
+
+std::uint64_t bytes_of(const TensorSpec& spec, const Region& region) {
+  // Region::validate() ran when the shard was added, so this cannot overflow
+  // past the tensor's own (checked) byte size.
+  return region.elements() * dtype_size(spec.dtype);
+}
+
+}  // namespace
+
 TensorShard::TensorShard(TensorSpec spec, Region region, void* borrowed)
     : spec_(std::move(spec)),
       region_(std::move(region)),
+      nbytes_(bytes_of(spec_, region_)),
       data_(static_cast<std::byte*>(borrowed)) {}
 
 TensorShard::TensorShard(TensorSpec spec, Region region)
-    : spec_(std::move(spec)), region_(std::move(region)) {
-  const std::uint64_t bytes = nbytes();
-  owned_.reset(new std::byte[bytes ? bytes : 1]());
+    : spec_(std::move(spec)), region_(std::move(region)), nbytes_(bytes_of(spec_, region_)) {
+  owned_.reset(new std::byte[nbytes_ ? nbytes_ : 1]());
   data_ = owned_.get();
-}
-
-std::uint64_t TensorShard::nbytes() const {
-  // Region::validate() ran when the shard was added, so this cannot overflow
-  // past the tensor's own (checked) byte size.
-  return region_.elements() * dtype_size(spec_.dtype);
 }
 
 TensorShard& State::add_model(const std::string& name, DType dtype,

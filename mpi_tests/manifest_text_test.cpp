@@ -283,6 +283,37 @@ TEST(ManifestText, FastReaderAcceptsNothingTheParserRefuses) {
   }
 }
 
+// Numbers of 19 and 20 digits up to 2^64 - 1 read as the general parser
+// reads them (the scanner checks for overflow only past the 19th digit);
+// 2^64 is refused by both. Version 1: no self-checksum to stop the edit.
+TEST(ManifestText, FastReaderReadsNumbersUpToTheUnsignedLimit) {
+  std::string widest;
+  const std::uint64_t widths[] = {9999999999999999999u, 10000000000000000000u,
+                                  ~std::uint64_t{0}};
+  for (const std::uint64_t n : widths) {
+    SCOPED_TRACE(n);
+    Manifest m = ascii_manifest();
+    m.format_version = 1;
+    TensorRecord r;
+    r.spec = TensorSpec{TensorGroup::kModel, "long", "", DType::kU8, {n}};
+    r.pieces.push_back(piece(0, Region::box(Box{{n - 2}, {2}}), 2, 64, 7));
+    m.tensors.push_back(std::move(r));
+    widest = m.dump();
+    const std::optional<Manifest> fast = parse_as_written(widest);
+    ASSERT_TRUE(fast.has_value());
+    EXPECT_EQ(fast->tensors.back().spec.shape, Shape{n});
+    EXPECT_EQ(fast->to_json(), m.to_json());
+    ASSERT_TRUE(general_parse(widest).has_value());
+  }
+  // 2^64 as the piece's file offset, which wrapped to 0 would fit the file.
+  const std::string offset = "\"nbytes\":2,\"offset\":64,";
+  const std::size_t at = widest.find(offset);
+  ASSERT_NE(at, std::string::npos);
+  widest.replace(at, offset.size(), "\"nbytes\":2,\"offset\":18446744073709551616,");
+  EXPECT_FALSE(parse_as_written(widest).has_value());
+  EXPECT_FALSE(general_parse(widest).has_value());
+}
+
 // storage_offset (hdf5 tensors): printed after "shape" as the JSON tree
 // sorts it, read back by both readers, and refused by both where the bytes
 // it gives do not fit the recorded file, or there is no dataset.

@@ -117,17 +117,18 @@ TensorShard* ShardFinder::find(const TensorSpec& spec) {
 // ranks in turn.
 Assignment assign_checks(const Manifest& manifest, const InlineRanks* inline_ranks,
                          int world_size) {
-  Assignment out(manifest.tensors.size());
+  std::size_t pieces = 0;
+  for (const auto& record : manifest.tensors) pieces += record.pieces.size();
+  Assignment out(manifest.tensors.size(), pieces);
   int turn = 0;
   std::size_t at = 0;
   for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
     const TensorRecord& record = manifest.tensors[t];
-    out[t].reserve(record.pieces.size());
     for (std::size_t k = 0; k < record.pieces.size(); ++k, ++at) {
       const std::uint32_t rank = inline_ranks ? (*inline_ranks)[at] : kNoRank;
-      out[t].push_back(rank != kNoRank ? -1 - static_cast<int>(rank)
-                                       : turn++ % world_size);
+      out.add_piece(rank != kNoRank ? -1 - static_cast<int>(rank) : turn++ % world_size);
     }
+    out.end_tensor();
   }
   return out;
 }

@@ -2,6 +2,7 @@
 // checks each piece's checksum (load and verify).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <unordered_map>
@@ -15,8 +16,46 @@ namespace floe {
 
 // Who checks each piece: a rank whose load region equals the piece checks
 // the bytes it loaded for free; other pieces are read once more by ranks in
-// turn. Indexed [tensor][piece]; -1 - r means "rank r, inline".
-using Assignment = std::vector<std::vector<int>>;
+// turn. Indexed [tensor][piece]; -1 - r means "rank r, inline". One list
+// for all pieces (a list per tensor cost an allocation per tensor: ~300
+// instructions each at 20,000 tensors).
+class Assignment {
+ public:
+  // One tensor's pieces' checkers, valid while the Assignment lives.
+  class Pieces {
+   public:
+    Pieces(const int* first, std::size_t count) : first_(first), count_(count) {}
+    const int* begin() const { return first_; }
+    const int* end() const { return first_ + count_; }
+    std::size_t size() const { return count_; }
+    int operator[](std::size_t k) const { return first_[k]; }
+
+   private:
+    const int* first_;
+    std::size_t count_;
+  };
+
+  Assignment() = default;
+  // Room for `tensors` tensors and `pieces` pieces in all.
+  Assignment(std::size_t tensors, std::size_t pieces) {
+    start_.reserve(tensors + 1);
+    start_.push_back(0);
+    who_.reserve(pieces);
+  }
+  // Appends the next tensor's pieces' checkers, in piece order.
+  void add_piece(int who) { who_.push_back(who); }
+  // Ends the current tensor (its pieces: those added since the last end).
+  void end_tensor() { start_.push_back(who_.size()); }
+
+  std::size_t size() const { return start_.empty() ? 0 : start_.size() - 1; }
+  Pieces operator[](std::size_t t) const {
+    return Pieces(who_.data() + start_[t], start_[t + 1] - start_[t]);
+  }
+
+ private:
+  std::vector<int> who_;            // every tensor's pieces, in manifest order
+  std::vector<std::size_t> start_;  // tensor t's: [start_[t], start_[t + 1])
+};
 
 // No rank loads exactly this piece (see InlineRanks).
 constexpr std::uint32_t kNoRank = UINT32_MAX;

@@ -99,7 +99,7 @@ class InlineChecker {
 // Reads the pieces of `t` that `rank` checks by reading them again, and
 // appends a problem for each bad checksum. Collective per tensor.
 void check_pieces(CheckpointReader& reader, const TensorRecord& t,
-                  const std::vector<int>& who, int rank,
+                  Assignment::Pieces who, int rank,
                   std::vector<std::string>& problems, std::uint64_t& pieces,
                   std::uint64_t& bytes) {
   std::vector<Box> boxes;
@@ -152,14 +152,14 @@ std::uint64_t hash_as_read(ReadAhead& ahead, std::size_t t, const TensorShard& s
   return stream.digest();
 }
 
-bool checks_inline(const std::vector<int>& who, int rank) {
+bool checks_inline(Assignment::Pieces who, int rank) {
   for (int w : who) {
     if (w == -1 - rank) return true;
   }
   return false;
 }
 
-bool any_dedicated(const std::vector<int>& who) {
+bool any_dedicated(Assignment::Pieces who) {
   for (int w : who) {
     if (w >= 0) return true;
   }

@@ -17,12 +17,15 @@ namespace floe::h5 {
 // Calls emit(file offset, memory, bytes) for each run of `boxes` (into
 // `out`, box after box) of a tensor whose contiguous storage starts at file
 // offset `storage`, in order; the caller merges runs that continue each
-// other.
+// other. `whole` is scratch for the tensor's full box, which a caller
+// reading many tensors keeps from one to the next (its two lists are then
+// not allocated per tensor).
 template <typename Emit>
 void each_run(const TensorSpec& spec, std::uint64_t storage, const std::vector<Box>& boxes,
-              void* out, Emit&& emit) {
+              void* out, Box& whole, Emit&& emit) {
   const std::uint64_t element = dtype_size(spec.dtype);
-  const Box whole = full_box(spec.shape);
+  whole.offset.assign(spec.shape.size(), 0);
+  whole.extent = spec.shape;
   auto* bytes = static_cast<char*>(out);
   std::uint64_t at = 0;  // elements of `out` before this box
   for (const Box& box : boxes) {

@@ -153,6 +153,7 @@ std::size_t Hdf5Reader::read_some(const ReadRequest* requests, std::size_t count
   std::size_t gathered_reads = 0;
   try {
     std::vector<FileRun> runs;
+    Box whole;  // each_run's scratch, kept across the requests
     for (std::size_t i = 0; i < count; ++i) {
       const ReadRequest& r = requests[i];
       const Direct* direct = planned(*r.tensor);
@@ -163,7 +164,7 @@ std::size_t Hdf5Reader::read_some(const ReadRequest* requests, std::size_t count
       }
       check_request(r.tensor->spec, r.boxes, r.out);
       // Straight into `runs`: append_run merges as runs_of would.
-      each_run(r.tensor->spec, direct->offset, r.boxes, r.out,
+      each_run(r.tensor->spec, direct->offset, r.boxes, r.out, whole,
                [&](std::uint64_t offset, char* memory, std::uint64_t length) {
                  append_run(runs, *data_, offset, memory, length);
                });
@@ -185,7 +186,8 @@ std::vector<Hdf5Reader::Run> Hdf5Reader::runs_of(const TensorSpec& spec,
                                                  void* out) {
   // Runs that continue each other in both the file and memory are one read.
   std::vector<Run> runs;
-  each_run(spec, storage, boxes, out,
+  Box whole;
+  each_run(spec, storage, boxes, out, whole,
            [&](std::uint64_t offset, char* memory, std::uint64_t length) {
              if (!runs.empty()) {
                Run& last = runs.back();

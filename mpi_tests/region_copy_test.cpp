@@ -93,27 +93,32 @@ std::size_t random_element_size(std::mt19937_64& rng) {
   return kSizes[rng() % 5];
 }
 
+// copy_overlap between two random boxes of `shape`, against reference_copy:
+// the same count and the same destination bytes.
+::testing::AssertionResult copy_matches_reference(std::mt19937_64& rng, const Shape& shape) {
+  const Box src_box = random_box(rng, shape);
+  const Box dst_box = random_box(rng, shape);
+  const std::size_t size = random_element_size(rng);
+  const Buffer src = make_buffer(shape, Region::box(src_box), size, true);
+  Buffer dst = make_buffer(shape, Region::box(dst_box), size, false);
+  Buffer want = dst;
+  const std::uint64_t want_count = reference_copy(src, want, size);
+  const std::uint64_t count =
+      copy_overlap(src_box, src.bytes.data(), dst_box, dst.bytes.data(), size);
+  if (count == want_count && dst.bytes == want.bytes) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << (count != want_count ? "count " + std::to_string(count) + ", want " +
+                                       std::to_string(want_count)
+                                 : std::string("bytes differ"))
+         << "; shape " << shape_text(shape) << " src " << Region::box(src_box).to_string()
+         << " dst " << Region::box(dst_box).to_string() << " element size " << size;
+}
+
 TEST(Region, CopyOverlapMatchesReferenceOnRandomBoxes) {
   std::mt19937_64 rng(20240611);
   for (int trial = 0; trial < 4000; ++trial) {
     const Shape shape = random_shape(rng);
-    const Box src_box = random_box(rng, shape);
-    const Box dst_box = random_box(rng, shape);
-    const std::size_t size = random_element_size(rng);
-    const Buffer src = make_buffer(shape, Region::box(src_box), size, true);
-    Buffer dst = make_buffer(shape, Region::box(dst_box), size, false);
-    Buffer want = dst;
-    const std::uint64_t want_count = reference_copy(src, want, size);
-    const std::uint64_t count = copy_overlap(src_box, src.bytes.data(), dst_box,
-                                             dst.bytes.data(), size);
-    ASSERT_EQ(count, want_count)
-        << "trial " << trial << " shape " << shape_text(shape) << " src "
-        << Region::box(src_box).to_string() << " dst "
-        << Region::box(dst_box).to_string();
-    ASSERT_EQ(dst.bytes, want.bytes)
-        << "trial " << trial << " shape " << shape_text(shape) << " src "
-        << Region::box(src_box).to_string() << " dst "
-        << Region::box(dst_box).to_string() << " element size " << size;
+    ASSERT_TRUE(copy_matches_reference(rng, shape)) << "trial " << trial;
   }
 }
 
@@ -125,18 +130,7 @@ TEST(Region, CopyOverlapMatchesReferenceAboveEightDimensions) {
   for (int trial = 0; trial < 200; ++trial) {
     Shape shape(9 + rng() % 3);
     for (auto& d : shape) d = 1 + rng() % 3;
-    const Box src_box = random_box(rng, shape);
-    const Box dst_box = random_box(rng, shape);
-    const std::size_t size = random_element_size(rng);
-    const Buffer src = make_buffer(shape, Region::box(src_box), size, true);
-    Buffer dst = make_buffer(shape, Region::box(dst_box), size, false);
-    Buffer want = dst;
-    const std::uint64_t want_count = reference_copy(src, want, size);
-    ASSERT_EQ(copy_overlap(src_box, src.bytes.data(), dst_box, dst.bytes.data(), size),
-              want_count)
-        << "trial " << trial << " src " << Region::box(src_box).to_string() << " dst "
-        << Region::box(dst_box).to_string();
-    ASSERT_EQ(dst.bytes, want.bytes) << "trial " << trial;
+    ASSERT_TRUE(copy_matches_reference(rng, shape)) << "trial " << trial;
   }
 }
 

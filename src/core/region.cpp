@@ -9,13 +9,35 @@
 namespace floe {
 namespace {
 
+[[noreturn]] void throw_overflow(const char* what) {
+  throw Error(ErrorCode::kInvalidArgument, std::string(what) + " overflows 64 bits");
+}
+
 std::uint64_t checked_mul(std::uint64_t a, std::uint64_t b, const char* what) {
   std::uint64_t out = 0;
-  if (__builtin_mul_overflow(a, b, &out)) {
-    throw Error(ErrorCode::kInvalidArgument,
-                std::string(what) + " overflows 64 bits");
-  }
+  if (__builtin_mul_overflow(a, b, &out)) throw_overflow(what);
   return out;
+}
+
+// The box where `a` and `b` meet, into offset[0, rank) and extent[0, rank)
+// (rank = a's): false when they do not meet. Throws when their ranks
+// differ. intersect() and walk_overlap() (which keeps its arrays on the
+// stack) share it.
+bool intersect_into(const Box& a, const Box& b, std::uint64_t* offset,
+                    std::uint64_t* extent) {
+  if (a.offset.size() != b.offset.size()) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "intersect: boxes of different rank");
+  }
+  for (std::size_t d = 0; d < a.offset.size(); ++d) {
+    const std::uint64_t lo = std::max(a.offset[d], b.offset[d]);
+    const std::uint64_t hi = std::min(a.offset[d] + a.extent[d],
+                                      b.offset[d] + b.extent[d]);
+    if (hi <= lo) return false;
+    offset[d] = lo;
+    extent[d] = hi - lo;
+  }
+  return true;
 }
 
 // Appends the boxes tiling flat range [begin, end) of the sub-tensor
@@ -73,10 +95,7 @@ std::uint64_t num_elements(const Shape& shape) {
     overflow |= __builtin_mul_overflow(n, d, &n);
   }
   if (zero) return 0;
-  if (overflow) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "the tensor's element count overflows 64 bits");
-  }
+  if (overflow) throw_overflow("the tensor's element count");
   return n;
 }
 
@@ -95,19 +114,10 @@ Box full_box(const Shape& shape) {
 }
 
 std::optional<Box> intersect(const Box& a, const Box& b) {
-  if (a.offset.size() != b.offset.size()) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "intersect: boxes of different rank");
-  }
   Box out;
-  for (std::size_t d = 0; d < a.offset.size(); ++d) {
-    const std::uint64_t lo = std::max(a.offset[d], b.offset[d]);
-    const std::uint64_t hi = std::min(a.offset[d] + a.extent[d],
-                                      b.offset[d] + b.extent[d]);
-    if (hi <= lo) return std::nullopt;
-    out.offset.push_back(lo);
-    out.extent.push_back(hi - lo);
-  }
+  out.offset.resize(a.offset.size());
+  out.extent.resize(a.offset.size());
+  if (!intersect_into(a, b, out.offset.data(), out.extent.data())) return std::nullopt;
   return out;
 }
 
@@ -234,10 +244,6 @@ std::uint64_t walk_overlap(const Box& a, const Box& b,
                            void (*run)(void*, std::uint64_t, std::uint64_t,
                                        std::uint64_t),
                            void* context) {
-  if (a.offset.size() != b.offset.size()) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "intersect: boxes of different rank");
-  }
   const std::size_t rank = a.offset.size();
   // The common box (offset, extent), each buffer's row-major strides and
   // the odometer live on the stack up to kInlineRank dimensions: a load
@@ -257,16 +263,8 @@ std::uint64_t walk_overlap(const Box& a, const Box& b,
   std::uint64_t* const a_stride = space + 2 * rank;
   std::uint64_t* const b_stride = space + 3 * rank;
   std::uint64_t* const index = space + 4 * rank;  // odometer over dims < inner
-  // As intersect(): nothing when the boxes do not meet.
+  if (!intersect_into(a, b, offset, extent)) return 0;
   std::uint64_t count = 1;
-  for (std::size_t d = 0; d < rank; ++d) {
-    const std::uint64_t lo = std::max(a.offset[d], b.offset[d]);
-    const std::uint64_t hi = std::min(a.offset[d] + a.extent[d],
-                                      b.offset[d] + b.extent[d]);
-    if (hi <= lo) return 0;
-    offset[d] = lo;
-    extent[d] = hi - lo;
-  }
   for (std::size_t d = 0; d < rank; ++d) {
     count = checked_mul(count, extent[d], "the tensor's element count");
   }

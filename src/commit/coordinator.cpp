@@ -4,7 +4,9 @@
 
 #include "commit/background_deleter.hpp"
 #include "commit/json_fields.hpp"
+#include "commit/manifest_text.hpp"
 #include "commit/paths.hpp"
+#include "core/node_shared.hpp"
 #include "floe/error.hpp"
 #include "floe/log.hpp"
 
@@ -195,11 +197,15 @@ Manifest Coordinator::read_manifest(const fs::path& dir) {
   // Rank 0 reads the file; every rank parses the bytes it read at the same
   // time (a manifest of many tensors takes a while to parse: the ranks do
   // not wait for rank 0's parse before starting theirs), and a bad manifest
-  // fails with its reason on every rank.
+  // fails with its reason on every rank. The bytes are held once per node
+  // (core/node_shared.hpp), not copied to every rank.
   std::string text;
   on_root([&] { text = fs_.read_file(dir / kManifestName, kMaxManifestBytes); });
-  text = comm_.broadcast_bytes(text, 0);
-  return collectively(comm_, [&] { return Manifest::parse(text, dir / kManifestName); });
+  const NodeSharedBytes shared(comm_, text);
+  text = std::string();  // rank 0's copy: the node's window holds the bytes now
+  return collectively(comm_, [&] {
+    return parse_manifest_text(shared.view(), dir / kManifestName);
+  });
 }
 
 fs::path Coordinator::set_aside(const std::string& tag,

@@ -70,7 +70,7 @@ const nlohmann::json& JsonFields::object(const std::string& key) const {
   return v;
 }
 
-nlohmann::json parse_untrusted_json(const std::string& text,
+nlohmann::json parse_untrusted_json(std::string_view text,
                                     const std::string& what, int max_depth) {
   // Reject deep nesting before nlohmann builds (and later destroys) it.
   int depth = 0;

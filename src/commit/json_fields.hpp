@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -31,7 +32,7 @@ class JsonFields {
 
 // Parses untrusted JSON text, refusing nesting deeper than `max_depth`.
 // Throws Error(kCorrupt) naming `what`.
-nlohmann::json parse_untrusted_json(const std::string& text,
+nlohmann::json parse_untrusted_json(std::string_view text,
                                     const std::string& what,
                                     int max_depth = 64);
 

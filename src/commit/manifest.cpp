@@ -108,7 +108,7 @@ std::uint64_t self_checksum(const json& manifest) {
 
 // from_json, and with `source` (the text `j` was parsed from) the
 // self-checksum first tried on the text's own bytes.
-Manifest manifest_from(const json& j, const std::string* source);
+Manifest manifest_from(const json& j, const std::string_view* source);
 
 }  // namespace
 
@@ -176,7 +176,7 @@ Manifest Manifest::from_json(const json& j) { return manifest_from(j, nullptr); 
 
 namespace {
 
-Manifest manifest_from(const json& j, const std::string* source) {
+Manifest manifest_from(const json& j, const std::string_view* source) {
   const JsonFields top(j, "");
   Manifest m;
   if (top.string("format") != "floe-checkpoint") {
@@ -329,6 +329,10 @@ Manifest Manifest::read(const std::filesystem::path& dir, FileSystem& fs) {
 }
 
 Manifest Manifest::parse(const std::string& text, const std::filesystem::path& path) {
+  return parse_manifest_text(text, path);
+}
+
+Manifest parse_manifest_text(std::string_view text, const std::filesystem::path& path) {
   // The text as Floe writes it, valid: read without a JSON tree.
   if (std::optional<Manifest> fast = parse_as_written(text)) return std::move(*fast);
   try {

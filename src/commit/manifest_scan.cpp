@@ -54,9 +54,9 @@ constexpr HexDigits kHexDigits;
 
 class Scanner {
  public:
-  // `text` ends with a NUL byte (std::string's), which plain_string()
-  // stops at.
-  explicit Scanner(const std::string& text) : text_(text) {}
+  // `text` is followed by a NUL byte (as a std::string's is), which
+  // plain_string() stops at.
+  explicit Scanner(std::string_view text) : text_(text) {}
 
   bool at_end() const { return at_ == text_.size(); }
   std::size_t position() const { return at_; }
@@ -393,7 +393,7 @@ bool all_distinct(const std::vector<std::string_view>& keys) {
   return true;
 }
 
-Manifest scan_manifest(const std::string& text) {
+Manifest scan_manifest(std::string_view text) {
   Scanner s(text);
   FileNames names;
   Manifest m;
@@ -481,7 +481,7 @@ Manifest scan_manifest(const std::string& text) {
 
 }  // namespace
 
-std::optional<Manifest> parse_as_written(const std::string& text) {
+std::optional<Manifest> parse_as_written(std::string_view text) {
   try {
     return scan_manifest(text);
   } catch (const NotAsWritten&) {

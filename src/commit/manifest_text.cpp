@@ -215,10 +215,10 @@ std::string storage_problem(const TensorRecord& t, const std::vector<FileRecord>
 // in a file Floe wrote (the top-level keys before it hold only Floe's own
 // records, and engine_info); when it is not, the hash differs and the
 // canonical path decides too.
-bool text_is_as_written(const std::string& text, std::uint64_t recorded) {
+bool text_is_as_written(std::string_view text, std::uint64_t recorded) {
   const std::string member = std::string(",\"") + kSelfChecksumKey + "\":\"";
   const std::size_t at = text.find(member);
-  if (at == std::string::npos) return false;
+  if (at == std::string_view::npos) return false;
   const std::size_t end = at + member.size() + format_xxh3(0).size();  // closing quote
   if (end >= text.size() || text[end] != '"') return false;
   Xxh3Stream hash;

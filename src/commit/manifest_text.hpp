@@ -5,7 +5,9 @@
 
 #include <cstdint>
 #include <optional>
+#include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "floe/manifest.hpp"
@@ -29,7 +31,7 @@ std::string storage_problem(const TensorRecord& t, const std::vector<FileRecord>
 // without the member hashes to `recorded` (the member's own value). Any
 // other text (reformatted, or damaged) gives false, and the canonical check
 // decides.
-bool text_is_as_written(const std::string& text, std::uint64_t recorded);
+bool text_is_as_written(std::string_view text, std::uint64_t recorded);
 
 // The manifest in `text` when `text` is exactly as Manifest::dump() writes
 // it (compact, members in their written order, plain ASCII strings in the
@@ -37,6 +39,11 @@ bool text_is_as_written(const std::string& text, std::uint64_t recorded);
 // self-checksum; nullopt for anything else, which the general parser then
 // reads (and names what is wrong). A fast path only: it never throws for
 // bad input and never accepts what the general parser would refuse.
-std::optional<Manifest> parse_as_written(const std::string& text);
+// `text` must be followed by a NUL byte (as a std::string's is).
+std::optional<Manifest> parse_as_written(std::string_view text);
+
+// Manifest::parse of text held elsewhere than in a std::string (a window
+// the ranks of a node share); `text` must be followed by a NUL byte.
+Manifest parse_manifest_text(std::string_view text, const std::filesystem::path& path);
 
 }  // namespace floe

@@ -114,5 +114,60 @@ TEST(ShardFinder, TensorsTheStateLacksCostOneLookupEach) {
   EXPECT_EQ(finds_for({}), 2 * kTensors);
 }
 
+
+// assign_checks: who checks each piece of a load or verify. A piece some
+// rank loads exactly is checked by that rank as it arrives (-1 - rank);
+// every other piece goes to ranks 0, 1, ... in turn, counted over the
+// whole manifest, so the extra reads spread evenly.
+Manifest manifest_with_pieces(const std::vector<std::size_t>& counts) {
+  Manifest m;
+  for (std::size_t t = 0; t < counts.size(); ++t) {
+    TensorRecord record;
+    record.spec = TensorSpec{TensorGroup::kModel, "t" + std::to_string(t), "", DType::kF32,
+                             {counts[t] == 0 ? 1 : counts[t]}};
+    for (std::size_t k = 0; k < counts[t]; ++k) {
+      PieceRecord piece;
+      piece.rank = static_cast<int>(k);
+      piece.region = Region::flat(FlatRange{k, k + 1});
+      piece.nbytes = 4;
+      record.pieces.push_back(piece);
+    }
+    m.tensors.push_back(record);
+  }
+  return m;
+}
+
+TEST(AssignChecks, InlinePiecesStayWithTheirRankTheRestGoRoundTheRanks) {
+  // Tensors of 3, 0, 1 and 4 pieces (8 in all); pieces 1, 3 and 6 are
+  // loaded exactly by ranks 2, 0 and 1.
+  const Manifest m = manifest_with_pieces({3, 0, 1, 4});
+  const InlineRanks inline_ranks = {kNoRank, 2, kNoRank, 0, kNoRank, kNoRank, 1, kNoRank};
+  const Assignment who = assign_checks(m, &inline_ranks, 3);
+  ASSERT_EQ(who.size(), 4u);
+  const std::vector<std::vector<int>> expected = {
+      {0, -3, 1},         // inline rank 2 is -3; the others take turns 0, 1
+      {},                 // no pieces
+      {-1},               // rank 0 loads it
+      {2, 0, -2, 1},      // the turn goes on across tensors: 2, 0, (rank 1), 1
+  };
+  for (std::size_t t = 0; t < expected.size(); ++t) {
+    const Assignment::Pieces pieces = who[t];
+    EXPECT_EQ(std::vector<int>(pieces.begin(), pieces.end()), expected[t]) << "tensor " << t;
+    ASSERT_EQ(pieces.size(), expected[t].size());
+    for (std::size_t k = 0; k < pieces.size(); ++k) EXPECT_EQ(pieces[k], expected[t][k]);
+  }
+}
+
+TEST(AssignChecks, VerifyWithoutALoadSpreadsEveryPiece) {
+  // No inline ranks (floe verify): pieces go round 2 ranks in manifest
+  // order; an empty manifest assigns nothing.
+  const Assignment who = assign_checks(manifest_with_pieces({2, 3}), nullptr, 2);
+  ASSERT_EQ(who.size(), 2u);
+  EXPECT_EQ(std::vector<int>(who[0].begin(), who[0].end()), (std::vector<int>{0, 1}));
+  EXPECT_EQ(std::vector<int>(who[1].begin(), who[1].end()), (std::vector<int>{0, 1, 0}));
+  EXPECT_EQ(assign_checks(Manifest{}, nullptr, 4).size(), 0u);
+  EXPECT_EQ(Assignment().size(), 0u);
+}
+
 }  // namespace
 }  // namespace floe

@@ -5,7 +5,10 @@
 #include <cstring>
 
 #include <sys/mman.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
+
+#include <vector>
 
 namespace floe {
 namespace {
@@ -18,6 +21,48 @@ void broadcast_into(char* data, std::uint64_t size, int root, MPI_Comm comm) {
     const int n = static_cast<int>(std::min(kChunk, size - done));
     check_mpi(MPI_Bcast(data + done, n, MPI_BYTE, root, comm), "MPI_Bcast");
   }
+}
+
+// Where this MPI keeps its shared windows' backing files: Open MPI's
+// osc_sm_backing_directory as the MPI tool interface reads it (what
+// `--mca` or OMPI_MCA_* set), else /dev/shm.
+std::string backing_directory() {
+  std::string dir = "/dev/shm";
+  int provided = 0;
+  if (MPI_T_init_thread(MPI_THREAD_SINGLE, &provided) != MPI_SUCCESS) return dir;
+  int index = -1;
+  char name[256], description[1];
+  int name_length = sizeof name, description_length = 0, verbosity = 0, bind = 0, scope = 0;
+  MPI_Datatype type = MPI_DATATYPE_NULL;
+  MPI_T_enum enumtype;
+  if (MPI_T_cvar_get_index("osc_sm_backing_directory", &index) == MPI_SUCCESS &&
+      MPI_T_cvar_get_info(index, name, &name_length, &verbosity, &type, &enumtype, description,
+                          &description_length, &bind, &scope) == MPI_SUCCESS &&
+      type == MPI_CHAR) {
+    MPI_T_cvar_handle handle;
+    int count = 0;
+    if (MPI_T_cvar_handle_alloc(index, nullptr, &handle, &count) == MPI_SUCCESS) {
+      std::vector<char> value(static_cast<std::size_t>(count) + 1, '\0');
+      if (MPI_T_cvar_read(handle, value.data()) == MPI_SUCCESS && value[0] != '\0') {
+        dir = value.data();
+      }
+      MPI_T_cvar_handle_free(&handle);
+    }
+  }
+  MPI_T_finalize();
+  return dir;
+}
+
+// Whether the backing directory has room for a window of `size` bytes and
+// the MPI's bookkeeping next to it. Open MPI 4.1 does not fail a window
+// that does not fit, or one whose directory does not exist: it prints a
+// warning and the job waits forever. So the first rank of each node looks
+// first.
+bool room_for(std::uint64_t size) {
+  struct statvfs fs {};
+  if (statvfs(backing_directory().c_str(), &fs) != 0) return false;
+  return static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize >=
+         size + NodeSharedBytes::kRoomMargin;
 }
 
 // Makes the pages of [data, data + size) present and writable now, so that
@@ -68,11 +113,16 @@ NodeSharedBytes::NodeSharedBytes(const Comm& comm, const std::string& bytes) {
   check_mpi(MPI_Comm_rank(node_, &node_rank), "MPI_Comm_rank");
   const bool first = node_rank == 0;
 
+  // Every node's first rank checks for room (see room_for); one that has
+  // none means the broadcast everywhere, before any window exists.
+  if (comm.allreduce_min(!first || room_for(size_ + 1) ? 1 : 0) == 0) {
+    own_ = comm.broadcast_bytes(bytes, 0);
+    data_ = own_.data();
+    return;
+  }
   // Room for the bytes and a NUL in the first rank's part, none in the
   // others'. A failure to allocate comes back as an error code, not as the
-  // end of the job. (Open MPI 4.1 waits forever instead where its backing
-  // directory, the MCA parameter osc_sm_backing_directory, does not exist:
-  // FLOE_NODE_SHARED=0 is the way out there.)
+  // end of the job (where the MPI reports it).
   check_mpi(MPI_Comm_set_errhandler(node_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   char* base = nullptr;
   const auto mine = static_cast<MPI_Aint>(first ? size_ + 1 : 0);

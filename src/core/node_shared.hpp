@@ -9,9 +9,10 @@
 // first ranks get them by a broadcast among themselves, straight into
 // their window), and the others read them where they are.
 //
-// Where a node cannot allocate the window (a shared-memory file system
-// too small for the bytes), or rank 0's environment has FLOE_NODE_SHARED=0,
-// every rank falls back to a plain broadcast into its own memory.
+// Where a node cannot have the window (its backing directory, /dev/shm or
+// Open MPI's osc_sm_backing_directory, is missing or lacks room for the
+// bytes), or rank 0's environment has FLOE_NODE_SHARED=0, every rank falls
+// back to a plain broadcast into its own memory.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +27,10 @@ namespace floe {
 
 class NodeSharedBytes {
  public:
+  // What a node's backing directory must have free beyond the bytes (and
+  // their NUL) for the window to be used: room for the MPI's own records.
+  static constexpr std::uint64_t kRoomMargin = 1u << 20;
+
   // Collective over `comm`. `bytes` is read on rank 0 only.
   NodeSharedBytes(const Comm& comm, const std::string& bytes);
   // Collective over the ranks of a node (it frees the window): every rank

@@ -28,8 +28,15 @@ void broadcast_into(char* data, std::uint64_t size, int root, MPI_Comm comm) {
 // `--mca` or OMPI_MCA_* set), else /dev/shm.
 std::string backing_directory() {
   std::string dir = "/dev/shm";
-  int provided = 0;
-  if (MPI_T_init_thread(MPI_THREAD_SINGLE, &provided) != MPI_SUCCESS) return dir;
+  // The tool interface is asked for the thread level MPI runs at. Asked
+  // for MPI_THREAD_SINGLE, Open MPI 4.1 hung the tests where other threads
+  // use MPI (async saves, retention): it seems to take the level as the
+  // library's own and drop its locking.
+  int level = MPI_THREAD_SINGLE, provided = 0;
+  if (MPI_Query_thread(&level) != MPI_SUCCESS ||
+      MPI_T_init_thread(level, &provided) != MPI_SUCCESS) {
+    return dir;
+  }
   int index = -1;
   char name[256], description[1];
   int name_length = sizeof name, description_length = 0, verbosity = 0, bind = 0, scope = 0;

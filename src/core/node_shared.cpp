@@ -8,8 +8,6 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include <vector>
-
 namespace floe {
 namespace {
 
@@ -24,40 +22,13 @@ void broadcast_into(char* data, std::uint64_t size, int root, MPI_Comm comm) {
 }
 
 // Where this MPI keeps its shared windows' backing files: Open MPI's
-// osc_sm_backing_directory as the MPI tool interface reads it (what
-// `--mca` or OMPI_MCA_* set), else /dev/shm.
+// osc_sm_backing_directory as `mpirun --mca` and OMPI_MCA_* set it, else
+// /dev/shm. Not read through the MPI tool interface: MPI_T_init_thread
+// costs ~210 ms per call in Open MPI 4.1 (it registers every component's
+// variables). A value set in an mca-params.conf file is not seen.
 std::string backing_directory() {
-  std::string dir = "/dev/shm";
-  // The tool interface is asked for the thread level MPI runs at. Asked
-  // for MPI_THREAD_SINGLE, Open MPI 4.1 hung the tests where other threads
-  // use MPI (async saves, retention): it seems to take the level as the
-  // library's own and drop its locking.
-  int level = MPI_THREAD_SINGLE, provided = 0;
-  if (MPI_Query_thread(&level) != MPI_SUCCESS ||
-      MPI_T_init_thread(level, &provided) != MPI_SUCCESS) {
-    return dir;
-  }
-  int index = -1;
-  char name[256], description[1];
-  int name_length = sizeof name, description_length = 0, verbosity = 0, bind = 0, scope = 0;
-  MPI_Datatype type = MPI_DATATYPE_NULL;
-  MPI_T_enum enumtype;
-  if (MPI_T_cvar_get_index("osc_sm_backing_directory", &index) == MPI_SUCCESS &&
-      MPI_T_cvar_get_info(index, name, &name_length, &verbosity, &type, &enumtype, description,
-                          &description_length, &bind, &scope) == MPI_SUCCESS &&
-      type == MPI_CHAR) {
-    MPI_T_cvar_handle handle;
-    int count = 0;
-    if (MPI_T_cvar_handle_alloc(index, nullptr, &handle, &count) == MPI_SUCCESS) {
-      std::vector<char> value(static_cast<std::size_t>(count) + 1, '\0');
-      if (MPI_T_cvar_read(handle, value.data()) == MPI_SUCCESS && value[0] != '\0') {
-        dir = value.data();
-      }
-      MPI_T_cvar_handle_free(&handle);
-    }
-  }
-  MPI_T_finalize();
-  return dir;
+  const char* dir = std::getenv("OMPI_MCA_osc_sm_backing_directory");
+  return dir != nullptr && *dir != '\0' ? dir : "/dev/shm";
 }
 
 // Whether the backing directory has room for a window of `size` bytes and

@@ -87,14 +87,17 @@ std::string Comm::broadcast_bytes(const std::string& bytes, int root) const {
   std::uint64_t length = bytes.size();
   check_mpi(MPI_Bcast(&length, 1, MPI_UINT64_T, root, comm_), "MPI_Bcast");
   std::string out = rank_ == root ? bytes : std::string(length, '\0');
-  // Broadcast in pieces below 2^31 bytes: MPI counts are ints.
-  constexpr std::uint64_t kChunk = 1ull << 30;
-  for (std::uint64_t done = 0; done < length; done += kChunk) {
-    const int n = static_cast<int>(std::min(kChunk, length - done));
-    check_mpi(MPI_Bcast(out.data() + done, n, MPI_BYTE, root, comm_),
-              "MPI_Bcast");
-  }
+  broadcast(out.data(), length, root);
   return out;
+}
+
+void Comm::broadcast(char* data, std::uint64_t size, int root) const {
+  // In pieces below 2^31 bytes: MPI counts are ints.
+  constexpr std::uint64_t kChunk = 1ull << 30;
+  for (std::uint64_t done = 0; done < size; done += kChunk) {
+    const int n = static_cast<int>(std::min(kChunk, size - done));
+    check_mpi(MPI_Bcast(data + done, n, MPI_BYTE, root, comm_), "MPI_Bcast");
+  }
 }
 
 namespace {

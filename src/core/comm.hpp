@@ -41,6 +41,9 @@ class Comm {
   std::vector<std::string> allgather_bytes(const std::string& bytes) const;
   // The `root` rank's bytes on every rank.
   std::string broadcast_bytes(const std::string& bytes, int root) const;
+  // The `root` rank's `size` bytes at `data` into every rank's `data`
+  // (any size: sent in pieces below 2^31 bytes, as MPI counts are ints).
+  void broadcast(char* data, std::uint64_t size, int root) const;
 
  private:
   MPI_Comm comm_;

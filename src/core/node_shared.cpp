@@ -1,6 +1,5 @@
 #include "core/node_shared.hpp"
 
-#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -10,16 +9,6 @@
 
 namespace floe {
 namespace {
-
-// Broadcasts `size` bytes at `data` from `root`, in pieces below 2^31
-// bytes: MPI counts are ints.
-void broadcast_into(char* data, std::uint64_t size, int root, MPI_Comm comm) {
-  constexpr std::uint64_t kChunk = 1ull << 30;
-  for (std::uint64_t done = 0; done < size; done += kChunk) {
-    const int n = static_cast<int>(std::min(kChunk, size - done));
-    check_mpi(MPI_Bcast(data + done, n, MPI_BYTE, root, comm), "MPI_Bcast");
-  }
-}
 
 // Where this MPI keeps its shared windows' backing files: Open MPI's
 // osc_sm_backing_directory as `mpirun --mca` and OMPI_MCA_* set it, else
@@ -77,8 +66,7 @@ NodeSharedBytes::NodeSharedBytes(const Comm& comm, const std::string& bytes) {
   check_mpi(MPI_Bcast(facts, 2, MPI_UINT64_T, 0, comm.get()), "MPI_Bcast");
   size_ = facts[0];
   if (facts[1] == 0) {
-    own_ = comm.broadcast_bytes(bytes, 0);
-    data_ = own_.data();
+    receive_broadcast(comm, bytes);
     return;
   }
 
@@ -94,8 +82,7 @@ NodeSharedBytes::NodeSharedBytes(const Comm& comm, const std::string& bytes) {
   // Every node's first rank checks for room (see room_for); one that has
   // none means the broadcast everywhere, before any window exists.
   if (comm.allreduce_min(!first || room_for(size_ + 1) ? 1 : 0) == 0) {
-    own_ = comm.broadcast_bytes(bytes, 0);
-    data_ = own_.data();
+    receive_broadcast(comm, bytes);
     return;
   }
   // Room for the bytes and a NUL in the first rank's part, none in the
@@ -113,10 +100,8 @@ NodeSharedBytes::NodeSharedBytes(const Comm& comm, const std::string& bytes) {
   // wait.
   const bool everywhere = comm.allreduce_min(ok ? 1 : 0) == 1;
   if (!everywhere) {
-    if (window_ != MPI_WIN_NULL) MPI_Win_free(&window_);
-    window_ = MPI_WIN_NULL;
-    own_ = comm.broadcast_bytes(bytes, 0);
-    data_ = own_.data();
+    if (window_ != MPI_WIN_NULL) MPI_Win_free(&window_);  // sets it to MPI_WIN_NULL
+    receive_broadcast(comm, bytes);
     return;
   }
   if (!first) {
@@ -133,7 +118,7 @@ NodeSharedBytes::NodeSharedBytes(const Comm& comm, const std::string& bytes) {
   check_mpi(MPI_Win_lock_all(MPI_MODE_NOCHECK, window_), "MPI_Win_lock_all");
   if (first) {
     if (comm.rank() == 0) std::memcpy(base, bytes.data(), size_);
-    broadcast_into(base, size_, 0, firsts);
+    Comm(firsts).broadcast(base, size_, 0);
     base[size_] = '\0';
     MPI_Comm_free(&firsts);
   }
@@ -143,6 +128,11 @@ NodeSharedBytes::NodeSharedBytes(const Comm& comm, const std::string& bytes) {
   check_mpi(MPI_Barrier(node_), "MPI_Barrier");
   check_mpi(MPI_Win_sync(window_), "MPI_Win_sync");
   data_ = base;
+}
+
+void NodeSharedBytes::receive_broadcast(const Comm& comm, const std::string& bytes) {
+  own_ = comm.broadcast_bytes(bytes, 0);
+  data_ = own_.data();
 }
 
 NodeSharedBytes::~NodeSharedBytes() {

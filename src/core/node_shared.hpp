@@ -46,6 +46,9 @@ class NodeSharedBytes {
   bool shared() const { return window_ != MPI_WIN_NULL; }
 
  private:
+  // The fallback: rank 0's bytes broadcast into own_.
+  void receive_broadcast(const Comm& comm, const std::string& bytes);
+
   MPI_Comm node_ = MPI_COMM_NULL;
   MPI_Win window_ = MPI_WIN_NULL;
   std::string own_;  // the fallback's copy

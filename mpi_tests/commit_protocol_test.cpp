@@ -382,6 +382,37 @@ TEST_P(CommitProtocol, FullDiskWhileReservingFailsAllCleanly) {
 
 // The real file system's reserve: blocks allocated, size unchanged; a
 // missing file is left to the writes (nothing thrown, nothing created).
+TEST_P(CommitProtocol, TracePhasesLogsEachRanksSteps) {
+  TempDir tmp;
+  std::vector<std::string> lines;
+  set_log_sink([&](LogLevel level, const std::string& m) {
+    if (level == LogLevel::kInfo && m.rfind("trace ", 0) == 0) lines.push_back(m);
+  });
+  {
+    Rig quiet(tmp / "quiet", GetParam());  // trace_phases is off by default
+    quiet.save_at(1);
+    quiet.engine->load();
+  }
+  Rig rig(tmp / "ckpt", GetParam(), {{"trace_phases", true}});
+  rig.save_at(4);
+  rig.engine->load();
+  set_log_sink(nullptr);
+  ASSERT_EQ(lines.size(), 2u) << (lines.empty() ? "" : lines[0]);
+  const std::string me = "trace rank " + std::to_string(world_rank()) + " ";
+  EXPECT_EQ(lines[0].rfind(me + "save global_step_4: retention wait ", 0), 0u) << lines[0];
+  for (const char* step : {" layout ", " begin ", " write ", " commit ", " total "}) {
+    EXPECT_NE(lines[0].find(step), std::string::npos) << step << " in " << lines[0];
+  }
+  // Rank 0 writes the manifest.
+  EXPECT_EQ(lines[0].find("commit: manifest write ") != std::string::npos,
+            world_rank() == 0) << lines[0];
+  EXPECT_EQ(lines[1].rfind(me + "load: ", 0), 0u) << lines[1];
+  for (const char* step : {" manifest read ", " manifest parse ", " match ",
+                           " read, check ", " total "}) {
+    EXPECT_NE(lines[1].find(step), std::string::npos) << step << " in " << lines[1];
+  }
+}
+
 TEST(PosixReserve, AllocatesBlocksWithoutChangingTheSize) {
   TempDir tmp;
   const fs::path file = tmp / ("rank" + std::to_string(world_rank()) + ".bin");

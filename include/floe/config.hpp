@@ -69,6 +69,10 @@ struct CheckpointConfig {
   // allocate (asynchronous saves, device tensors); a state that needs more
   // fails to save with Error(kIo) naming both sizes, nothing written.
   std::uint64_t staging_pool_limit = 0;
+  // Default: false. Every rank logs, after each save() and load(), the wall
+  // and CPU time of each of its steps (layout, data, commit, manifest, ...)
+  // through the log sink at kInfo: "trace rank R save TAG: ...".
+  bool trace_phases = false;
   EngineOptions options;         // The engine's own keys, with defaults.
 
   nlohmann::json to_json() const;

@@ -88,6 +88,7 @@ int run_bench(const std::vector<std::string>& args) {
       ("async", "measure how long an async save() blocks, against a memcpy of "
                 "the state (--engines: which engines)")
       ("no-verify", "load without checking checksums")
+      ("phases", "every rank logs the steps of each save and load (trace_phases)")
       ("json", po::value<std::string>(), "also write the results as JSON to this file")
 #ifdef FLOE_CLI_HF
       ("export", "measure the Hugging Face export instead (export_hf, the hf "
@@ -180,7 +181,8 @@ int run_bench(const std::vector<std::string>& args) {
   for (const auto& e : engines) {
     nlohmann::json cfg = {{"type", e}, {"output_dir", (dir / e).string()},
                           {"keep_last_n", 1},
-                          {"verify_on_load", vm->count("no-verify") == 0}};
+                          {"verify_on_load", vm->count("no-verify") == 0},
+                          {"trace_phases", vm->count("phases") > 0}};
     made[e] = make_engine(trainer, parse_config(cfg));
   }
 

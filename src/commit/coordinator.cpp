@@ -7,6 +7,7 @@
 #include "commit/manifest_text.hpp"
 #include "commit/paths.hpp"
 #include "core/node_shared.hpp"
+#include "core/phase_log.hpp"
 #include "floe/error.hpp"
 #include "floe/log.hpp"
 
@@ -87,7 +88,11 @@ std::vector<fs::path> Coordinator::commit(const fs::path& staging,
       fs_.fsync_file(path);
       manifest.files.push_back(FileRecord{file, fs_.file_size(path)});
     }
-    fs_.replace_file_atomically(staging / kManifestName, manifest.dump());
+    mark_phase("commit: fsync data");
+    const std::string text = manifest.dump();
+    mark_phase("commit: manifest text");
+    fs_.replace_file_atomically(staging / kManifestName, text);
+    mark_phase("commit: manifest write");
     const fs::path final_dir = output_dir_ / manifest.tag;
     const fs::path replaced = output_dir_ / (kReplacedPrefix + manifest.tag);
     const bool replacing = fs_.exists(final_dir);
@@ -95,6 +100,7 @@ std::vector<fs::path> Coordinator::commit(const fs::path& staging,
     fs_.rename(staging, final_dir);
     fs_.fsync_dir(output_dir_);
     fs_.replace_file_atomically(output_dir_ / kLatestName, manifest.tag + "\n");
+    mark_phase("commit: renames, latest");
     // Committed: `latest` names the new checkpoint. What follows only frees
     // space, so its failure is a warning, never the save's error (a save
     // that threw here would report as failed a checkpoint `latest` names).
@@ -201,8 +207,10 @@ Manifest Coordinator::read_manifest(const fs::path& dir) {
   // (core/node_shared.hpp), not copied to every rank.
   std::string text;
   on_root([&] { text = fs_.read_file(dir / kManifestName, kMaxManifestBytes); });
+  mark_phase("manifest read");
   const NodeSharedBytes shared(comm_, text);
   text = std::string();  // rank 0's copy: the node's window holds the bytes now
+  mark_phase("manifest share");
   return collectively(comm_, [&] {
     return parse_manifest_text(shared.view(), dir / kManifestName);
   });

@@ -11,6 +11,7 @@
 #include "commit/load_match.hpp"
 #include "commit/paths.hpp"
 #include "commit/read_ahead.hpp"
+#include "core/phase_log.hpp"
 #include "floe/error.hpp"
 #include "floe/layout.hpp"
 #include "floe/registry.hpp"
@@ -196,6 +197,7 @@ OpenCheckpoint open_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_co
     }
   });
   OpenCheckpoint out{dir, coordinator.read_manifest(dir), nullptr};
+  mark_phase("manifest parse");
   collectively(comm, [&] {
     if (comm.rank() != 0) return;
     for (const auto& file : out.manifest.files) {
@@ -217,6 +219,7 @@ OpenCheckpoint open_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_co
   out.reader = collectively(comm, [&] {
     return open_reader(ReadContext{dir, out.manifest, mpi_comm, fs, check_structure});
   });
+  mark_phase("file sizes, reader");
   return out;
 }
 
@@ -288,6 +291,7 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
                    const Comm& comm, bool verify, const LoadOptions& options) {
   const Manifest& manifest = checkpoint.manifest;
   const LoadMatch match = match_state(checkpoint, state, comm, verify, options);
+  mark_phase("match");
   const std::vector<TensorShard*>& shards = match.shards;
   const Assignment& who = match.who;
   // A reader whose reads are independent reads on a thread of its own from
@@ -355,12 +359,14 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
   if (checker) {
     for (auto& p : checker->join()) found.push_back(std::move(p));
   }
+  mark_phase("read, check");
   std::stable_sort(found.begin(), found.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
   std::vector<std::string> problems;
   for (auto& p : found) problems.push_back(std::move(p.second));
   agree_on_error(comm, error);
   throw_if_problems(comm, problems);
+  mark_phase("agree");
 
   state.metadata() = manifest.metadata;
   for (const auto& [name, value] : manifest.scalars.items()) {

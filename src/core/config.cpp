@@ -21,6 +21,8 @@ const std::vector<OptionSpec>& common_options() {
        "save() returns once the state is staged; the write goes on in the background"},
       {"staging_pool_limit", OptionKind::kBytes, 0,
        "most bytes of staging memory per rank (async saves, GPU tensors; 0: no cap)"},
+      {"trace_phases", OptionKind::kBool, false,
+       "each rank logs the wall and CPU time of every step of each save and load"},
   };
   return kOptions;
 }
@@ -60,6 +62,7 @@ nlohmann::json CheckpointConfig::to_json() const {
   out["verify_on_load"] = verify_on_load;
   out["async"] = async;
   out["staging_pool_limit"] = staging_pool_limit;
+  out["trace_phases"] = trace_phases;
   return out;
 }
 

@@ -261,6 +261,7 @@ CheckpointConfig parse_config(const nlohmann::json& json) {
   config.verify_on_load = values["verify_on_load"].get<bool>();
   config.async = values["async"].get<bool>();
   config.staging_pool_limit = values["staging_pool_limit"].get<std::uint64_t>();
+  config.trace_phases = values["trace_phases"].get<bool>();
   if (config.async && !engine->resumable) {
     bad("async", "engine \"" + type +
                      "\" exports in one synchronous pass; asynchronous saves are "

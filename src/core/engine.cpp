@@ -12,6 +12,7 @@
 #include "commit/restore.hpp"
 #include "core/async_save.hpp"
 #include "core/comm.hpp"
+#include "core/phase_log.hpp"
 #include "core/state_snapshot.hpp"
 #include "cuda/device_copy.hpp"
 #include "floe/checkpoint.hpp"
@@ -217,10 +218,14 @@ void CheckpointEngine::write_and_commit(const Comm& comm, State& state,
   // disk never holds more old checkpoints than before it deleted in the
   // background. On the I/O thread with `async: true`: the trainer does not
   // wait for it.
+  PhaseLog phases(config_.trace_phases,
+                  "save " + tag_for_step(progress.global_step), comm.rank());
   deleter_->wait();
+  phases.mark("retention wait");
   Coordinator coordinator(*fs_, comm, config_.output_dir);
   // Deterministic on every rank: a bad layout throws the same Error on all.
   const GlobalLayout layout = exchange_layout(state, comm.get());
+  phases.mark("layout");
 
   Manifest manifest;
   manifest.floe_version = version();
@@ -243,13 +248,16 @@ void CheckpointEngine::write_and_commit(const Comm& comm, State& state,
     collectively(comm, [&] {
       fs_->before_data_write(staging, bytes_this_rank_writes(layout, comm.rank()));
     });
+    phases.mark("begin");
     SaveContext ctx{staging, layout, state, comm.get(), comm.rank(), comm.size(), *fs_};
     WriteResult result = collectively(comm, [&] { return write_state(ctx); });
+    phases.mark("write");
     manifest.tensors = std::move(result.tensors);
     manifest.blobs = std::move(result.blobs);
     manifest.engine_info = std::move(result.engine_info);
     doomed = coordinator.commit(staging, manifest, result.files,
                                 config_.keep_last_n, loaded_tag_);
+    phases.mark("commit");
   } catch (...) {
     coordinator.abort(staging);
     throw;
@@ -269,6 +277,7 @@ Manifest CheckpointEngine::load(const std::optional<std::filesystem::path>& chec
                     "mpiio)");
   }
   run_callbacks(CallbackEvent::kPreLoad);
+  PhaseLog phases(config_.trace_phases, "load", comm.rank());
   recover_once();
   std::filesystem::path dir;
   if (checkpoint) {
@@ -282,7 +291,9 @@ Manifest CheckpointEngine::load(const std::optional<std::filesystem::path>& chec
     }
     dir = config_.output_dir / *tag;
   }
+  phases.mark("recover");
   OpenCheckpoint opened = open_checkpoint(dir, comm.get(), *fs_);
+  phases.mark("open");
   const std::string device = trainer_.device();
   if (!is_cuda_device(device)) {
     restore_state(opened, trainer_.state(), comm, config_.verify_on_load, options);
@@ -295,6 +306,7 @@ Manifest CheckpointEngine::load(const std::optional<std::filesystem::path>& chec
     });
     restore_state(opened, *mirror, comm, config_.verify_on_load, options);
     collectively(comm, [&] { s.snapshot.copy_back(trainer_.state(), s.copier.get()); });
+    phases.mark("copy back");
   }
   loaded_tag_ = opened.manifest.tag;
   loaded(dir, opened.manifest);

@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "core/comm.hpp"
+#include "core/phase_log.hpp"
 #include "engines/hdf5/h5_file_create.hpp"
 #include "engines/hdf5/h5_types.hpp"
 #include "engines/hdf5/hdf5_batch_writer.hpp"
@@ -144,6 +145,7 @@ WriteResult make_result(const GlobalLayout& layout,
   for (std::size_t t = 0; t < layout.tensors.size(); ++t) {
     const TensorLayout& tensor = layout.tensors[t];
     TensorRecord record{tensor.spec, dataset_path(tensor.spec), {}, storage[t]};
+    record.pieces.reserve(tensor.pieces.size());
     const std::uint64_t element = dtype_size(tensor.spec.dtype);
     for (const Piece& piece : tensor.pieces) {
       if (!piece.writer) continue;
@@ -362,6 +364,7 @@ WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
   const std::filesystem::path path = ctx.dir / kFileName;
 
   const std::vector<RankReport> reports = exchange_reports(ctx);
+  mark_phase("write: reports");
   std::string structure;
   if (options.reuse_structure) {
     structure = describe_structure(ctx.layout, reports, options);
@@ -386,6 +389,7 @@ WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
   });
   collectively(comm,
                [&] { ctx.fs.before_data_write(path, bytes_written_by(ctx)); });
+  mark_phase("write: plan");
 
   const FileWrite job{ctx, comm, options, reports, plans, path, path.string()};
   std::vector<std::optional<std::uint64_t>> storage;
@@ -412,6 +416,7 @@ WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
       if (saved.file) image = saved.file->image_xxh3;
     }
   }
+  mark_phase(saved.reused ? "write: data (template)" : "write: data (in full)");
   // Whatever the close still wrote (rank 0 writes the superblock).
   if (comm.rank() == 0) ctx.fs.fsync_file(path);
   WriteResult result = make_result(ctx.layout, reports, storage, options);

@@ -313,6 +313,33 @@ TEST_F(Agreement, CommBytesOfDifferentLengths) {
   });
 }
 
+TEST_F(Agreement, GatherBytesReachesOnlyTheRoot) {
+  run_within(kDeadline, [&] {
+    // Rank r sends r+1 bytes of value 'A'+r and one NUL; each rank is root
+    // once. The root gets every rank's message in rank order, the others
+    // nothing.
+    std::string mine(static_cast<std::size_t>(rank + 1), static_cast<char>('A' + rank));
+    mine += '\0';
+    for (int root = 0; root < size; ++root) {
+      const auto all = comm.gather_bytes(mine, root);
+      if (rank != root) {
+        EXPECT_TRUE(all.empty()) << "root " << root;
+        continue;
+      }
+      ASSERT_EQ(all.size(), static_cast<std::size_t>(size));
+      for (int r = 0; r < size; ++r) {
+        EXPECT_EQ(all[r], std::string(static_cast<std::size_t>(r + 1),
+                                      static_cast<char>('A' + r)) + '\0');
+      }
+    }
+    // Empty messages from every rank.
+    const auto none = comm.gather_bytes("", 0);
+    if (rank == 0) {
+      EXPECT_EQ(none, std::vector<std::string>(size));
+    }
+  });
+}
+
 TEST_F(Agreement, CheckMpiNamesTheCall) {
   EXPECT_TRUE(
       test::throws_error([] { check_mpi(MPI_ERR_COMM, "MPI_File_open"); },

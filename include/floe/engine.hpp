@@ -28,7 +28,9 @@ enum class CallbackEvent { kPreSave, kPostSave, kPreLoad, kPostLoad };
 
 // What an engine's write step hands to the commit protocol.
 struct WriteResult {
-  std::vector<TensorRecord> tensors;  // every tensor, every written piece
+  // Every tensor, every written piece. Only rank 0's go into the manifest:
+  // the other ranks may leave it empty.
+  std::vector<TensorRecord> tensors;
   std::vector<BlobRecord> blobs;      // every rank's blobs
   std::vector<std::string> files;     // data files, relative to the directory
   nlohmann::json engine_info = nlohmann::json::object();

@@ -56,31 +56,76 @@ std::vector<std::uint64_t> Comm::allgather(std::uint64_t value) const {
   return out;
 }
 
-std::vector<std::string> Comm::allgather_bytes(const std::string& bytes) const {
-  if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "allgather: a rank's message exceeds 2 GiB");
-  }
-  const int mine = static_cast<int>(bytes.size());
-  std::vector<int> counts(size_), displs(size_);
-  check_mpi(MPI_Allgather(&mine, 1, MPI_INT, counts.data(), 1, MPI_INT, comm_),
-            "MPI_Allgather");
+namespace {
+
+// Where each rank's message starts in the gathered bytes, from the lengths.
+std::vector<int> displacements(const std::vector<int>& counts, const char* what) {
+  std::vector<int> displs(counts.size());
   long long total = 0;
-  for (int r = 0; r < size_; ++r) {
+  for (std::size_t r = 0; r < counts.size(); ++r) {
     displs[r] = static_cast<int>(total);
     total += counts[r];
     if (total > std::numeric_limits<int>::max()) {
       throw Error(ErrorCode::kInvalidArgument,
-                  "allgather: the ranks' messages exceed 2 GiB together");
+                  std::string(what) + ": the ranks' messages exceed 2 GiB together");
     }
   }
-  std::string all(static_cast<std::size_t>(total), '\0');
+  return displs;
+}
+
+int message_size(const std::string& bytes, const char* what) {
+  if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
+    throw Error(ErrorCode::kInvalidArgument,
+                std::string(what) + ": a rank's message exceeds 2 GiB");
+  }
+  return static_cast<int>(bytes.size());
+}
+
+std::vector<std::string> split(const std::string& all, const std::vector<int>& counts,
+                               const std::vector<int>& displs) {
+  std::vector<std::string> out(counts.size());
+  for (std::size_t r = 0; r < counts.size(); ++r) out[r] = all.substr(displs[r], counts[r]);
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> Comm::allgather_bytes(const std::string& bytes) const {
+  const int mine = message_size(bytes, "allgather");
+  std::vector<int> counts(size_);
+  check_mpi(MPI_Allgather(&mine, 1, MPI_INT, counts.data(), 1, MPI_INT, comm_),
+            "MPI_Allgather");
+  const std::vector<int> displs = displacements(counts, "allgather");
+  std::string all(static_cast<std::size_t>(displs.back()) + counts.back(), '\0');
   check_mpi(MPI_Allgatherv(bytes.data(), mine, MPI_BYTE, all.data(),
                            counts.data(), displs.data(), MPI_BYTE, comm_),
             "MPI_Allgatherv");
-  std::vector<std::string> out(size_);
-  for (int r = 0; r < size_; ++r) out[r] = all.substr(displs[r], counts[r]);
-  return out;
+  return split(all, counts, displs);
+}
+
+std::vector<std::string> Comm::gather_bytes(const std::string& bytes, int root) const {
+  // Every rank learns whether the total fits an int, so all throw alike
+  // (a rank that threw alone would leave the others in the gather).
+  if (allreduce_sum(bytes.size()) >
+      static_cast<std::uint64_t>(std::numeric_limits<int>::max())) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "gather: the ranks' messages exceed 2 GiB together");
+  }
+  const int mine = static_cast<int>(bytes.size());
+  std::vector<int> counts(rank_ == root ? size_ : 0);
+  check_mpi(MPI_Gather(&mine, 1, MPI_INT, counts.data(), 1, MPI_INT, root, comm_),
+            "MPI_Gather");
+  std::vector<int> displs;
+  std::string all;
+  if (rank_ == root) {
+    displs = displacements(counts, "gather");
+    all.assign(static_cast<std::size_t>(displs.back()) + counts.back(), '\0');
+  }
+  check_mpi(MPI_Gatherv(bytes.data(), mine, MPI_BYTE, all.data(), counts.data(),
+                        displs.data(), MPI_BYTE, root, comm_),
+            "MPI_Gatherv");
+  if (rank_ != root) return {};
+  return split(all, counts, displs);
 }
 
 std::string Comm::broadcast_bytes(const std::string& bytes, int root) const {

@@ -39,6 +39,8 @@ class Comm {
   std::vector<std::uint64_t> allgather(std::uint64_t value) const;
   // Every rank's bytes, indexed by rank (lengths may differ).
   std::vector<std::string> allgather_bytes(const std::string& bytes) const;
+  // On `root`, every rank's bytes, indexed by rank; elsewhere, nothing.
+  std::vector<std::string> gather_bytes(const std::string& bytes, int root) const;
   // The `root` rank's bytes on every rank.
   std::string broadcast_bytes(const std::string& bytes, int root) const;
   // The `root` rank's `size` bytes at `data` into every rank's `data`

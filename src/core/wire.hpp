@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <string_view>
 
 #include "floe/error.hpp"
 
@@ -15,7 +16,11 @@ class WireWriter {
   void u8(std::uint8_t v) { out_.push_back(static_cast<char>(v)); }
   void u64(std::uint64_t v) {
     char bytes[8];
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    std::memcpy(bytes, &v, 8);  // one store, not eight (a layout has ~10 a piece)
+#else
     for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>(v >> (8 * i));
+#endif
     out_.append(bytes, 8);
   }
   void str(const std::string& s) {
@@ -30,7 +35,7 @@ class WireWriter {
 
 class WireReader {
  public:
-  explicit WireReader(const std::string& in) : in_(in) {}
+  explicit WireReader(std::string_view in) : in_(in) {}
   bool done() const { return at_ == in_.size(); }
   std::uint8_t u8() {
     need(1);
@@ -39,20 +44,29 @@ class WireReader {
   std::uint64_t u64() {
     need(8);
     std::uint64_t v = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    std::memcpy(&v, in_.data() + at_, 8);
+#else
     for (int i = 0; i < 8; ++i) {
       v |= static_cast<std::uint64_t>(static_cast<unsigned char>(in_[at_ + i]))
            << (8 * i);
     }
+#endif
     at_ += 8;
     return v;
   }
-  std::string str() {
-    const std::uint64_t n = u64();
+  std::string str() { return std::string(str_view()); }
+  // The next string, in place: valid while the reader's input is.
+  std::string_view str_view() { return take(u64()); }
+  // The next `n` bytes, in place.
+  std::string_view take(std::uint64_t n) {
     need(n);
-    std::string s = in_.substr(at_, n);
+    const std::string_view s = in_.substr(at_, n);
     at_ += n;
     return s;
   }
+  // Everything not read yet, in place.
+  std::string_view rest() const { return in_.substr(at_); }
 
  private:
   void need(std::uint64_t n) const {
@@ -60,7 +74,7 @@ class WireReader {
       throw Error(ErrorCode::kInternal, "truncated message between ranks");
     }
   }
-  const std::string& in_;
+  std::string_view in_;
   std::size_t at_ = 0;
 };
 

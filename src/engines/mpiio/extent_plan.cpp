@@ -34,34 +34,36 @@ RankContribution RankContribution::decode(const std::string& bytes) {
 
 ExtentPlan plan_extents(const GlobalLayout& layout,
                         const std::vector<RankContribution>& ranks,
-                        const std::string& file, std::uint64_t alignment) {
+                        const std::string& file, std::uint64_t alignment,
+                        int rank, bool records) {
   const int world = static_cast<int>(ranks.size());
   ExtentPlan plan;
-  plan.tensors.resize(layout.tensors.size());
-  for (std::size_t t = 0; t < layout.tensors.size(); ++t) {
-    plan.tensors[t].spec = layout.tensors[t].spec;
+  if (records) {
+    plan.tensors.resize(layout.tensors.size());
+    for (std::size_t t = 0; t < layout.tensors.size(); ++t) {
+      plan.tensors[t].spec = layout.tensors[t].spec;
+      plan.tensors[t].pieces.reserve(layout.tensors[t].pieces.size());
+    }
   }
   std::uint64_t cursor = 0;
-  for (int rank = 0; rank < world; ++rank) {
+  for (int r = 0; r < world; ++r) {
     cursor = (cursor + alignment - 1) / alignment * alignment;
-    std::size_t next = 0;  // index into this rank's piece checksums
     for (std::size_t t = 0; t < layout.tensors.size(); ++t) {
       const TensorLayout& tensor = layout.tensors[t];
       const std::size_t element = dtype_size(tensor.spec.dtype);
       for (const auto& piece : tensor.pieces) {
-        if (piece.rank != rank || !piece.writer) continue;
-        if (next >= ranks[rank].piece_xxh3.size()) {
-          throw Error(ErrorCode::kInternal, "rank " + std::to_string(rank) +
-                                                " sent too few checksums");
-        }
+        if (piece.rank != r || !piece.writer) continue;
         const std::uint64_t bytes = piece.region.elements() * element;
-        plan.tensors[t].pieces.push_back(PieceRecord{
-            rank, piece.region, file, cursor, bytes, ranks[rank].piece_xxh3[next++]});
+        if (r == rank) plan.offsets.push_back(cursor);
+        if (records) {
+          plan.tensors[t].pieces.push_back(
+              PieceRecord{r, piece.region, file, cursor, bytes, 0});
+        }
         cursor += bytes;
       }
     }
-    for (BlobRecord blob : ranks[rank].blobs) {
-      blob.rank = rank;
+    for (BlobRecord blob : ranks[r].blobs) {
+      blob.rank = r;
       blob.file = file;
       blob.offset = cursor;
       cursor += blob.nbytes;

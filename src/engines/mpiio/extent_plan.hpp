@@ -12,8 +12,8 @@
 
 namespace floe {
 
-// What one rank tells the others before writing: its pieces' checksums (in
-// layout order of its writer pieces) and its blobs.
+// What one rank tells the others: before writing, its blobs; after, its
+// pieces' checksums (in layout order of its writer pieces), to rank 0.
 struct RankContribution {
   std::vector<std::uint64_t> piece_xxh3;
   std::vector<BlobRecord> blobs;  // name, nbytes, xxh3 (offsets unset)
@@ -23,16 +23,22 @@ struct RankContribution {
 };
 
 struct ExtentPlan {
-  std::vector<TensorRecord> tensors;  // every written piece with its offset
-  std::vector<BlobRecord> blobs;
+  // With `records`: every written piece with its offset (checksums 0, for
+  // the caller to fill in); without: empty.
+  std::vector<TensorRecord> tensors;
+  std::vector<std::uint64_t> offsets;  // `rank`'s written pieces', layout order
+  std::vector<BlobRecord> blobs;       // every rank's
   std::uint64_t file_size = 0;
 };
 
 // Lays out `file`: rank r's extent starts at a multiple of `alignment`
 // after rank r-1's; inside it, r's writer pieces in layout order, then its
-// blobs.
+// blobs (`ranks`' blobs; their checksums are not used). Only the rank that
+// writes the manifest needs `records`: every rank's records of 20,000
+// tensors cost more than the offsets (a copy of each spec and region).
 ExtentPlan plan_extents(const GlobalLayout& layout,
                         const std::vector<RankContribution>& ranks,
-                        const std::string& file, std::uint64_t alignment);
+                        const std::string& file, std::uint64_t alignment,
+                        int rank, bool records);
 
 }  // namespace floe

@@ -3,6 +3,7 @@
 #include <thread>
 
 #include "core/comm.hpp"
+#include "core/phase_log.hpp"
 #include "engines/mpiio/extent_plan.hpp"
 #include "floe/error.hpp"
 #include "io/checksum.hpp"
@@ -89,7 +90,6 @@ WriteResult MpiioEngine::write_state(const SaveContext& ctx) {
       shards.push_back(ctx.state.find(tensor.spec.key()));
     }
   }
-  mine.piece_xxh3.assign(shards.size(), 0);
   for (const auto& [name, bytes] : ctx.state.blobs()) {
     mine.blobs.push_back(
         BlobRecord{ctx.rank, name, "", 0, bytes.size(), xxh3_64(bytes.data(), bytes.size())});
@@ -98,19 +98,21 @@ WriteResult MpiioEngine::write_state(const SaveContext& ctx) {
   for (const auto& bytes : comm.allgather_bytes(mine.encode())) {
     all.push_back(RankContribution::decode(bytes));
   }
+  mark_phase("write: sizes");
 
-  // 2. Every rank computes the same plan; each writes its own extent while
-  // a second thread checksums the same (unchanging) memory.
+  // 2. Every rank computes the same plan (rank 0 with the records of every
+  // piece, for the manifest); each writes its own extent while a second
+  // thread checksums the same (unchanging) memory.
   const std::uint64_t alignment = config().options.get_count("alignment");
-  ExtentPlan plan = plan_extents(ctx.layout, all, kDataFile, alignment);
+  ExtentPlan plan =
+      plan_extents(ctx.layout, all, kDataFile, alignment, ctx.rank, ctx.rank == 0);
+  // plan.offsets has one offset per shard: both follow this rank's writer
+  // pieces in layout order.
   std::vector<IoRun> runs;
-  std::size_t next = 0;
-  for (const auto& tensor : plan.tensors) {
-    for (const auto& piece : tensor.pieces) {
-      if (piece.rank == ctx.rank && piece.nbytes > 0) {
-        runs.push_back(IoRun{piece.offset, shards[next]->data(), piece.nbytes});
-      }
-      if (piece.rank == ctx.rank) ++next;
+  runs.reserve(shards.size() + ctx.state.blobs().size());
+  for (std::size_t i = 0; i < shards.size(); ++i) {
+    if (shards[i]->nbytes() > 0) {
+      runs.push_back(IoRun{plan.offsets[i], shards[i]->data(), shards[i]->nbytes()});
     }
   }
   for (const auto& blob : plan.blobs) {
@@ -118,6 +120,8 @@ WriteResult MpiioEngine::write_state(const SaveContext& ctx) {
       runs.push_back(IoRun{blob.offset, ctx.state.blob(blob.name)->data(), blob.nbytes});
     }
   }
+  mark_phase("write: plan");
+  mine.piece_xxh3.assign(shards.size(), 0);
   {
     ChecksumTask sums(shards, mine.piece_xxh3);
     MpiFile file(ctx.comm, ctx.dir / kDataFile, MpiFile::Mode::kCreate,
@@ -137,14 +141,16 @@ WriteResult MpiioEngine::write_state(const SaveContext& ctx) {
       error = std::current_exception();
     }
     agree_on_error(comm, error);
+    mark_phase("write: data");
     file.sync();
     file.close();
+    mark_phase("write: sync");
   }
 
-  // 3. The checksums, to every rank, into the plan: rank r's pieces take
+  // 3. The checksums, to rank 0, into its records: rank r's pieces take
   // r's checksums in layout order, as plan_extents placed them.
   mine.blobs.clear();
-  const auto sums = comm.allgather_bytes(mine.encode());
+  const auto sums = comm.gather_bytes(mine.encode(), 0);
   for (std::size_t r = 0; r < sums.size(); ++r) {
     all[r].piece_xxh3 = RankContribution::decode(sums[r]).piece_xxh3;
   }
@@ -160,6 +166,7 @@ WriteResult MpiioEngine::write_state(const SaveContext& ctx) {
     }
   }
 
+  mark_phase("write: checksums");
   WriteResult result;
   result.tensors = std::move(plan.tensors);
   result.blobs = std::move(plan.blobs);

@@ -12,6 +12,7 @@
 
 #include <hdf5.h>
 
+#include "core/comm.hpp"
 #include "engine_fixture.hpp"
 #include "engines/hdf5/hdf5_engine.hpp"
 #include "engines/hdf5/hdf5_reader.hpp"
@@ -59,6 +60,25 @@ inline WriteResult write_direct(SimpleTrainer& trainer, const fs::path& dir,
                   rank, size,   *files};
   WriteResult result = engine.write_state(ctx);
   if (stats) *stats = engine.last_save_stats();
+  // Only rank 0's result holds the tensor records (the manifest's); the
+  // suites read with them on every rank: rank 0's, through a manifest's
+  // text.
+  std::string text;
+  if (rank == 0) {
+    Manifest m;
+    m.floe_version = "test";
+    m.engine = "hdf5";
+    m.tag = "global_step_0";
+    m.world_size = size;
+    m.created_utc = "2026-01-01T00:00:00Z";
+    m.tensors = result.tensors;
+    for (const auto& file : result.files) {
+      m.files.push_back(FileRecord{file, fs::file_size(dir / file)});
+    }
+    text = m.dump();
+  }
+  text = Comm(trainer.comm()).broadcast_bytes(text, 0);
+  if (rank != 0) result.tensors = Manifest::parse(text, dir / "manifest.json").tensors;
   return result;
 }
 

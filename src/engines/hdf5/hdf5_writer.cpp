@@ -132,17 +132,20 @@ void reserve_storage(const SaveContext& ctx, const std::filesystem::path& path,
   if (end > begin) ctx.fs.reserve(path, begin, end - begin);
 }
 
+// The tensor records only where `records` (rank 0, whose result is the
+// manifest's): elsewhere they would be copies of every spec and region of
+// 20,000 tensors made for nothing.
 WriteResult make_result(const GlobalLayout& layout,
                         const std::vector<RankReport>& reports,
                         const std::vector<std::optional<std::uint64_t>>& storage,
-                        const Hdf5Options& options) {
+                        const Hdf5Options& options, bool records) {
   WriteResult out;
-  out.tensors.reserve(layout.tensors.size());
+  if (records) out.tensors.reserve(layout.tensors.size());
   // Each rank's checksums are in ascending tensor order (RankReport) and
   // the tensors are visited in that order: by rank, the first checksum not
   // yet passed.
   std::vector<std::size_t> next(reports.size(), 0);
-  for (std::size_t t = 0; t < layout.tensors.size(); ++t) {
+  for (std::size_t t = 0; records && t < layout.tensors.size(); ++t) {
     const TensorLayout& tensor = layout.tensors[t];
     TensorRecord record{tensor.spec, dataset_path(tensor.spec), {}, storage[t]};
     record.pieces.reserve(tensor.pieces.size());
@@ -419,7 +422,8 @@ WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
   mark_phase(saved.reused ? "write: data (template)" : "write: data (in full)");
   // Whatever the close still wrote (rank 0 writes the superblock).
   if (comm.rank() == 0) ctx.fs.fsync_file(path);
-  WriteResult result = make_result(ctx.layout, reports, storage, options);
+  WriteResult result =
+      make_result(ctx.layout, reports, storage, options, comm.rank() == 0);
   // What lets an engine that loads this checkpoint save its next one from
   // the file (hdf5_loaded_template.hpp); only rank 0's result is recorded.
   if (image) {

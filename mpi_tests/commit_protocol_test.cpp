@@ -396,8 +396,11 @@ TEST_P(CommitProtocol, TracePhasesLogsEachRanksSteps) {
   Rig rig(tmp / "ckpt", GetParam(), {{"trace_phases", true}});
   rig.save_at(4);
   rig.engine->load();
+  rig.save_at(5);  // the same tensors and regions: the layout is kept
   set_log_sink(nullptr);
-  ASSERT_EQ(lines.size(), 2u) << (lines.empty() ? "" : lines[0]);
+  ASSERT_EQ(lines.size(), 3u) << (lines.empty() ? "" : lines[0]);
+  EXPECT_NE(lines[2].find(" layout (kept) "), std::string::npos) << lines[2];
+  EXPECT_EQ(lines[0].find("(kept)"), std::string::npos) << lines[0];
   const std::string me = "trace rank " + std::to_string(world_rank()) + " ";
   EXPECT_EQ(lines[0].rfind(me + "save global_step_4: retention wait ", 0), 0u) << lines[0];
   for (const char* step : {" layout ", " begin ", " write ", " commit ", " total "}) {
@@ -411,6 +414,30 @@ TEST_P(CommitProtocol, TracePhasesLogsEachRanksSteps) {
                            " read, check ", " total "}) {
     EXPECT_NE(lines[1].find(step), std::string::npos) << step << " in " << lines[1];
   }
+}
+
+// The engine keeps the last save's layout while the ranks' tensors and
+// regions stay the same; a save after they changed records the new ones.
+TEST_P(CommitProtocol, ASaveAfterThePartitionChangedRecordsTheNewOne) {
+  TempDir tmp;
+  Rig rig(tmp / "ckpt", GetParam());
+  rig.save_at(1);
+  State flat;
+  build_test_state(flat, world_rank(), world_size(), Partition::kFlat);
+  rig.trainer.state() = std::move(flat);
+  rig.save_at(2);
+  const Manifest before = Manifest::read(tmp / "ckpt" / "global_step_1");
+  const Manifest after = Manifest::read(tmp / "ckpt" / "global_step_2");
+  const TensorRecord* weight = after.find("model/model.embed.weight");
+  ASSERT_NE(weight, nullptr);
+  for (const auto& piece : weight->pieces) {
+    EXPECT_EQ(piece.region.kind(), Region::Kind::kFlatRange) << piece.region.to_string();
+  }
+  EXPECT_EQ(before.find("model/model.embed.weight")->pieces[0].region.kind(),
+            Region::Kind::kBox);
+  Rig fresh(tmp / "other", GetParam());  // the mixed partition again
+  fresh.engine->load(tmp / "ckpt" / "global_step_2");
+  EXPECT_TRUE(state_holds_expected(fresh.trainer.state()));
 }
 
 TEST(PosixReserve, AllocatesBlocksWithoutChangingTheSize) {

@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core/layout_cache.hpp"
 #include "core/shape_text.hpp"
 #include "test_util.hpp"
 
@@ -256,6 +257,52 @@ TEST_F(Layout, EmptyStateAndZeroSizeTensors) {
   const GlobalLayout layout = exchange();
   ASSERT_EQ(layout.tensors.size(), 1u);
   EXPECT_EQ(layout.tensors[0].pieces.size(), static_cast<std::size_t>(size));
+}
+
+// ---- The layout an engine keeps from save to save (LayoutCache) ------------
+
+TEST_F(Layout, TheKeptLayoutServesUntilAnyRanksTensorsChange) {
+  const Shape s{8, 4};
+  state.add_model("a", DType::kF32, s, dim0_shard(s, rank, size));
+  LayoutCache cache;
+  std::string first;
+  run_within(60s, [&] { first = describe(cache.exchange(state, MPI_COMM_WORLD)); });
+  EXPECT_FALSE(cache.reused());
+  EXPECT_EQ(first, describe(exchange()));
+  run_within(60s, [&] { EXPECT_EQ(describe(cache.exchange(state, MPI_COMM_WORLD)), first); });
+  EXPECT_TRUE(cache.reused());
+
+  // The last rank alone adds a tensor: every rank exchanges again.
+  if (rank == size - 1) state.add_model("b", DType::kU8, {2}, Region::whole({2}));
+  std::string changed;
+  run_within(60s, [&] { changed = describe(cache.exchange(state, MPI_COMM_WORLD)); });
+  EXPECT_FALSE(cache.reused());
+  EXPECT_EQ(changed, describe(exchange()));
+  EXPECT_NE(changed, first);
+
+  // Same tensors, regions moved: rank r now holds what rank r+1 held.
+  State moved;
+  moved.add_model("a", DType::kF32, s, dim0_shard(s, (rank + 1) % size, size));
+  if (rank == size - 1) moved.add_model("b", DType::kU8, {2}, Region::whole({2}));
+  std::string after_move;
+  run_within(60s, [&] { after_move = describe(cache.exchange(moved, MPI_COMM_WORLD)); });
+  EXPECT_EQ(cache.reused(), size == 1);
+  state = std::move(moved);
+  EXPECT_EQ(after_move, describe(exchange()));
+  EXPECT_TRUE(same_on_all_ranks(after_move));
+}
+
+TEST_F(Layout, AFailedExchangeIsNotKept) {
+  if (size < 2) GTEST_SKIP() << "needs two ranks to overlap";
+  state.add_model("w", DType::kF32, {4, 4}, Region::whole({4, 4}));  // overlaps
+  LayoutCache cache;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const Caught c = catch_error(
+        [&] { run_within(60s, [&] { (void)cache.exchange(state, MPI_COMM_WORLD); }); });
+    EXPECT_TRUE(test::is_error(c, ErrorCode::kMismatch, {"\"model/w\"", "overlap"}))
+        << "attempt " << attempt << ": " << c.message;
+    EXPECT_FALSE(cache.reused());
+  }
 }
 
 // ---- Errors, identical on every rank ----------------------------------------

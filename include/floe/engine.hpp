@@ -21,6 +21,7 @@
 namespace floe {
 
 class BackgroundDeleter;
+class LayoutCache;
 class Comm;
 
 // Events a callback can attach to (the seed's CallbackMixin).
@@ -292,6 +293,9 @@ class CheckpointEngine {
   // waits for them, up to BackgroundDeleter::kDefaultExitWait.
   std::unique_ptr<BackgroundDeleter> deleter_;
   bool post_save_pending_ = false;    // an asynchronous save awaits its callbacks
+  // The last save's layout, reused while every rank saves the same tensors
+  // and regions (core/layout_cache.hpp). Used by one save at a time.
+  std::unique_ptr<LayoutCache> layout_cache_;
 };
 
 }  // namespace floe

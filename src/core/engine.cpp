@@ -12,6 +12,7 @@
 #include "commit/restore.hpp"
 #include "core/async_save.hpp"
 #include "core/comm.hpp"
+#include "core/layout_cache.hpp"
 #include "core/phase_log.hpp"
 #include "core/state_snapshot.hpp"
 #include "cuda/device_copy.hpp"
@@ -66,7 +67,8 @@ CheckpointEngine::CheckpointEngine(TrainerView& trainer, CheckpointConfig config
     : trainer_(trainer),
       config_(std::move(config)),
       fs_(posix_file_system()),
-      deleter_(std::make_unique<BackgroundDeleter>()) {
+      deleter_(std::make_unique<BackgroundDeleter>()),
+      layout_cache_(std::make_unique<LayoutCache>()) {
   const Comm comm(trainer_.comm());
   rank_ = comm.rank();
   world_size_ = comm.size();
@@ -224,8 +226,8 @@ void CheckpointEngine::write_and_commit(const Comm& comm, State& state,
   phases.mark("retention wait");
   Coordinator coordinator(*fs_, comm, config_.output_dir);
   // Deterministic on every rank: a bad layout throws the same Error on all.
-  const GlobalLayout layout = exchange_layout(state, comm.get());
-  phases.mark("layout");
+  const GlobalLayout& layout = layout_cache_->exchange(state, comm.get());
+  phases.mark(layout_cache_->reused() ? "layout (kept)" : "layout");
 
   Manifest manifest;
   manifest.floe_version = version();

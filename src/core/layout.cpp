@@ -4,6 +4,7 @@
 #include <unordered_map>
 
 #include "core/comm.hpp"
+#include "core/layout_cache.hpp"
 #include "core/shape_text.hpp"
 #include "core/wire.hpp"
 #include "floe/error.hpp"
@@ -150,9 +151,12 @@ long GlobalLayout::find(const std::string& key) const {
   return -1;
 }
 
-GlobalLayout gather_layout(const State& state, MPI_Comm mpi_comm) {
+namespace {
+
+// gather_layout of the ranks' messages (encode()), this rank's `mine`.
+GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
   const Comm comm(mpi_comm);
-  const auto all = comm.allgather_bytes(encode(state));
+  const auto all = comm.allgather_bytes(mine);
 
   GlobalLayout layout;
   layout.world_size = comm.size();
@@ -250,10 +254,34 @@ GlobalLayout gather_layout(const State& state, MPI_Comm mpi_comm) {
   return layout;
 }
 
-GlobalLayout exchange_layout(const State& state, MPI_Comm comm) {
-  GlobalLayout layout = gather_layout(state, comm);
+GlobalLayout exchange_encoded(const std::string& mine, MPI_Comm comm) {
+  GlobalLayout layout = gather_encoded(mine, comm);
   for (auto& tensor : layout.tensors) settle(tensor);
   return layout;
+}
+
+}  // namespace
+
+GlobalLayout gather_layout(const State& state, MPI_Comm comm) {
+  return gather_encoded(encode(state), comm);
+}
+
+GlobalLayout exchange_layout(const State& state, MPI_Comm comm) {
+  return exchange_encoded(encode(state), comm);
+}
+
+const GlobalLayout& LayoutCache::exchange(const State& state, MPI_Comm mpi_comm) {
+  const Comm comm(mpi_comm);
+  std::string mine = encode(state);
+  const bool same = layout_ && layout_->world_size == comm.size() && mine == message_;
+  reused_ = comm.allreduce_min(same ? 1 : 0) == 1;
+  if (reused_) return *layout_;
+  // Forgotten first: a failed exchange leaves nothing to reuse.
+  layout_.reset();
+  message_.clear();
+  layout_ = exchange_encoded(mine, mpi_comm);
+  message_ = std::move(mine);
+  return *layout_;
 }
 
 }  // namespace floe

@@ -1,0 +1,35 @@
+// The last save's layout, kept by an engine for its next save: the ranks of
+// a training run save the same tensors, with the same regions, at every
+// step, and exchanging and checking them again cost a 4-rank save of
+// 20,000 tensors more than its data (BENCHMARKS.md, "Saves of many
+// tensors").
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include <mpi.h>
+
+#include "floe/layout.hpp"
+
+namespace floe {
+
+class LayoutCache {
+ public:
+  // Collective over `comm`. What exchange_layout(state, comm) returns (and
+  // throws): the layout kept from the last call when every rank's tensors
+  // and regions, and the world size, are those of the last call (one
+  // allreduce tells), else a new exchange, kept for the next call. Valid
+  // until the next call.
+  const GlobalLayout& exchange(const State& state, MPI_Comm comm);
+
+  // Whether the last exchange() reused the kept layout.
+  bool reused() const { return reused_; }
+
+ private:
+  std::string message_;  // this rank's tensor list at the kept exchange
+  std::optional<GlobalLayout> layout_;
+  bool reused_ = false;
+};
+
+}  // namespace floe

@@ -266,16 +266,16 @@ TEST_F(Layout, TheKeptLayoutServesUntilAnyRanksTensorsChange) {
   state.add_model("a", DType::kF32, s, dim0_shard(s, rank, size));
   LayoutCache cache;
   std::string first;
-  run_within(60s, [&] { first = describe(cache.exchange(state, MPI_COMM_WORLD)); });
+  run_within(60s, [&] { first = describe(*cache.exchange(state, MPI_COMM_WORLD)); });
   EXPECT_FALSE(cache.reused());
   EXPECT_EQ(first, describe(exchange()));
-  run_within(60s, [&] { EXPECT_EQ(describe(cache.exchange(state, MPI_COMM_WORLD)), first); });
+  run_within(60s, [&] { EXPECT_EQ(describe(*cache.exchange(state, MPI_COMM_WORLD)), first); });
   EXPECT_TRUE(cache.reused());
 
   // The last rank alone adds a tensor: every rank exchanges again.
   if (rank == size - 1) state.add_model("b", DType::kU8, {2}, Region::whole({2}));
   std::string changed;
-  run_within(60s, [&] { changed = describe(cache.exchange(state, MPI_COMM_WORLD)); });
+  run_within(60s, [&] { changed = describe(*cache.exchange(state, MPI_COMM_WORLD)); });
   EXPECT_FALSE(cache.reused());
   EXPECT_EQ(changed, describe(exchange()));
   EXPECT_NE(changed, first);
@@ -285,11 +285,27 @@ TEST_F(Layout, TheKeptLayoutServesUntilAnyRanksTensorsChange) {
   moved.add_model("a", DType::kF32, s, dim0_shard(s, (rank + 1) % size, size));
   if (rank == size - 1) moved.add_model("b", DType::kU8, {2}, Region::whole({2}));
   std::string after_move;
-  run_within(60s, [&] { after_move = describe(cache.exchange(moved, MPI_COMM_WORLD)); });
+  run_within(60s, [&] { after_move = describe(*cache.exchange(moved, MPI_COMM_WORLD)); });
   EXPECT_EQ(cache.reused(), size == 1);
   state = std::move(moved);
   EXPECT_EQ(after_move, describe(exchange()));
   EXPECT_TRUE(same_on_all_ranks(after_move));
+}
+
+TEST_F(Layout, ALayoutOfTooManyPiecesIsNotKept) {
+  const Shape s{8, 4};
+  state.add_model("a", DType::kF32, s, dim0_shard(s, rank, size));
+  state.add_model("b", DType::kF32, s, zero_flat_shard(s, rank, size));
+  const auto pieces = static_cast<std::uint64_t>(2 * size);
+  for (const std::uint64_t limit : {pieces - 1, pieces}) {
+    LayoutCache cache(limit);
+    std::string first, second;
+    run_within(60s, [&] { first = describe(*cache.exchange(state, MPI_COMM_WORLD)); });
+    run_within(60s, [&] { second = describe(*cache.exchange(state, MPI_COMM_WORLD)); });
+    EXPECT_EQ(cache.reused(), limit >= pieces) << "limit " << limit;
+    EXPECT_EQ(first, second);
+    EXPECT_EQ(first, describe(exchange()));
+  }
 }
 
 TEST_F(Layout, AFailedExchangeIsNotKept) {

@@ -226,7 +226,8 @@ void CheckpointEngine::write_and_commit(const Comm& comm, State& state,
   phases.mark("retention wait");
   Coordinator coordinator(*fs_, comm, config_.output_dir);
   // Deterministic on every rank: a bad layout throws the same Error on all.
-  const GlobalLayout& layout = layout_cache_->exchange(state, comm.get());
+  const std::shared_ptr<const GlobalLayout> kept = layout_cache_->exchange(state, comm.get());
+  const GlobalLayout& layout = *kept;
   phases.mark(layout_cache_->reused() ? "layout (kept)" : "layout");
 
   Manifest manifest;

@@ -173,7 +173,9 @@ GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
   const auto add_tensor = [&](TensorSpec spec) {
     if (indexed) index.emplace(spec.key(), layout.tensors.size());
     layout.tensors.push_back(TensorLayout{std::move(spec), {}});
-    layout.tensors.back().pieces.reserve(static_cast<std::size_t>(comm.size()));
+    // Room for a piece from each rank where every rank holds every tensor
+    // (ZeRO, dim-0 shards), up to 8: pipeline stages hold few tensors each.
+    layout.tensors.back().pieces.reserve(static_cast<std::size_t>(std::min(comm.size(), 8)));
     return layout.tensors.size() - 1;
   };
   Shape shape;  // the current spec's, reused from tensor to tensor
@@ -270,18 +272,25 @@ GlobalLayout exchange_layout(const State& state, MPI_Comm comm) {
   return exchange_encoded(encode(state), comm);
 }
 
-const GlobalLayout& LayoutCache::exchange(const State& state, MPI_Comm mpi_comm) {
+std::shared_ptr<const GlobalLayout> LayoutCache::exchange(const State& state,
+                                                          MPI_Comm mpi_comm) {
   const Comm comm(mpi_comm);
   std::string mine = encode(state);
   const bool same = layout_ && layout_->world_size == comm.size() && mine == message_;
   reused_ = comm.allreduce_min(same ? 1 : 0) == 1;
-  if (reused_) return *layout_;
+  if (reused_) return layout_;
   // Forgotten first: a failed exchange leaves nothing to reuse.
   layout_.reset();
   message_.clear();
-  layout_ = exchange_encoded(mine, mpi_comm);
-  message_ = std::move(mine);
-  return *layout_;
+  auto layout = std::make_shared<const GlobalLayout>(exchange_encoded(mine, mpi_comm));
+  std::uint64_t pieces = 0;
+  for (const auto& tensor : layout->tensors) pieces += tensor.pieces.size();
+  // The same on every rank: every rank holds the same layout.
+  if (pieces <= max_kept_pieces_) {
+    layout_ = layout;
+    message_ = std::move(mine);
+  }
+  return layout;
 }
 
 }  // namespace floe

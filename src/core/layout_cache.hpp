@@ -5,7 +5,8 @@
 // tensors").
 #pragma once
 
-#include <optional>
+#include <cstdint>
+#include <memory>
 #include <string>
 
 #include <mpi.h>
@@ -16,19 +17,28 @@ namespace floe {
 
 class LayoutCache {
  public:
+  // A layout of more pieces (all ranks' together) is not kept: every rank
+  // holds every piece, ~150 bytes each, and between saves that memory
+  // belongs to the trainer. 20,000 tensors at 4 ranks are 80,000 pieces.
+  static constexpr std::uint64_t kMaxKeptPieces = 1u << 20;
+
+  explicit LayoutCache(std::uint64_t max_kept_pieces = kMaxKeptPieces)
+      : max_kept_pieces_(max_kept_pieces) {}
+
   // Collective over `comm`. What exchange_layout(state, comm) returns (and
   // throws): the layout kept from the last call when every rank's tensors
   // and regions, and the world size, are those of the last call (one
-  // allreduce tells), else a new exchange, kept for the next call. Valid
-  // until the next call.
-  const GlobalLayout& exchange(const State& state, MPI_Comm comm);
+  // allreduce tells), else a new exchange, kept for the next call unless
+  // it has more pieces than the cache keeps.
+  std::shared_ptr<const GlobalLayout> exchange(const State& state, MPI_Comm comm);
 
   // Whether the last exchange() reused the kept layout.
   bool reused() const { return reused_; }
 
  private:
+  std::uint64_t max_kept_pieces_;
   std::string message_;  // this rank's tensor list at the kept exchange
-  std::optional<GlobalLayout> layout_;
+  std::shared_ptr<const GlobalLayout> layout_;
   bool reused_ = false;
 };
 

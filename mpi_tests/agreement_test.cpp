@@ -340,6 +340,41 @@ TEST_F(Agreement, GatherBytesReachesOnlyTheRoot) {
   });
 }
 
+TEST_F(Agreement, BytesAboveTheRoundLimitMoveInRounds) {
+  run_within(kDeadline, [&] {
+    // Rank r sends 10r+3 bytes (rank 1 none), each byte telling its rank
+    // and place, so a piece landing in the wrong message or place shows.
+    const auto message = [](int r) {
+      std::string m;
+      if (r == 1) return m;
+      for (int i = 0; i < 10 * r + 3; ++i) m += static_cast<char>(r * 37 + i);
+      return m;
+    };
+    const std::string mine = message(rank);
+    // 1: one byte a rank a round; 7: rounds of 7 / size bytes a rank; 64:
+    // rounds only above 2 ranks; 1000: one round.
+    for (const std::uint64_t round : {1, 7, 64, 1000}) {
+      const auto all = comm.allgather_bytes(mine, round);
+      ASSERT_EQ(all.size(), static_cast<std::size_t>(size));
+      for (int r = 0; r < size; ++r) {
+        EXPECT_EQ(all[r], message(r)) << "allgather, rank " << r << ", round " << round;
+      }
+      for (int root = 0; root < size; ++root) {
+        const auto got = comm.gather_bytes(mine, root, round);
+        if (rank != root) {
+          EXPECT_TRUE(got.empty());
+          continue;
+        }
+        ASSERT_EQ(got.size(), static_cast<std::size_t>(size));
+        for (int r = 0; r < size; ++r) {
+          EXPECT_EQ(got[r], message(r)) << "gather to " << root << ", rank " << r
+                                        << ", round " << round;
+        }
+      }
+    }
+  });
+}
+
 TEST_F(Agreement, CheckMpiNamesTheCall) {
   EXPECT_TRUE(
       test::throws_error([] { check_mpi(MPI_ERR_COMM, "MPI_File_open"); },

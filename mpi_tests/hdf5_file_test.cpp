@@ -477,8 +477,5 @@ TEST(Hdf5Engine, RefusedDataWriteFailsTheSaveOnEveryRank) {
   EXPECT_TRUE(engine->latest_checkpoint_exists());
 }
 
-// More than 2 GiB moved by one rank in one transfer (HDF5 1.10.8 and Open
-// MPI handle it; max_transfer_bytes keeps them below that by default). Slow:
-
 }  // namespace
 }  // namespace floe::test

@@ -1,5 +1,7 @@
 #include "core/comm.hpp"
 
+#include <algorithm>
+#include <cstring>
 #include <limits>
 
 namespace floe {
@@ -56,76 +58,63 @@ std::vector<std::uint64_t> Comm::allgather(std::uint64_t value) const {
   return out;
 }
 
-namespace {
+std::vector<std::string> Comm::allgather_bytes(const std::string& bytes,
+                                               std::uint64_t round_bytes) const {
+  return gather_any(bytes, -1, round_bytes);
+}
 
-// Where each rank's message starts in the gathered bytes, from the lengths.
-std::vector<int> displacements(const std::vector<int>& counts, const char* what) {
-  std::vector<int> displs(counts.size());
-  long long total = 0;
-  for (std::size_t r = 0; r < counts.size(); ++r) {
-    displs[r] = static_cast<int>(total);
-    total += counts[r];
-    if (total > std::numeric_limits<int>::max()) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  std::string(what) + ": the ranks' messages exceed 2 GiB together");
+std::vector<std::string> Comm::gather_bytes(const std::string& bytes, int root,
+                                            std::uint64_t round_bytes) const {
+  return gather_any(bytes, root, round_bytes);
+}
+
+std::vector<std::string> Comm::gather_any(const std::string& bytes, int root,
+                                          std::uint64_t round_bytes) const {
+  const bool everyone = root < 0;
+  const bool receives = everyone || rank_ == root;
+  // Every rank learns every length, so all take the same rounds and none
+  // throws alone (the others would wait in the gather).
+  const std::vector<std::uint64_t> lengths = allgather(bytes.size());
+  round_bytes = std::min(round_bytes, kMaxRoundBytes);
+  // Each rank's share of a round: a whole message when they fit together.
+  std::uint64_t total = 0, longest = 0;
+  for (std::uint64_t n : lengths) {
+    total += n;
+    longest = std::max(longest, n);
+  }
+  const std::uint64_t share =
+      total <= round_bytes ? std::max<std::uint64_t>(longest, 1)
+                           : std::max<std::uint64_t>(round_bytes / lengths.size(), 1);
+  std::vector<std::string> out(receives ? lengths.size() : 0);
+  for (std::size_t r = 0; r < out.size(); ++r) out[r].resize(lengths[r]);
+  std::vector<int> counts(lengths.size()), displs(lengths.size());
+  std::string round;
+  std::uint64_t done = 0;  // of each message, before this round
+  do {
+    int at = 0;
+    for (std::size_t r = 0; r < lengths.size(); ++r) {
+      counts[r] = static_cast<int>(std::min(share, lengths[r] - std::min(done, lengths[r])));
+      displs[r] = at;
+      at += counts[r];
     }
-  }
-  return displs;
-}
-
-int message_size(const std::string& bytes, const char* what) {
-  if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
-    throw Error(ErrorCode::kInvalidArgument,
-                std::string(what) + ": a rank's message exceeds 2 GiB");
-  }
-  return static_cast<int>(bytes.size());
-}
-
-std::vector<std::string> split(const std::string& all, const std::vector<int>& counts,
-                               const std::vector<int>& displs) {
-  std::vector<std::string> out(counts.size());
-  for (std::size_t r = 0; r < counts.size(); ++r) out[r] = all.substr(displs[r], counts[r]);
+    const int mine = counts[static_cast<std::size_t>(rank_)];
+    const char* send = bytes.data() + std::min<std::uint64_t>(done, bytes.size());
+    if (receives) round.resize(static_cast<std::size_t>(at));
+    if (everyone) {
+      check_mpi(MPI_Allgatherv(send, mine, MPI_BYTE, round.data(), counts.data(),
+                               displs.data(), MPI_BYTE, comm_),
+                "MPI_Allgatherv");
+    } else {
+      check_mpi(MPI_Gatherv(send, mine, MPI_BYTE, round.data(), counts.data(),
+                            displs.data(), MPI_BYTE, root, comm_),
+                "MPI_Gatherv");
+    }
+    for (std::size_t r = 0; r < out.size(); ++r) {
+      if (counts[r] > 0) std::memcpy(out[r].data() + done, round.data() + displs[r], counts[r]);
+    }
+    done += share;
+  } while (done < longest);
   return out;
-}
-
-}  // namespace
-
-std::vector<std::string> Comm::allgather_bytes(const std::string& bytes) const {
-  const int mine = message_size(bytes, "allgather");
-  std::vector<int> counts(size_);
-  check_mpi(MPI_Allgather(&mine, 1, MPI_INT, counts.data(), 1, MPI_INT, comm_),
-            "MPI_Allgather");
-  const std::vector<int> displs = displacements(counts, "allgather");
-  std::string all(static_cast<std::size_t>(displs.back()) + counts.back(), '\0');
-  check_mpi(MPI_Allgatherv(bytes.data(), mine, MPI_BYTE, all.data(),
-                           counts.data(), displs.data(), MPI_BYTE, comm_),
-            "MPI_Allgatherv");
-  return split(all, counts, displs);
-}
-
-std::vector<std::string> Comm::gather_bytes(const std::string& bytes, int root) const {
-  // Every rank learns whether the total fits an int, so all throw alike
-  // (a rank that threw alone would leave the others in the gather).
-  if (allreduce_sum(bytes.size()) >
-      static_cast<std::uint64_t>(std::numeric_limits<int>::max())) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "gather: the ranks' messages exceed 2 GiB together");
-  }
-  const int mine = static_cast<int>(bytes.size());
-  std::vector<int> counts(rank_ == root ? size_ : 0);
-  check_mpi(MPI_Gather(&mine, 1, MPI_INT, counts.data(), 1, MPI_INT, root, comm_),
-            "MPI_Gather");
-  std::vector<int> displs;
-  std::string all;
-  if (rank_ == root) {
-    displs = displacements(counts, "gather");
-    all.assign(static_cast<std::size_t>(displs.back()) + counts.back(), '\0');
-  }
-  check_mpi(MPI_Gatherv(bytes.data(), mine, MPI_BYTE, all.data(), counts.data(),
-                        displs.data(), MPI_BYTE, root, comm_),
-            "MPI_Gatherv");
-  if (rank_ != root) return {};
-  return split(all, counts, displs);
 }
 
 std::string Comm::broadcast_bytes(const std::string& bytes, int root) const {

@@ -37,10 +37,22 @@ class Comm {
   void allreduce_min(std::vector<std::uint32_t>& values) const;
   // Every rank's `value`, indexed by rank.
   std::vector<std::uint64_t> allgather(std::uint64_t value) const;
-  // Every rank's bytes, indexed by rank (lengths may differ).
-  std::vector<std::string> allgather_bytes(const std::string& bytes) const;
-  // On `root`, every rank's bytes, indexed by rank; elsewhere, nothing.
-  std::vector<std::string> gather_bytes(const std::string& bytes, int root) const;
+  // At most this many bytes move in one MPI gather call: MPI counts and
+  // displacements are ints.
+  static constexpr std::uint64_t kMaxRoundBytes = (1ull << 31) - 1;
+  // Every rank's bytes, indexed by rank (lengths may differ, of any size).
+  // The lengths are exchanged first, so every rank knows the total: when
+  // it exceeds `round_bytes`, the bytes move in rounds of at most
+  // `round_bytes` (each rank sending up to round_bytes / size() of its
+  // message a round) and no rank throws or waits alone. `round_bytes` must
+  // be the same on every rank; tests pass small ones to run the rounds on
+  // small messages.
+  std::vector<std::string> allgather_bytes(const std::string& bytes,
+                                           std::uint64_t round_bytes = kMaxRoundBytes) const;
+  // On `root`, every rank's bytes, indexed by rank; elsewhere, nothing. In
+  // rounds as allgather_bytes.
+  std::vector<std::string> gather_bytes(const std::string& bytes, int root,
+                                        std::uint64_t round_bytes = kMaxRoundBytes) const;
   // The `root` rank's bytes on every rank.
   std::string broadcast_bytes(const std::string& bytes, int root) const;
   // The `root` rank's `size` bytes at `data` into every rank's `data`
@@ -48,6 +60,10 @@ class Comm {
   void broadcast(char* data, std::uint64_t size, int root) const;
 
  private:
+  // allgather_bytes (root < 0) and gather_bytes.
+  std::vector<std::string> gather_any(const std::string& bytes, int root,
+                                      std::uint64_t round_bytes) const;
+
   MPI_Comm comm_;
   int rank_ = 0;
   int size_ = 1;

@@ -5,6 +5,10 @@
 #include <limits>
 
 namespace floe {
+namespace {
+// Results of a gather from this size on are allocated under agreement.
+constexpr std::uint64_t kAgreeAllocationFrom = 64ull << 20;
+}  // namespace
 
 void check_mpi(int rc, const char* what) {
   if (rc == MPI_SUCCESS) return;
@@ -86,9 +90,20 @@ std::vector<std::string> Comm::gather_any(const std::string& bytes, int root,
       total <= round_bytes ? std::max<std::uint64_t>(longest, 1)
                            : std::max<std::uint64_t>(round_bytes / lengths.size(), 1);
   std::vector<std::string> out(receives ? lengths.size() : 0);
-  for (std::size_t r = 0; r < out.size(); ++r) out[r].resize(lengths[r]);
+  // Room for the result: above kAgreeAllocationFrom bytes it may not be
+  // there on some rank, which then throws and every rank with it (one
+  // allreduce) instead of leaving the others in the gather.
+  std::string round;  // one round's bytes, on a rank that receives them
+  const auto allocate = [&] {
+    for (std::size_t r = 0; r < out.size(); ++r) out[r].resize(lengths[r]);
+    if (receives) round.resize(std::min(total, share * lengths.size()));
+  };
+  if (total < kAgreeAllocationFrom) {
+    allocate();
+  } else {
+    collectively(*this, allocate);
+  }
   std::vector<int> counts(lengths.size()), displs(lengths.size());
-  std::string round;
   std::uint64_t done = 0;  // of each message, before this round
   do {
     int at = 0;
@@ -99,7 +114,6 @@ std::vector<std::string> Comm::gather_any(const std::string& bytes, int root,
     }
     const int mine = counts[static_cast<std::size_t>(rank_)];
     const char* send = bytes.data() + std::min<std::uint64_t>(done, bytes.size());
-    if (receives) round.resize(static_cast<std::size_t>(at));
     if (everyone) {
       check_mpi(MPI_Allgatherv(send, mine, MPI_BYTE, round.data(), counts.data(),
                                displs.data(), MPI_BYTE, comm_),

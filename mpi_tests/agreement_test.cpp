@@ -94,6 +94,22 @@ TEST_F(Agreement, OneFailingRankEachInTurn) {
   }
 }
 
+TEST_F(Agreement, AnMpiCallFailingOnOneRankFailsEveryRank) {
+  // What MpiFile::sync() and close() do with their MPI call's result: an
+  // fsync that fails on one rank only must stop every rank there.
+  for (int failing = 0; failing < size; ++failing) {
+    SCOPED_TRACE("failing rank " + std::to_string(failing));
+    const int rc = rank == failing ? MPI_ERR_IO : MPI_SUCCESS;
+    const Caught c = catch_error([&] { agree_mpi(comm, rc, "cannot sync /ckpt/data.bin"); });
+    const std::string local = "cannot sync /ckpt/data.bin: " + mpi_error_text(MPI_ERR_IO);
+    EXPECT_TRUE(test::is_error(c, ErrorCode::kIo)) << describe(c);
+    EXPECT_EQ(c.message, agreed_message(failing, 1, size, local));
+    EXPECT_TRUE(same_on_all_ranks(describe(c)));
+  }
+  const Caught none = catch_error([&] { agree_mpi(comm, MPI_SUCCESS, "cannot sync"); });
+  EXPECT_FALSE(none.thrown) << none.message;
+}
+
 TEST_F(Agreement, SeveralFailingRanksReportTheLowestAndTheCount) {
   struct Pattern {
     const char* what;

@@ -10,13 +10,23 @@ namespace {
 constexpr std::uint64_t kAgreeAllocationFrom = 64ull << 20;
 }  // namespace
 
-void check_mpi(int rc, const char* what) {
-  if (rc == MPI_SUCCESS) return;
+std::string mpi_error_text(int rc) {
   char text[MPI_MAX_ERROR_STRING];
   int length = 0;
   MPI_Error_string(rc, text, &length);
-  throw Error(ErrorCode::kIo,
-              std::string(what) + ": " + std::string(text, length));
+  return std::string(text, static_cast<std::size_t>(length));
+}
+
+void check_mpi(int rc, const char* what) {
+  if (rc == MPI_SUCCESS) return;
+  throw Error(ErrorCode::kIo, std::string(what) + ": " + mpi_error_text(rc));
+}
+
+void agree_mpi(const Comm& comm, int rc, const std::string& what) {
+  collectively(comm, [&] {
+    if (rc != MPI_SUCCESS)
+      throw Error(ErrorCode::kIo, what + ": " + mpi_error_text(rc));
+  });
 }
 
 Comm::Comm(MPI_Comm comm) : comm_(comm) {
@@ -46,24 +56,27 @@ std::uint64_t Comm::allreduce_sum(std::uint64_t v) const {
 }
 
 void Comm::allreduce_min(std::vector<std::uint32_t>& values) const {
-  if (values.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
-    throw Error(ErrorCode::kInvalidArgument, "allreduce: more than 2^31 values");
+  if (values.size() >
+      static_cast<std::size_t>(std::numeric_limits<int>::max())) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "allreduce: more than 2^31 values");
   }
-  check_mpi(MPI_Allreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()),
-                          MPI_UINT32_T, MPI_MIN, comm_),
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, values.data(),
+                          static_cast<int>(values.size()), MPI_UINT32_T,
+                          MPI_MIN, comm_),
             "MPI_Allreduce");
 }
 
 std::vector<std::uint64_t> Comm::allgather(std::uint64_t value) const {
   std::vector<std::uint64_t> out(size_);
-  check_mpi(MPI_Allgather(&value, 1, MPI_UINT64_T, out.data(), 1,
-                          MPI_UINT64_T, comm_),
+  check_mpi(MPI_Allgather(&value, 1, MPI_UINT64_T, out.data(), 1, MPI_UINT64_T,
+                          comm_),
             "MPI_Allgather");
   return out;
 }
 
-std::vector<std::string> Comm::allgather_bytes(const std::string& bytes,
-                                               std::uint64_t round_bytes) const {
+std::vector<std::string> Comm::allgather_bytes(
+    const std::string& bytes, std::uint64_t round_bytes) const {
   return gather_any(bytes, -1, round_bytes);
 }
 
@@ -87,8 +100,9 @@ std::vector<std::string> Comm::gather_any(const std::string& bytes, int root,
     longest = std::max(longest, n);
   }
   const std::uint64_t share =
-      total <= round_bytes ? std::max<std::uint64_t>(longest, 1)
-                           : std::max<std::uint64_t>(round_bytes / lengths.size(), 1);
+      total <= round_bytes
+          ? std::max<std::uint64_t>(longest, 1)
+          : std::max<std::uint64_t>(round_bytes / lengths.size(), 1);
   std::vector<std::string> out(receives ? lengths.size() : 0);
   // Room for the result: above kAgreeAllocationFrom bytes it may not be
   // there on some rank, which then throws and every rank with it (one
@@ -108,15 +122,17 @@ std::vector<std::string> Comm::gather_any(const std::string& bytes, int root,
   do {
     int at = 0;
     for (std::size_t r = 0; r < lengths.size(); ++r) {
-      counts[r] = static_cast<int>(std::min(share, lengths[r] - std::min(done, lengths[r])));
+      counts[r] = static_cast<int>(
+          std::min(share, lengths[r] - std::min(done, lengths[r])));
       displs[r] = at;
       at += counts[r];
     }
     const int mine = counts[static_cast<std::size_t>(rank_)];
-    const char* send = bytes.data() + std::min<std::uint64_t>(done, bytes.size());
+    const char* send =
+        bytes.data() + std::min<std::uint64_t>(done, bytes.size());
     if (everyone) {
-      check_mpi(MPI_Allgatherv(send, mine, MPI_BYTE, round.data(), counts.data(),
-                               displs.data(), MPI_BYTE, comm_),
+      check_mpi(MPI_Allgatherv(send, mine, MPI_BYTE, round.data(),
+                               counts.data(), displs.data(), MPI_BYTE, comm_),
                 "MPI_Allgatherv");
     } else {
       check_mpi(MPI_Gatherv(send, mine, MPI_BYTE, round.data(), counts.data(),
@@ -124,7 +140,8 @@ std::vector<std::string> Comm::gather_any(const std::string& bytes, int root,
                 "MPI_Gatherv");
     }
     for (std::size_t r = 0; r < out.size(); ++r) {
-      if (counts[r] > 0) std::memcpy(out[r].data() + done, round.data() + displs[r], counts[r]);
+      if (counts[r] > 0)
+        std::memcpy(out[r].data() + done, round.data() + displs[r], counts[r]);
     }
     done += share;
   } while (done < longest);
@@ -134,7 +151,16 @@ std::vector<std::string> Comm::gather_any(const std::string& bytes, int root,
 std::string Comm::broadcast_bytes(const std::string& bytes, int root) const {
   std::uint64_t length = bytes.size();
   check_mpi(MPI_Bcast(&length, 1, MPI_UINT64_T, root, comm_), "MPI_Bcast");
-  std::string out = rank_ == root ? bytes : std::string(length, '\0');
+  std::string out;
+  // Agreed on from kAgreeAllocationFrom, as the gathers' results.
+  const auto allocate = [&] {
+    out = rank_ == root ? bytes : std::string(length, '\0');
+  };
+  if (length < kAgreeAllocationFrom) {
+    allocate();
+  } else {
+    collectively(*this, allocate);
+  }
   broadcast(out.data(), length, root);
   return out;
 }

@@ -15,6 +15,9 @@
 
 namespace floe {
 
+// MPI's text for the error code `rc`.
+std::string mpi_error_text(int rc);
+
 // Throws Error(kIo) naming `what` and MPI's message when `rc` is not
 // MPI_SUCCESS.
 void check_mpi(int rc, const char* what);
@@ -47,13 +50,16 @@ class Comm {
   // message a round) and no rank throws or waits alone. `round_bytes` must
   // be the same on every rank; tests pass small ones to run the rounds on
   // small messages.
-  std::vector<std::string> allgather_bytes(const std::string& bytes,
-                                           std::uint64_t round_bytes = kMaxRoundBytes) const;
+  std::vector<std::string> allgather_bytes(
+      const std::string& bytes,
+      std::uint64_t round_bytes = kMaxRoundBytes) const;
   // On `root`, every rank's bytes, indexed by rank; elsewhere, nothing. In
   // rounds as allgather_bytes.
-  std::vector<std::string> gather_bytes(const std::string& bytes, int root,
-                                        std::uint64_t round_bytes = kMaxRoundBytes) const;
-  // The `root` rank's bytes on every rank.
+  std::vector<std::string> gather_bytes(
+      const std::string& bytes, int root,
+      std::uint64_t round_bytes = kMaxRoundBytes) const;
+  // The `root` rank's bytes on every rank (of 64 MiB or more: allocated
+  // under agreement, as the gathers' results).
   std::string broadcast_bytes(const std::string& bytes, int root) const;
   // The `root` rank's `size` bytes at `data` into every rank's `data`
   // (any size: sent in pieces below 2^31 bytes, as MPI counts are ints).
@@ -100,5 +106,12 @@ auto collectively(const Comm& comm, Fn&& fn) {
     return result;
   }
 }
+
+// Collective. The result `rc` of an MPI call that can fail on some ranks
+// only (MPI_File_sync: each rank's own fsync; MPI_File_close): when it is
+// not MPI_SUCCESS on any rank, every rank throws Error(kIo) "`what`: MPI's
+// message" of the lowest failing rank, as agree_on_error does, instead of
+// that rank leaving while the others go on to their next collective.
+void agree_mpi(const Comm& comm, int rc, const std::string& what);
 
 }  // namespace floe

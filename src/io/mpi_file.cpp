@@ -19,11 +19,8 @@ constexpr std::uint64_t kMaxTransfer = 1ull << 30;
 
 void check(int rc, const std::string& what, const std::filesystem::path& path) {
   if (rc == MPI_SUCCESS) return;
-  char text[MPI_MAX_ERROR_STRING];
-  int length = 0;
-  MPI_Error_string(rc, text, &length);
   throw Error(ErrorCode::kIo,
-              what + " " + path.string() + ": " + std::string(text, length));
+              what + " " + path.string() + ": " + mpi_error_text(rc));
 }
 
 // Runs shorter than this are copied into a staging buffer and written with
@@ -160,7 +157,7 @@ MpiType& MpiType::operator=(MpiType&& other) noexcept {
 
 MpiFile::MpiFile(MPI_Comm comm, const std::filesystem::path& path, Mode mode,
                  const MpiInfo& info)
-    : path_(path) {
+    : comm_(comm), path_(path) {
   const int amode = mode == Mode::kCreate  ? (MPI_MODE_CREATE | MPI_MODE_WRONLY)
                     : mode == Mode::kWrite ? MPI_MODE_WRONLY
                                            : MPI_MODE_RDONLY;
@@ -333,15 +330,20 @@ void MpiFile::read_at(std::uint64_t offset, void* memory, std::uint64_t length) 
 }
 
 void MpiFile::set_size(std::uint64_t bytes) {
-  check(MPI_File_set_size(file_, static_cast<MPI_Offset>(bytes)),
-        "cannot set the size of", path_);
+  agree(MPI_File_set_size(file_, static_cast<MPI_Offset>(bytes)),
+        "cannot set the size of");
 }
 
-void MpiFile::sync() { check(MPI_File_sync(file_), "cannot sync", path_); }
+void MpiFile::sync() { agree(MPI_File_sync(file_), "cannot sync"); }
 
 void MpiFile::close() {
-  check(MPI_File_close(&file_), "cannot close", path_);
-  file_ = MPI_FILE_NULL;
+  const int rc = MPI_File_close(&file_);
+  file_ = MPI_FILE_NULL;  // not closed again by the destructor, whatever rc
+  agree(rc, "cannot close");
+}
+
+void MpiFile::agree(int rc, const char* what) const {
+  agree_mpi(Comm(comm_), rc, std::string(what) + " " + path_.string());
 }
 
 std::uint64_t MpiFile::size() const {

@@ -53,7 +53,8 @@ struct IoRun {
 };
 
 // Owns an open MPI_File; closes it on destruction (errors there are
-// dropped: call close() to see them).
+// dropped: call close() to see them). The communicator it was opened on
+// must outlive it.
 class MpiFile {
  public:
   // kCreate: created if missing, write-only; kWrite: an existing file,
@@ -65,7 +66,9 @@ class MpiFile {
           const MpiInfo& info);
   ~MpiFile();
   MpiFile(MpiFile&& other) noexcept
-      : file_(std::exchange(other.file_, MPI_FILE_NULL)), path_(std::move(other.path_)) {}
+      : file_(std::exchange(other.file_, MPI_FILE_NULL)),
+        comm_(other.comm_),
+        path_(std::move(other.path_)) {}
   MpiFile(const MpiFile&) = delete;
 
   // Collective. Writes `runs` (sorted by offset, not overlapping). Each
@@ -97,10 +100,18 @@ class MpiFile {
   void sync();
   // Collective.
   void close();
+  // set_size, sync and close can fail on some ranks only (each rank's own
+  // ftruncate, fsync and close: a deferred write error, a quota): every
+  // rank then throws the same Error(kIo) (agree_mpi), so none goes on to
+  // the next collective alone.
   std::uint64_t size() const;
 
  private:
+  // agree_mpi over the file's communicator: "`what` <path>: MPI's message".
+  void agree(int rc, const char* what) const;
+
   MPI_File file_ = MPI_FILE_NULL;
+  MPI_Comm comm_ = MPI_COMM_NULL;
   std::filesystem::path path_;
 };
 

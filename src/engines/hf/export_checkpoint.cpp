@@ -8,6 +8,7 @@
 // FileWriter::kBuffers slices.
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,9 +16,9 @@
 #include "engines/hf/export_dir.hpp"
 #include "engines/hf/file_writer.hpp"
 #include "engines/hf/float_cast.hpp"
-#include "engines/hf/write_hints.hpp"
 #include "engines/hf/safetensors_index.hpp"
 #include "engines/hf/shard_plan.hpp"
+#include "engines/hf/write_hints.hpp"
 #include "floe/checkpoint.hpp"
 #include "floe/error.hpp"
 #include "floe/hf.hpp"
@@ -32,23 +33,9 @@ namespace fs = std::filesystem;
 constexpr std::uint64_t kMinSlice = 64;
 constexpr std::uint64_t kMaxSlice = 1ull << 30;
 
-std::string mpi_message(int rc) {
-  char text[MPI_MAX_ERROR_STRING];
-  int length = 0;
-  MPI_Error_string(rc, text, &length);
-  return std::string(text, static_cast<std::size_t>(length));
-}
-
-// Throws the same Error(kIo) on every rank when `rc` failed on any.
-void agree_mpi(const Comm& comm, int rc, const fs::path& path,
-               const char* call) {
-  std::exception_ptr error;
-  if (rc != MPI_SUCCESS) {
-    error = std::make_exception_ptr(Error(
-        ErrorCode::kIo, path.string() + ": " + call + " failed: " +
-                            mpi_message(rc)));
-  }
-  agree_on_error(comm, error);
+// What agree_mpi names when `call` on `path` failed.
+std::string failed(const fs::path& path, const char* call) {
+  return path.string() + ": " + call + " failed";
 }
 
 // Streams one planned file from the checkpoint into `path`.
@@ -79,11 +66,11 @@ class FileStreamer {
     agree_mpi(comm_,
               MPI_File_open(comm_.get(), path.c_str(),
                             MPI_MODE_CREATE | MPI_MODE_WRONLY, info.get(), &fh),
-              path, "MPI_File_open");
+              failed(path, "MPI_File_open"));
     try {
       agree_mpi(comm_,
                 MPI_File_set_size(fh, static_cast<MPI_Offset>(file_.size)),
-                path, "MPI_File_set_size");
+                failed(path, "MPI_File_set_size"));
       int rc = MPI_SUCCESS;
       if (comm_.rank() == 0) {
         MPI_Status status;
@@ -91,25 +78,29 @@ class FileStreamer {
                                static_cast<int>(file_.header.size()), MPI_BYTE,
                                &status);
       }
-      agree_mpi(comm_, rc, path, "MPI_File_write_at (header)");
+      agree_mpi(comm_, rc, failed(path, "MPI_File_write_at (header)"));
       std::string written;  // the writer's error, if any
       {
-        // A slice fits a buffer wherever it starts (room() >= slice).
-        hf::FileWriter writer(path, slice_ + hf::FileWriter::kAlign);
-        stream(writer, source);
-        written = writer.finish();
+        // A slice fits a buffer wherever it starts (room() >= slice). Made
+        // under agreement: a rank whose writer cannot start (no memory for
+        // its buffers, no thread) must not leave the others in stream().
+        std::optional<hf::FileWriter> writer;
+        collectively(comm_, [&] {
+          writer.emplace(path, slice_ + hf::FileWriter::kAlign);
+        });
+        stream(*writer, source);
+        written = writer->finish();
       }
-      agree_on_error(comm_, written.empty()
-                                ? nullptr
-                                : std::make_exception_ptr(
-                                      Error(ErrorCode::kIo, written)));
-      agree_mpi(comm_, MPI_File_sync(fh), path, "MPI_File_sync");
+      agree_on_error(comm_, written.empty() ? nullptr
+                                            : std::make_exception_ptr(Error(
+                                                  ErrorCode::kIo, written)));
+      agree_mpi(comm_, MPI_File_sync(fh), failed(path, "MPI_File_sync"));
     } catch (...) {
       // Every rank is here: each step above agrees on its failure.
       MPI_File_close(&fh);
       throw;
     }
-    agree_mpi(comm_, MPI_File_close(&fh), path, "MPI_File_close");
+    agree_mpi(comm_, MPI_File_close(&fh), failed(path, "MPI_File_close"));
   }
 
  private:
@@ -125,7 +116,8 @@ class FileStreamer {
     std::size_t next = 0;  // first tensor of order_ not yet finished
     for (std::uint64_t round = 0; round < rounds; ++round) {
       const std::uint64_t round_begin = round * per_round;
-      const std::uint64_t round_end = std::min(round_begin + per_round, data_bytes);
+      const std::uint64_t round_end =
+          std::min(round_begin + per_round, data_bytes);
       const std::uint64_t mine_begin =
           std::min(round_begin + rank * slice_, round_end);
       const std::uint64_t mine_end = std::min(mine_begin + slice_, round_end);

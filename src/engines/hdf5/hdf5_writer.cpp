@@ -314,14 +314,17 @@ std::vector<std::optional<std::uint64_t>> write_in_full(
       [](std::vector<IoRun>&) {}, stats);
   blob_offsets =
       write_blobs(comm, file.get(), lists, job.reports, ctx.state, file_text);
+  // H5Fflush(GLOBAL) ends in MPI_File_sync: the data is durable. With a
+  // batched write to come, its own sync covers the whole file. Agreed on
+  // apart from the close: the sync can fail on one rank only (its own
+  // fsync), and that rank must not skip the collective H5Fclose the
+  // others make (on failure every rank closes the file in unwinding).
   collectively(comm, [&] {
-    // H5Fflush(GLOBAL) ends in MPI_File_sync: the data is durable. With a
-    // batched write to come, its own sync covers the whole file.
     if (data.batched == 0) {
       check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "H5Fflush " + file_text);
     }
-    file.close("H5Fclose " + file_text);
   });
+  collectively(comm, [&] { file.close("H5Fclose " + file_text); });
   if (data.batched > 0) {
     write_batch(comm, job.path, job.options, data.batch);
     stats.batched += data.batched;

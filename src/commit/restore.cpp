@@ -5,6 +5,7 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <system_error>
 #include <thread>
 
 #include "commit/coordinator.hpp"
@@ -295,10 +296,16 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
   const std::vector<TensorShard*>& shards = match.shards;
   const Assignment& who = match.who;
   // A reader whose reads are independent reads on a thread of its own from
-  // here on; this thread checks each tensor once it has arrived.
+  // here on; this thread checks each tensor once it has arrived. Where the
+  // thread cannot start, this thread reads (as for other readers): a rank
+  // that threw here would leave the others in the agreement below.
   std::optional<ReadAhead> ahead;
   if (checkpoint.reader->reads_independently()) {
-    ahead.emplace(*checkpoint.reader, manifest.tensors, shards);
+    try {
+      ahead.emplace(*checkpoint.reader, manifest.tensors, shards);
+    } catch (const std::system_error&) {
+      ahead.reset();
+    }
   }
   std::vector<InlineChecker::Problem> found;  // (tensor index, problem)
   std::uint64_t pieces = 0, bytes = 0;

@@ -1,5 +1,6 @@
 #include "engines/mpiio/mpiio_engine.hpp"
 
+#include <system_error>
 #include <thread>
 
 #include "core/comm.hpp"
@@ -43,21 +44,45 @@ std::vector<OptionSpec> mpiio_options() {
 }
 
 // Checksums `shards` into `out` on a thread of its own from construction
-// to destruction (which joins it, also when the write throws).
+// to finish() (the destructor joins it, also when the write throws).
 class ChecksumTask {
  public:
+  // Where no thread can start (a process at its limit of threads), the
+  // checksums are computed by finish() instead: a rank that threw here
+  // would leave the others in the collective open that follows.
   ChecksumTask(const std::vector<const TensorShard*>& shards,
                std::vector<std::uint64_t>& out)
-      : thread_([&shards, &out] {
-          for (std::size_t i = 0; i < shards.size(); ++i) {
-            out[i] = xxh3_64(shards[i]->data(), shards[i]->nbytes());
-          }
-        }) {}
-  ~ChecksumTask() { thread_.join(); }
+      : shards_(shards), out_(out) {
+    try {
+      thread_ = std::thread([this] { hash(); });
+    } catch (const std::system_error&) {
+      // finish() hashes.
+    }
+  }
+  ~ChecksumTask() {
+    if (thread_.joinable()) thread_.join();
+  }
   ChecksumTask(const ChecksumTask&) = delete;
   ChecksumTask& operator=(const ChecksumTask&) = delete;
 
+  // The checksums are in `out` when it returns.
+  void finish() {
+    if (thread_.joinable()) {
+      thread_.join();
+    } else {
+      hash();
+    }
+  }
+
  private:
+  void hash() {
+    for (std::size_t i = 0; i < shards_.size(); ++i) {
+      out_[i] = xxh3_64(shards_[i]->data(), shards_[i]->nbytes());
+    }
+  }
+
+  const std::vector<const TensorShard*>& shards_;
+  std::vector<std::uint64_t>& out_;
   std::thread thread_;
 };
 
@@ -145,6 +170,7 @@ WriteResult MpiioEngine::write_state(const SaveContext& ctx) {
     file.sync();
     file.close();
     mark_phase("write: sync");
+    sums.finish();
   }
 
   // 3. The checksums, to rank 0, into its records: rank r's pieces take

@@ -7,6 +7,7 @@
 #include <new>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -190,7 +191,8 @@ class IndependentWriter {
 
 // Runs `fill` on a thread of its own while the calling thread runs
 // `meanwhile` (if any); rethrows the first exception of either once both
-// are done.
+// are done. Where no thread can start, runs both here, one after the
+// other: `meanwhile` may be collective, and must run on every rank.
 void fill_alongside(const std::function<void()>& fill,
                     const std::function<void()>& meanwhile) {
   if (!meanwhile) {
@@ -198,19 +200,25 @@ void fill_alongside(const std::function<void()>& fill,
     return;
   }
   std::exception_ptr fill_error, meanwhile_error;
-  std::thread filler([&] {
+  const auto run_fill = [&] {
     try {
       fill();
     } catch (...) {
       fill_error = std::current_exception();
     }
-  });
+  };
+  std::thread filler;
+  try {
+    filler = std::thread(run_fill);
+  } catch (const std::system_error&) {
+    run_fill();
+  }
   try {
     meanwhile();
   } catch (...) {
     meanwhile_error = std::current_exception();
   }
-  filler.join();
+  if (filler.joinable()) filler.join();
   if (meanwhile_error) std::rethrow_exception(meanwhile_error);
   if (fill_error) std::rethrow_exception(fill_error);
 }
@@ -299,6 +307,8 @@ void write_file_collectively(MPI_Comm mpi_comm,
       writer.emplace(path, writer_capacity(round_bytes));
     } catch (const std::bad_alloc&) {
       failure.set("cannot allocate the write buffers");
+    } catch (const std::system_error& e) {
+      failure.set(std::string("cannot start the writer threads: ") + e.what());
     }
     if (writer) {
       try {
@@ -308,6 +318,14 @@ void write_file_collectively(MPI_Comm mpi_comm,
         meanwhile_error = std::current_exception();
       }
       failure.set_message(writer->finish());
+    } else if (meanwhile) {
+      // Still run here: it may be collective (the checksums' exchange),
+      // and the other ranks run it.
+      try {
+        meanwhile();
+      } catch (...) {
+        meanwhile_error = std::current_exception();
+      }
     }
   } else {
     if (meanwhile) {

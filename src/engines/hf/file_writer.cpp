@@ -65,18 +65,29 @@ FileWriter::FileWriter(const std::filesystem::path& path,
     }
     slot.memory = static_cast<unsigned char*>(memory);
   }
-  for (int i = 0; i + 1 < kBuffers; ++i) {
-    threads_.emplace_back([this] { run(); });
+  try {
+    for (int i = 0; i + 1 < kBuffers; ++i) {
+      threads_.emplace_back([this] { run(); });
+    }
+  } catch (...) {
+    // A thread that cannot start: the ones started are stopped and
+    // joined (a joinable std::thread destroyed with the members would
+    // terminate the process), and the caller gets the error.
+    release();
+    throw;
   }
 }
 
-FileWriter::~FileWriter() {
+FileWriter::~FileWriter() { release(); }
+
+void FileWriter::release() noexcept {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stop_ = true;
   }
   changed_.notify_all();
   for (std::thread& t : threads_) t.join();
+  threads_.clear();
   if (direct_fd_ >= 0) ::close(direct_fd_);
   if (buffered_fd_ >= 0) ::close(buffered_fd_);
   for (Slot& slot : slots_) ::munmap(slot.memory, capacity_ + kAlign);

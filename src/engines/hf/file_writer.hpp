@@ -101,6 +101,9 @@ class FileWriter {
   void write_direct(std::uint64_t offset, const unsigned char* data,
                     std::uint64_t n);
   void fail(const std::string& why);
+  // Stops and joins the threads, closes the files, unmaps the buffers:
+  // the destructor, and the constructor when a thread cannot start.
+  void release() noexcept;
 
   std::filesystem::path path_;
   std::uint64_t capacity_;

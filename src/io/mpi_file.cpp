@@ -188,13 +188,21 @@ void MpiFile::write_all(MPI_Comm comm, std::vector<IoRun> runs) {
       length = s.length;
       memory = runs[s.first].memory;
       if (!s.direct) {
-        char* const packed = pack.at_least(s.length);
-        char* at = packed;
-        for (std::size_t i = s.first; i < s.last; ++i) {
-          std::memcpy(at, runs[i].memory, runs[i].length);
-          at += runs[i].length;
+        // Without memory for the packing buffer, this rank writes nothing
+        // from here on but joins the remaining rounds.
+        try {
+          char* const packed = pack.at_least(s.length);
+          char* at = packed;
+          for (std::size_t i = s.first; i < s.last; ++i) {
+            std::memcpy(at, runs[i].memory, runs[i].length);
+            at += runs[i].length;
+          }
+          memory = packed;
+        } catch (...) {
+          error = std::current_exception();
+          memory = nullptr;
+          offset = length = 0;
         }
-        memory = packed;
       }
     }
     MPI_Status status;
@@ -247,28 +255,30 @@ void MpiFile::write_scattered_all(MPI_Comm comm, const std::vector<IoRun>& input
     MpiType view;
     std::uint64_t length = 0;
     if (!error && r < rounds.size()) {
-      lengths.clear();
-      offsets.clear();
-      for (std::size_t i = rounds[r].first; i < rounds[r].second; ++i) {
-        const IoRun& run = runs[i];
-        // Runs that continue each other in the file are one block.
-        if (!offsets.empty() &&
-            static_cast<std::uint64_t>(offsets.back()) + lengths.back() == run.offset) {
-          lengths.back() += static_cast<int>(run.length);
-        } else {
-          offsets.push_back(static_cast<MPI_Aint>(run.offset));
-          lengths.push_back(static_cast<int>(run.length));
-        }
-        length += run.length;
-      }
-      packed = pack.at_least(length);
-      char* at = packed;
-      for (std::size_t i = rounds[r].first; i < rounds[r].second; ++i) {
-        std::memcpy(at, runs[i].memory, runs[i].length);
-        at += runs[i].length;
-      }
-      MPI_Datatype type = MPI_DATATYPE_NULL;
+      // Packing can fail (no memory for the buffer) on this rank alone:
+      // it then writes nothing, and joins the remaining rounds.
       try {
+        lengths.clear();
+        offsets.clear();
+        for (std::size_t i = rounds[r].first; i < rounds[r].second; ++i) {
+          const IoRun& run = runs[i];
+          // Runs that continue each other in the file are one block.
+          if (!offsets.empty() &&
+              static_cast<std::uint64_t>(offsets.back()) + lengths.back() == run.offset) {
+            lengths.back() += static_cast<int>(run.length);
+          } else {
+            offsets.push_back(static_cast<MPI_Aint>(run.offset));
+            lengths.push_back(static_cast<int>(run.length));
+          }
+          length += run.length;
+        }
+        packed = pack.at_least(length);
+        char* at = packed;
+        for (std::size_t i = rounds[r].first; i < rounds[r].second; ++i) {
+          std::memcpy(at, runs[i].memory, runs[i].length);
+          at += runs[i].length;
+        }
+        MPI_Datatype type = MPI_DATATYPE_NULL;
         check(MPI_Type_create_hindexed(static_cast<int>(lengths.size()), lengths.data(),
                                        offsets.data(), MPI_BYTE, &type),
               "cannot describe the writes to", path_);

@@ -11,6 +11,7 @@
 #include "cli/cli_common.hpp"
 #include "cli/cli_format.hpp"
 #include "cli/commands.hpp"
+#include "core/comm.hpp"
 #include "floe/checkpoint.hpp"
 #ifdef FLOE_CLI_HF
 #include "cli/hf_dir.hpp"
@@ -42,7 +43,11 @@ int run_verify(const std::vector<std::string>& args) {
   const std::filesystem::path dir = (*vm)["checkpoint"].as<std::string>();
 #ifdef FLOE_CLI_HF
   // A Hugging Face directory (no manifest.json): the safe reader checks it.
-  if (is_hf_weights(dir)) return run_verify_hf(dir);
+  // Rank 0 decides, so every rank takes the same (collective) path.
+  const Comm world(MPI_COMM_WORLD);
+  if (world.broadcast_bytes(is_hf_weights(dir) ? "h" : "c", 0) == "h") {
+    return run_verify_hf(dir);
+  }
 #endif
   const auto start = std::chrono::steady_clock::now();
   VerifyReport report;

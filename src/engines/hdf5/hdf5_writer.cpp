@@ -376,8 +376,11 @@ WriteResult write_checkpoint(const SaveContext& ctx, const Hdf5Options& options,
     structure = describe_structure(ctx.layout, reports, options);
   }
   // A fresh engine that loaded a checkpoint of this structure: its file is
-  // the template (tried once; a mismatch saves in full as before).
-  if (options.reuse_structure && !saved.file && saved.loaded) {
+  // the template (tried once; a mismatch saves in full as before). Tried
+  // only when every rank has the loaded file's record (template_from_loaded
+  // is collective).
+  if (options.reuse_structure && !saved.file &&
+      comm.allreduce_min(saved.loaded ? 1 : 0) == 1) {
     saved.file = template_from_loaded(comm, *saved.loaded, structure,
                                       ctx.layout, reports);
   }

@@ -77,9 +77,20 @@ ValueReport compare_tensor_values(CheckpointReader& a, CheckpointReader& b,
       const std::size_t k = round + (rank + ranks - dealt % ranks) % ranks;
       if (k < boxes.size()) mine.push_back(boxes[k]);
       const std::uint64_t n = mine.empty() ? 0 : mine[0].elements();
-      buffer_a.resize(n * element);
-      buffer_b.resize(n * element);
-      collectively(comm, [&] { a.read(ta, mine, buffer_a.data()); });
+      // Without room for the chunk, this rank still joins the (collective)
+      // reads, reading nothing, and the failure is agreed on after the first.
+      std::exception_ptr no_room;
+      try {
+        buffer_a.resize(n * element);
+        buffer_b.resize(n * element);
+      } catch (...) {
+        no_room = std::current_exception();
+        mine.clear();
+      }
+      collectively(comm, [&] {
+        a.read(ta, mine, buffer_a.data());
+        if (no_room) std::rethrow_exception(no_room);
+      });
       collectively(comm, [&] { b.read(tb, mine, buffer_b.data()); });
       if (n > 0) {
         ValueDiffs diffs;

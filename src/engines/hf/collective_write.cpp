@@ -280,8 +280,12 @@ void write_file_collectively(MPI_Comm mpi_comm,
   const std::uint64_t rounds =
       independent ? 0
                   : comm.allreduce_max(rounds_needed(my_bytes, round_bytes));
-  if (!independent && staging.size() < std::min(round_bytes, my_bytes))
-    staging.resize(std::min(round_bytes, my_bytes));
+  // Agreed on before the file is opened, so no rank leaves alone.
+  collectively(comm, [&] {
+    if (!independent && staging.size() < std::min(round_bytes, my_bytes)) {
+      staging.resize(std::min(round_bytes, my_bytes));
+    }
+  });
 
   const MpiInfo hints = write_hints(all_bytes, all_runs);
   MPI_File fh = MPI_FILE_NULL;

@@ -155,9 +155,20 @@ class FileStreamer {
     unsigned char* out = slice + (count > 0 ? lo - begin : 0);
     const TensorRecord& record = *sources_[t.source];
     const bool cast = t.dtype != t.source_dtype;
-    if (cast && source.size() < count * in_size) source.resize(count * in_size);
+    // Without room to cast from, this rank still joins the (collective)
+    // read, reading nothing, and the failure is agreed on after it.
+    std::exception_ptr no_room;
+    if (cast && source.size() < count * in_size) {
+      try {
+        source.resize(count * in_size);
+      } catch (...) {
+        no_room = std::current_exception();
+        boxes.clear();
+      }
+    }
     collectively(comm_, [&] {
       reader_.read(record, boxes, cast ? source.data() : out);
+      if (no_room) std::rethrow_exception(no_room);
       if (cast) {
         hf::cast_elements(source.data(), t.source_dtype, out, t.dtype, count);
       }

@@ -99,11 +99,13 @@ class InlineChecker {
 };
 
 // Reads the pieces of `t` that `rank` checks by reading them again, and
-// appends a problem for each bad checksum. Collective per tensor.
+// appends a problem for each bad checksum. Collective per tensor: one
+// read, counted in `reads` as it starts (a rank that throws before it must
+// still join it: idle_read).
 void check_pieces(CheckpointReader& reader, const TensorRecord& t,
                   Assignment::Pieces who, int rank,
                   std::vector<std::string>& problems, std::uint64_t& pieces,
-                  std::uint64_t& bytes) {
+                  std::uint64_t& bytes, int& reads) {
   std::vector<Box> boxes;
   std::vector<std::size_t> mine;
   std::uint64_t total = 0;
@@ -114,6 +116,7 @@ void check_pieces(CheckpointReader& reader, const TensorRecord& t,
     total += t.pieces[k].nbytes;
   }
   std::vector<unsigned char> buffer(total);
+  ++reads;
   reader.read(t, boxes, buffer.data());
   std::uint64_t at = 0;
   for (const std::size_t k : mine) {
@@ -239,11 +242,13 @@ VerifyReport verify_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_co
   std::exception_ptr error;
   for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
     if (!error) {
+      int reads = 0;
       try {
         check_pieces(*checkpoint.reader, manifest.tensors[t], who[t], comm.rank(),
-                     problems, report.pieces_checked, report.bytes_checked);
+                     problems, report.pieces_checked, report.bytes_checked, reads);
       } catch (...) {
         error = std::current_exception();
+        if (reads == 0) idle_read(*checkpoint.reader, manifest.tensors[t], 1);
       }
     } else {
       idle_read(*checkpoint.reader, manifest.tensors[t], 1);
@@ -324,6 +329,9 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
       idle_read(*checkpoint.reader, record, dedicated ? 2 : 1);
       continue;
     }
+    // This tensor's reads on this thread, counted as each starts: a rank
+    // that fails before one of them still joins it (collective readers).
+    int reads = 0;
     try {
       TensorShard* shard = shards[t];
       std::optional<std::uint64_t> digest;  // of the shard, hashed as read
@@ -336,6 +344,7 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
       } else {
         std::vector<Box> boxes;
         if (shard) boxes = shard->region().boxes(record.spec.shape);
+        ++reads;
         checkpoint.reader->read(record, boxes, shard ? shard->data() : nullptr);
       }
       if (verify) {
@@ -354,11 +363,14 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
       if (dedicated) {
         std::vector<std::string> mine;
         check_pieces(*checkpoint.reader, record, who[t], comm.rank(), mine,
-                     pieces, bytes);
+                     pieces, bytes, reads);
         for (auto& p : mine) found.emplace_back(t, std::move(p));
       }
     } catch (...) {
       error = std::current_exception();
+      // The reads of this tensor the other ranks make (1, and 1 more for
+      // dedicated checks) when they are collective: without a ReadAhead.
+      if (!ahead) idle_read(*checkpoint.reader, record, (dedicated ? 2 : 1) - reads);
       ahead.reset();  // reads nothing more into the state
     }
   }

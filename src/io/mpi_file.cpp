@@ -161,8 +161,11 @@ MpiFile::MpiFile(MPI_Comm comm, const std::filesystem::path& path, Mode mode,
   const int amode = mode == Mode::kCreate  ? (MPI_MODE_CREATE | MPI_MODE_WRONLY)
                     : mode == Mode::kWrite ? MPI_MODE_WRONLY
                                            : MPI_MODE_RDONLY;
-  check(MPI_File_open(comm, path.c_str(), amode, info.get(), &file_),
-        mode == Mode::kCreate ? "cannot create" : "cannot open", path);
+  const int rc = MPI_File_open(comm, path.c_str(), amode, info.get(), &file_);
+  // Agreed on: if the open failed on some ranks only, every rank throws.
+  // A rank whose open succeeded then keeps its handle (the destructor does
+  // not run) rather than wait in a collective close the others never make.
+  agree(rc, mode == Mode::kCreate ? "cannot create" : "cannot open");
 }
 
 MpiFile::~MpiFile() {

@@ -61,7 +61,8 @@ class MpiFile {
   // written in place; kRead: read-only.
   enum class Mode { kCreate, kWrite, kRead };
 
-  // Collective over `comm`. Throws Error(kIo) naming `path`.
+  // Collective over `comm`. Throws Error(kIo) naming `path` on every rank
+  // when the open failed on any.
   MpiFile(MPI_Comm comm, const std::filesystem::path& path, Mode mode,
           const MpiInfo& info);
   ~MpiFile();

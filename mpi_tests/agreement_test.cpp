@@ -110,6 +110,41 @@ TEST_F(Agreement, AnMpiCallFailingOnOneRankFailsEveryRank) {
   EXPECT_FALSE(none.thrown) << none.message;
 }
 
+TEST_F(Agreement, AnErrorAgreedOnInsideIsNamedOnce) {
+  // A collective step that agrees on its own failure (MpiFile::sync)
+  // inside one that agrees again (the engine's write step).
+  for (int failing = 0; failing < size; ++failing) {
+    SCOPED_TRACE("failing rank " + std::to_string(failing));
+    const int rc = rank == failing ? MPI_ERR_IO : MPI_SUCCESS;
+    const Caught c = catch_error([&] {
+      collectively(comm, [&] {
+        collectively(comm, [&] { agree_mpi(comm, rc, "cannot sync /ckpt/data.bin"); });
+      });
+    });
+    const std::string local = "cannot sync /ckpt/data.bin: " + mpi_error_text(MPI_ERR_IO);
+    EXPECT_TRUE(test::is_error(c, ErrorCode::kIo)) << describe(c);
+    EXPECT_EQ(c.message, agreed_message(failing, 1, size, local));
+  }
+  // An agreed error on some ranks and another error on others: named as
+  // any other (the lowest failing rank's, with the count).
+  if (size > 1) {
+    const Caught c = catch_error([&] {
+      std::exception_ptr mine;
+      try {
+        if (rank == 0) {
+          agree_on_error(Comm(MPI_COMM_SELF), std::make_exception_ptr(Error(ErrorCode::kIo, "a")));
+        } else {
+          throw Error(ErrorCode::kCorrupt, "b");
+        }
+      } catch (...) {
+        mine = std::current_exception();
+      }
+      agree_on_error(comm, mine);
+    });
+    EXPECT_EQ(c.message, agreed_message(0, size, size, "a"));
+  }
+}
+
 TEST_F(Agreement, SeveralFailingRanksReportTheLowestAndTheCount) {
   struct Pattern {
     const char* what;

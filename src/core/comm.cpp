@@ -176,6 +176,25 @@ void Comm::broadcast(char* data, std::uint64_t size, int root) const {
 
 namespace {
 
+// What agree_on_error throws: the same Error on every rank, already naming
+// the failing rank. An enclosing agreement that finds it on every rank
+// passes it on as it is, instead of naming a rank again ("rank 0 (and 3
+// other ranks): rank 2: ...").
+class AgreedError : public Error {
+ public:
+  using Error::Error;
+};
+
+bool is_agreed(std::exception_ptr error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const AgreedError&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
 std::pair<ErrorCode, std::string> describe(std::exception_ptr error) {
   try {
     std::rethrow_exception(error);
@@ -198,7 +217,12 @@ void agree_on_error(const Comm& comm, std::exception_ptr local_error) {
   const std::uint64_t first = comm.allreduce_min(mine);
   if (first == size) return;
 
-  const std::uint64_t failed = comm.allreduce_sum(local_error ? 1 : 0);
+  // The failed ranks (low 32 bits) and those among them holding an error
+  // agreed on inside (high bits), in one allreduce.
+  const std::uint64_t counts = comm.allreduce_sum(
+      local_error ? 1 + (static_cast<std::uint64_t>(is_agreed(local_error)) << 32) : 0);
+  const std::uint64_t failed = counts & 0xffffffffu;
+  if (counts >> 32 == size) std::rethrow_exception(local_error);
   std::string payload;
   if (static_cast<std::uint64_t>(comm.rank()) == first) {
     auto [code, message] = describe(local_error);
@@ -216,7 +240,7 @@ void agree_on_error(const Comm& comm, std::exception_ptr local_error) {
     }
     message = prefix + ": " + message;
   }
-  throw Error(code, message);
+  throw AgreedError(code, message);
 }
 
 }  // namespace floe

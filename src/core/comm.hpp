@@ -79,7 +79,9 @@ class Comm {
 // succeeded). Returns on every rank when none failed; otherwise every rank
 // throws the same Error: the lowest failing rank's code and message, with
 // "rank R: " in front (and a count when several ranks failed) in jobs of
-// more than one rank. Costs one allreduce when nothing failed.
+// more than one rank. An error that every rank holds from an agreement
+// inside (a collective step that agreed on its own failure) is thrown as
+// it is, naming its rank once. Costs one allreduce when nothing failed.
 void agree_on_error(const Comm& comm, std::exception_ptr local_error);
 
 // Collective. Runs `fn` on every rank and agrees on its failure as

@@ -6,7 +6,8 @@
 
 namespace floe {
 namespace {
-// Results of a gather from this size on are allocated under agreement.
+// Results of a gather or broadcast from this size on are allocated under
+// agreement.
 constexpr std::uint64_t kAgreeAllocationFrom = 64ull << 20;
 }  // namespace
 
@@ -75,6 +76,15 @@ std::vector<std::uint64_t> Comm::allgather(std::uint64_t value) const {
   return out;
 }
 
+void Comm::allocate_agreed(std::uint64_t bytes,
+                           const std::function<void()>& allocate) const {
+  if (bytes < kAgreeAllocationFrom) {
+    allocate();
+  } else {
+    collectively(*this, allocate);
+  }
+}
+
 std::vector<std::string> Comm::allgather_bytes(
     const std::string& bytes, std::uint64_t round_bytes) const {
   return gather_any(bytes, -1, round_bytes);
@@ -112,11 +122,7 @@ std::vector<std::string> Comm::gather_any(const std::string& bytes, int root,
     for (std::size_t r = 0; r < out.size(); ++r) out[r].resize(lengths[r]);
     if (receives) round.resize(std::min(total, share * lengths.size()));
   };
-  if (total < kAgreeAllocationFrom) {
-    allocate();
-  } else {
-    collectively(*this, allocate);
-  }
+  allocate_agreed(total, allocate);
   std::vector<int> counts(lengths.size()), displs(lengths.size());
   std::uint64_t done = 0;  // of each message, before this round
   do {
@@ -152,15 +158,9 @@ std::string Comm::broadcast_bytes(const std::string& bytes, int root) const {
   std::uint64_t length = bytes.size();
   check_mpi(MPI_Bcast(&length, 1, MPI_UINT64_T, root, comm_), "MPI_Bcast");
   std::string out;
-  // Agreed on from kAgreeAllocationFrom, as the gathers' results.
-  const auto allocate = [&] {
+  allocate_agreed(length, [&] {
     out = rank_ == root ? bytes : std::string(length, '\0');
-  };
-  if (length < kAgreeAllocationFrom) {
-    allocate();
-  } else {
-    collectively(*this, allocate);
-  }
+  });
   broadcast(out.data(), length, root);
   return out;
 }

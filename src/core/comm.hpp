@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -66,6 +67,10 @@ class Comm {
   void broadcast(char* data, std::uint64_t size, int root) const;
 
  private:
+  // Runs `allocate` (making room for `bytes` of a result): from 64 MiB on
+  // under agreement, so a rank without the memory does not leave the
+  // others in the collective that follows.
+  void allocate_agreed(std::uint64_t bytes, const std::function<void()>& allocate) const;
   // allgather_bytes (root < 0) and gather_bytes.
   std::vector<std::string> gather_any(const std::string& bytes, int root,
                                       std::uint64_t round_bytes) const;

@@ -8,9 +8,9 @@
 #include <type_traits>
 #include <vector>
 
-namespace floe {
+#include "floe/shape.hpp"
 
-using Shape = std::vector<std::uint64_t>;
+namespace floe {
 
 // Number of elements of `shape` (1 for a rank-0 tensor). Throws
 // Error(kInvalidArgument) when the product overflows 64 bits.

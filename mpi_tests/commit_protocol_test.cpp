@@ -275,30 +275,6 @@ TEST_P(CommitProtocol, StateMismatchesNameTheTensor) {
   }
 }
 
-TEST_P(CommitProtocol, CallbacksRunAroundSaveAndLoad) {
-  TempDir tmp;
-  Rig rig(tmp / "ckpt", GetParam());
-  std::vector<std::string> events;
-  auto note = [&](const char* what) {
-    return [&events, what](CheckpointEngine& e) {
-      events.push_back(std::string(what) + "@" + std::to_string(e.trainer().progress().global_step));
-    };
-  };
-  rig.engine->add_callback(CallbackEvent::kPreSave, note("pre-save"));
-  rig.engine->add_callback(CallbackEvent::kPostSave, note("post-save"));
-  rig.engine->add_callback(CallbackEvent::kPreLoad, note("pre-load"));
-  rig.engine->add_callback(CallbackEvent::kPostLoad, note("post-load"));
-  rig.save_at(4);
-  rig.engine->load();
-  auto faulty = std::make_shared<FaultyFileSystem>();
-  faulty->add_rule({FsOp::kDataWrite, "", ENOSPC, 0, 1});
-  rig.engine->set_file_system(faulty);
-  EXPECT_TRUE(throws_error([&] { rig.save_at(5); }, ErrorCode::kIo));
-  // A failed save runs pre-save only: post-save means "committed".
-  EXPECT_EQ(events, (std::vector<std::string>{"pre-save@4", "post-save@4", "pre-load@4",
-                                              "post-load@4", "pre-save@5"}));
-}
-
 // Records every FileSystem::reserve call, then reserves as the real file
 // system would (or fails as the armed rules say).
 class ReserveRecorder : public FaultyFileSystem {

@@ -225,7 +225,13 @@ class CheckpointEngine {
   // kMismatch) are thrown as load() throws them.
   std::optional<Manifest> resume(const LoadOptions& options = {});
 
-  // Runs `callback` around save()/load() on every rank.
+  // Runs `callback` around save()/load() on every rank. Collective: when a
+  // callback throws on any rank, that save() or load() throws on every rank
+  // an Error naming the first failing rank and the event ("rank 2: pre-save
+  // callback: ..."; a floe::Error keeps its code, another exception becomes
+  // kInternal). A pre-save or pre-load failure stops the call before it
+  // touches anything; a post-save failure comes after the commit (the
+  // checkpoint stays), a post-load one after the state was filled.
   void add_callback(CallbackEvent event,
                     std::function<void(CheckpointEngine&)> callback);
 

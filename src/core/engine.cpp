@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <ctime>
+#include <exception>
+#include <new>
 
 #include "commit/background_deleter.hpp"
 #include "commit/coordinator.hpp"
@@ -162,9 +164,27 @@ void CheckpointEngine::set_file_system(std::shared_ptr<FileSystem> fs) {
 }
 
 void CheckpointEngine::run_callbacks(CallbackEvent event) {
-  for (auto& [when, callback] : callbacks_) {
-    if (when == event) callback(*this);
-  }
+  // Agreed on: a callback that throws on one rank (a trainer's check, an
+  // upload of the new checkpoint failing on one node) took that rank out of
+  // save() or load() while the others went on into the next collective and
+  // hung there. Now every rank throws, naming the rank and the event.
+  static constexpr const char* kNames[] = {"pre-save", "post-save", "pre-load",
+                                           "post-load"};
+  const std::string what = std::string(kNames[static_cast<int>(event)]) + " callback: ";
+  collectively(Comm(trainer_.comm()), [&] {
+    for (auto& [when, callback] : callbacks_) {
+      if (when != event) continue;
+      try {
+        callback(*this);
+      } catch (const Error& e) {
+        throw Error(e.code(), what + e.what());
+      } catch (const std::bad_alloc&) {
+        throw;
+      } catch (const std::exception& e) {
+        throw Error(ErrorCode::kInternal, what + e.what());
+      }
+    }
+  });
 }
 
 void CheckpointEngine::recover_once() {

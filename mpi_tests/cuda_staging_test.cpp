@@ -45,6 +45,36 @@ TEST(CudaStaging, DeviceThatIsNotThereIsAClearErrorAndWritesNothing) {
   EXPECT_FALSE(fs::exists(tmp / "ckpt" / "latest"));
 }
 
+// A trainer whose device() differs between ranks (one fell back to the
+// CPU): every rank takes the staged path, so the ranks naming a GPU agree
+// on their error with the CPU rank instead of leaving it alone in the
+// save's or the load's collectives.
+TEST(CudaStaging, ADeviceOnSomeRanksOnlyIsAgreedOn) {
+  std::string why;
+  if (cuda_device_count(&why) > 0) GTEST_SKIP() << "a GPU is present: tested on hosts without one";
+  if (world_size() < 2) GTEST_SKIP() << "needs a CPU rank and a GPU rank";
+  TempDir tmp;
+  DeviceTrainer trainer;
+  trainer.device_name = "cpu";
+  build_test_state(trainer.state(), world_rank(), world_size(), Partition::kMixed);
+  auto engine = make_test_engine(trainer, "mpiio", tmp / "ckpt");
+  trainer.progress_now.global_step = 1;
+  engine->save();
+
+  if (world_rank() > 0) trainer.device_name = "cuda:0";
+  const std::string device_error = cuda_compiled_in() ? "no GPU" : "no CUDA support";
+  trainer.progress_now.global_step = 2;
+  const Caught saved = catch_error([&] { engine->save(); });
+  EXPECT_TRUE(is_error(saved, ErrorCode::kUnsupported, {"rank 1", "cuda:0", device_error}))
+      << saved.message;
+  EXPECT_TRUE(same_on_all_ranks(saved.message));
+  EXPECT_FALSE(fs::exists(tmp / "ckpt" / "global_step_2"));
+  const Caught loaded = catch_error([&] { engine->load(); });
+  EXPECT_TRUE(is_error(loaded, ErrorCode::kUnsupported, {"rank 1", "cuda:0", device_error}))
+      << loaded.message;
+  EXPECT_TRUE(same_on_all_ranks(loaded.message));
+}
+
 TEST(CudaStaging, DeviceNamesAreRecognized) {
   EXPECT_TRUE(is_cuda_device("cuda"));
   EXPECT_TRUE(is_cuda_device("cuda:0"));

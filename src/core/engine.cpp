@@ -65,6 +65,19 @@ struct CheckpointEngine::Staging {
   }
 };
 
+namespace {
+
+// Collective: whether any rank's trainer names a GPU. Such a rank stages
+// through the pool under an agreement, so every rank must take that path
+// (a CPU rank with memcpy): a trainer whose device() differs between ranks
+// (one node fell back to the CPU) split the ranks between two sequences
+// of collectives, and the job hung.
+bool any_rank_on_device(const Comm& comm, const std::string& device) {
+  return comm.allreduce_max(is_cuda_device(device) ? 1 : 0) != 0;
+}
+
+}  // namespace
+
 CheckpointEngine::CheckpointEngine(TrainerView& trainer, CheckpointConfig config)
     : trainer_(trainer),
       config_(std::move(config)),
@@ -208,7 +221,7 @@ void CheckpointEngine::save() {
   State& state = trainer_.state();
   const Progress progress = trainer_.progress();
   const std::string device = trainer_.device();
-  if (!config_.async && !is_cuda_device(device)) {
+  if (!config_.async && !any_rank_on_device(comm, device)) {
     write_and_commit(comm, state, progress, std::string(name()));
     run_callbacks(CallbackEvent::kPostSave);
     return;
@@ -318,7 +331,7 @@ Manifest CheckpointEngine::load(const std::optional<std::filesystem::path>& chec
   OpenCheckpoint opened = open_checkpoint(dir, comm.get(), *fs_);
   phases.mark("open");
   const std::string device = trainer_.device();
-  if (!is_cuda_device(device)) {
+  if (!any_rank_on_device(comm, device)) {
     restore_state(opened, trainer_.state(), comm, config_.verify_on_load, options);
   } else {
     // Device tensors: read into the pinned pool, then copy to the GPU.

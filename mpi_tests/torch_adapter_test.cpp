@@ -232,6 +232,34 @@ TEST_P(TorchAdapterTest, Dim0ShardsRoundTrip) {
   EXPECT_EQ(sb.step(), 2);
 }
 
+// Dim-0 shards that disagree between ranks fail on every rank with the same
+// error: a 0-d tensor on rank 0 against 1-d ones elsewhere (rank 0 used to
+// skip the check and go on alone), and tensors registered under other
+// names in the same place.
+TEST(TorchAdapter, Dim0ShardsThatDisagreeFailOnEveryRankAlike) {
+  if (world_size() < 2) GTEST_SKIP() << "needs ranks that disagree";
+  auto try_module = [](::torch::nn::Module& m) {
+    SimpleTrainer trainer;
+    Adapter adapter(trainer.state_now, MPI_COMM_WORLD);
+    return catch_error([&] { adapter.add_module(m, ft::Partition::kDim0); });
+  };
+  ::torch::nn::Module shapes;
+  shapes.register_parameter("p", world_rank() == 0 ? ::torch::zeros({}) : ::torch::zeros({2}));
+  const Caught shape_error = try_module(shapes);
+  EXPECT_TRUE(is_error(shape_error, ErrorCode::kInvalidArgument,
+                       {"dim-0 shards of \"p\": rank 1 holds a shard"}))
+      << shape_error.message;
+  EXPECT_TRUE(same_on_all_ranks(shape_error.message));
+
+  ::torch::nn::Module names;
+  names.register_parameter(world_rank() == 0 ? "a" : "b", ::torch::zeros({2}));
+  const Caught name_error = try_module(names);
+  EXPECT_TRUE(is_error(name_error, ErrorCode::kInvalidArgument,
+                       {"tensor 0 has another name on rank 1 than on rank 0"}))
+      << name_error.message;
+  EXPECT_TRUE(same_on_all_ranks(name_error.message));
+}
+
 // A checkpoint of a different model: the error names the tensor, on every
 // rank, and nothing is half-applied to the names that do not match.
 TEST_P(TorchAdapterTest, DifferentModelIsAMismatchNamingTheTensor) {

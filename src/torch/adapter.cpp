@@ -13,6 +13,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
+#include "core/comm.hpp"
 #include "floe/engine.hpp"
 #include "floe/error.hpp"
 #include "floe/torch.hpp"
@@ -68,15 +69,21 @@ std::vector<Dim0> agree_dim0(const std::vector<std::pair<std::string, Shape>>& l
   int rank = 0, size = 1;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
-  // Per tensor: its rank, dim 0, and a hash of the other dims.
+  // Per tensor: its name's hash, its rank, dim 0, and a hash of the other
+  // dims (FNV-1a).
+  auto fnv = [](std::uint64_t h, std::uint64_t v) { return (h ^ v) * 1099511628211ULL; };
+  constexpr std::uint64_t kFnvStart = 1469598103934665603ULL;
+  constexpr std::size_t kFields = 4;
   std::vector<std::uint64_t> mine;
   mine.push_back(locals.size());
   for (const auto& [name, shape] : locals) {
-    std::uint64_t h = 1469598103934665603ULL;
-    for (std::size_t d = 1; d < shape.size(); ++d) h = (h ^ shape[d]) * 1099511628211ULL;
+    std::uint64_t name_hash = kFnvStart, dims_hash = kFnvStart;
+    for (const char c : name) name_hash = fnv(name_hash, static_cast<unsigned char>(c));
+    for (std::size_t d = 1; d < shape.size(); ++d) dims_hash = fnv(dims_hash, shape[d]);
+    mine.push_back(name_hash);
     mine.push_back(shape.size());
     mine.push_back(shape.empty() ? 0 : shape[0]);
-    mine.push_back(h);
+    mine.push_back(dims_hash);
   }
   const int count = static_cast<int>(mine.size());
   std::vector<int> counts(size);
@@ -91,27 +98,36 @@ std::vector<Dim0> agree_dim0(const std::vector<std::pair<std::string, Shape>>& l
   std::vector<Dim0> out;
   for (std::size_t i = 0; i < locals.size(); ++i) {
     const auto& [name, shape] = locals[i];
-    Dim0 d;
-    d.global = shape;
-    d.box = full_box(shape);
-    if (shape.empty()) {
-      out.push_back(std::move(d));  // a 0-d tensor is replicated
-      continue;
-    }
+    // Every rank compares every rank's entry with rank 0's, so that a
+    // mismatch throws the same error on every rank (a rank holding a 0-d
+    // tensor used to skip the check and go on alone).
+    auto entry = [&](int r) { return &all[static_cast<std::size_t>(r) * count + 1 + kFields * i]; };
+    const std::uint64_t* first = entry(0);
     std::uint64_t global0 = 0, offset0 = 0;
     for (int r = 0; r < size; ++r) {
-      const std::uint64_t* e = &all[static_cast<std::size_t>(r) * count + 1 + 3 * i];
-      if (e[0] != shape.size() || e[2] != mine[1 + 3 * i + 2]) {
+      const std::uint64_t* e = entry(r);
+      if (e[0] != first[0]) {
+        throw Error(ErrorCode::kInvalidArgument,
+                    "dim-0 shards: tensor " + std::to_string(i) + " has another name on rank " +
+                        std::to_string(r) + " than on rank 0 (register the same "
+                        "tensors in the same order on every rank)");
+      }
+      if (e[1] != first[1] || e[3] != first[3]) {
         throw Error(ErrorCode::kInvalidArgument,
                     "dim-0 shards of \"" + name + "\": rank " + std::to_string(r) +
                         " holds a shard whose rank or dims after the first differ "
-                        "from rank " + std::to_string(rank) + "'s");
+                        "from rank 0's");
       }
-      if (r < rank) offset0 += e[1];
-      global0 += e[1];
+      if (r < rank) offset0 += e[2];
+      global0 += e[2];
     }
-    d.global[0] = global0;
-    d.box.offset[0] = offset0;
+    Dim0 d;
+    d.global = shape;
+    d.box = full_box(shape);
+    if (!shape.empty()) {  // a 0-d tensor is replicated
+      d.global[0] = global0;
+      d.box.offset[0] = offset0;
+    }
     out.push_back(std::move(d));
   }
   return out;
@@ -314,16 +330,26 @@ void Adapter::add_optimizer(::torch::optim::Optimizer& optimizer,
     ParamState state;
   };
   std::vector<Entry> entries;
-  for (auto& group : optimizer.param_groups()) {
-    for (const auto& p : group.params()) {
-      const auto it = names.find(p.unsafeGetTensorImpl());
-      if (it == names.end()) {
-        throw Error(ErrorCode::kInvalidArgument,
-                    "add_optimizer: the optimizer has a parameter of shape " +
-                        c10::str(p.sizes()) + " that is not in the module");
+  auto make_entries = [&] {
+    for (auto& group : optimizer.param_groups()) {
+      for (const auto& p : group.params()) {
+        const auto it = names.find(p.unsafeGetTensorImpl());
+        if (it == names.end()) {
+          throw Error(ErrorCode::kInvalidArgument,
+                      "add_optimizer: the optimizer has a parameter of shape " +
+                          c10::str(p.sizes()) + " that is not in the module");
+        }
+        entries.push_back({it->second.first, param_state(optimizer, group, p, it->second.first)});
       }
-      entries.push_back({it->second.first, param_state(optimizer, group, p, it->second.first)});
     }
+  };
+  if (partition == Partition::kDim0) {
+    // Agreed on before agree_dim0's collectives: param_state allocates the
+    // optimizer's state (zeros_like), and a rank out of memory (one GPU
+    // fuller than the others) would leave the others waiting there.
+    collectively(Comm(impl_->comm), make_entries);
+  } else {
+    make_entries();
   }
   std::vector<Dim0> dim0;
   std::vector<const Dim0*> dim0_of;

@@ -60,6 +60,23 @@ refused "uneven --global-batch" 2 '--global-batch 25 does not split evenly over 
 train 2 --output-dir "${good}" --steps 8 --no-such-flag "${SMALL[@]}"
 refused "unknown flag" 2 'no-such-flag'
 
+# A --config file one rank cannot read (a node-local path): every rank
+# stops with exit 2 before train()'s first collective; before, rank 0 went
+# on alone and waited there for ever.
+echo '{"steps": 4}' >"${WORK}/config.json"
+set +e
+OUT="$(timeout 120 "${MPIEXEC}" -np 1 "${TRAINER}" --output-dir "${WORK}/c" \
+  --config "${WORK}/config.json" "${SMALL[@]}" : -np 1 "${TRAINER}" --output-dir "${WORK}/c" \
+  --config "${WORK}/missing.json" "${SMALL[@]}" 2>&1)"
+RC=$?
+set -e
+((RC == 2)) || { echo "${OUT}"; fail "a config one rank cannot read: exited ${RC}, want 2"; }
+expect "config on one rank" "${OUT}" \
+  "^floe-train-example: error \\(rank 1\\): --config ${WORK}/missing.json: cannot open the file"
+expect "config on one rank" "${OUT}" \
+  '^floe-train-example: error \(rank 0\): another rank could not read its options'
+echo "ok: a config one rank cannot read"
+
 [[ "$(tree_sums "${good}")" == "${before}" ]] || fail "the committed checkpoint changed"
 "${FLOE}" verify "${good}/global_step_4" >/dev/null || fail "floe verify of the committed checkpoint"
 echo "PASS: every bad input refused on every rank before any step; checkpoints untouched"

@@ -402,7 +402,23 @@ int main(int argc, char** argv) {
     status = code;
   };
   try {
-    const TrainOptions options = floe::example::parse_train_options(argc, argv);
+    // Each rank parses its own command line and reads --config itself: the
+    // ranks agree on the outcome before train()'s first collective, so a
+    // config file missing on one node fails every rank instead of leaving
+    // the others waiting in train().
+    TrainOptions options;
+    std::string usage_error;
+    try {
+      options = floe::example::parse_train_options(argc, argv);
+    } catch (const floe::example::UsageError& e) {
+      usage_error = e.what();
+    }
+    int bad = usage_error.empty() ? 0 : 1;
+    MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (bad != 0) {
+      throw floe::example::UsageError(
+          usage_error.empty() ? "another rank could not read its options" : usage_error);
+    }
     if (options.help) {
       if (g_rank == 0) std::cout << options.help_text;
     } else {
@@ -413,6 +429,12 @@ int main(int argc, char** argv) {
   } catch (const floe::Error& e) {
     fail(e.what(), e.code() == floe::ErrorCode::kInvalidConfig ? floe::example::kExitUsage
                                                                 : floe::example::kExitError);
+  } catch (const std::exception& e) {
+    // Not a floe::Error (LibTorch's c10::Error, a std::filesystem error, out
+    // of memory): nothing says the other ranks saw it, and MPI_Finalize
+    // would wait for them while they wait in a collective for this rank.
+    fail(e.what(), floe::example::kExitError);
+    if (g_size > 1) MPI_Abort(MPI_COMM_WORLD, status);
   }
   MPI_Finalize();
   return status;

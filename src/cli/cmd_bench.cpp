@@ -136,7 +136,8 @@ int run_bench(const std::vector<std::string>& args) {
   if (engines.empty()) throw UsageError("--engines: no engine named (" + resumable + ")");
 
   SimpleTrainer trainer;
-  build_state(trainer.state(), bytes, count, rank, size);
+  // Agreed on: a rank without memory for its share fails every rank.
+  collectively(Comm(MPI_COMM_WORLD), [&] { build_state(trainer.state(), bytes, count, rank, size); });
   {
     // Every rank needs bytes of its own to write and read; the same answer
     // on every rank, so all refuse alike.
@@ -146,12 +147,13 @@ int run_bench(const std::vector<std::string>& args) {
                        std::to_string(size) + " with no bytes: use more tensors or a larger size");
     }
   }
-  // Only once the arguments are known good: --dir is emptied.
-  if (rank == 0) {
+  // Only once the arguments are known good: --dir is emptied (agreed on:
+  // a removal failing on rank 0 must not leave the others in a barrier).
+  collectively(Comm(MPI_COMM_WORLD), [&] {
+    if (rank != 0) return;
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir / "raw");
-  }
-  MPI_Barrier(MPI_COMM_WORLD);
+  });
   if (vm->count("async")) {
     bench::AsyncBenchOptions options;
     options.dir = dir;
@@ -260,7 +262,11 @@ int run_bench(const std::vector<std::string>& args) {
         continue;
       }
       const auto raw_of_checkpoint = [&] {
-        const auto files = bench::latest_checkpoint_files(dir / name);
+        // Agreed on: a rank that cannot list the checkpoint (a stale NFS
+        // view of `latest`) fails every rank, not only itself.
+        const auto files = collectively(Comm(MPI_COMM_WORLD), [&] {
+          return bench::latest_checkpoint_files(dir / name);
+        });
         settle();
         record("raw@" + name, "read", timed(MPI_COMM_WORLD, [&] {
                  checkpoint_bytes[name] =
@@ -362,8 +368,8 @@ int run_bench(const std::vector<std::string>& args) {
              "even ones; order-balanced: the median over pairs of repetitions of the geometric "
              "mean of the pair)\n";
   }
-  if (vm->count("json") && rank == 0) {
-    std::ofstream((*vm)["json"].as<std::string>()) << report.dump(1) << "\n";
+  if (vm->count("json")) {
+    bench::write_report(MPI_COMM_WORLD, (*vm)["json"].as<std::string>(), report.dump(1) + "\n");
   }
   return 0;
 }

@@ -75,8 +75,12 @@ void run_async_bench(State& state, const AsyncBenchOptions& options) {
 
   // The baseline's destination is allocated and touched once, as the
   // engines' staging pools are after their first save.
-  std::unique_ptr<std::byte[]> copy(new std::byte[mine ? mine : 1]);
-  std::memset(copy.get(), 1, mine);
+  // Agreed on: a rank without room for the copy fails every rank.
+  std::unique_ptr<std::byte[]> copy;
+  collectively(Comm(MPI_COMM_WORLD), [&] {
+    copy.reset(new std::byte[mine ? mine : 1]);
+    std::memset(copy.get(), 1, mine);
+  });
   auto plain_memcpy = [&] {
     std::uint64_t offset = 0;
     for (const auto& shard : state.tensors()) {
@@ -183,7 +187,7 @@ void run_async_bench(State& state, const AsyncBenchOptions& options) {
                   field(&ThreadUsage::involuntary), field(&ThreadUsage::voluntary));
     cli::out() << row;
   }
-  if (options.json && rank == 0) std::ofstream(*options.json) << report.dump(1) << "\n";
+  if (options.json) write_report(MPI_COMM_WORLD, *options.json, report.dump(1) + "\n");
 }
 
 }  // namespace floe::bench

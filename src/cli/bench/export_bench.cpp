@@ -65,8 +65,11 @@ double measured(Memory& memory, Fn&& fn) {
 
 void clear(const fs::path& dir, int rank) {
   MPI_Barrier(MPI_COMM_WORLD);
-  if (rank == 0) fs::remove_all(dir);
-  MPI_Barrier(MPI_COMM_WORLD);
+  // Agreed on: a removal that fails on rank 0 (EACCES, an NFS .nfsXXXX
+  // file still open) must not leave the others waiting in a barrier.
+  collectively(Comm(MPI_COMM_WORLD), [&] {
+    if (rank == 0) fs::remove_all(dir);
+  });
 }
 
 // Untimed, before every timed write: the page cache of everything under
@@ -90,11 +93,9 @@ void settle(const fs::path& dir) {
 // after the save).
 double timed_raw_write(const fs::path& file, const fs::path& previous,
                        const State& state) {
-  MPI_Barrier(MPI_COMM_WORLD);
-  const double start = MPI_Wtime();
-  raw_write(file, state);
-  double mine = MPI_Wtime() - start, slowest = 0;
-  MPI_Allreduce(&mine, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  // timed(): a write that fails on one rank (ENOSPC, a quota) fails every
+  // rank instead of leaving the others in the reduction.
+  const double slowest = timed(MPI_COMM_WORLD, [&] { raw_write(file, state); });
   std::error_code ec;
   fs::remove(previous, ec);  // absent in the first repetition
   return slowest;
@@ -138,7 +139,9 @@ void run_export_bench(State& state, const ExportBenchOptions& options) {
     return dir / "raw" /
            ("rank" + std::to_string(rank) + "." + std::to_string(r % 2) + ".bin");
   };
-  if (rank == 0) fs::create_directories(dir / "raw");
+  collectively(Comm(MPI_COMM_WORLD), [&] {
+    if (rank == 0) fs::create_directories(dir / "raw");
+  });
   // The three writes run in a rotated order each repetition, so each takes
   // every position equally often (see cmd_bench.cpp).
   std::vector<std::string> order = {"raw write", "export_hf", "hf engine save"};
@@ -254,9 +257,7 @@ void run_export_bench(State& state, const ExportBenchOptions& options) {
                                 {"export_hf_cli_before", m[5]},
                                 {"export_hf_cli_peak", m[6]}});
   }
-  if (!options.json.empty() && rank == 0) {
-    std::ofstream(options.json) << report.dump(1) << "\n";
-  }
+  if (!options.json.empty()) write_report(MPI_COMM_WORLD, options.json, report.dump(1) + "\n");
   clear(dir, rank);
 }
 

@@ -21,6 +21,14 @@ constexpr std::size_t kChunk = 64u << 20;
               std::string(what) + " " + path.string() + ": " + std::strerror(errno));
 }
 
+// fail() after closing `fd`, with the errno of the failed call.
+[[noreturn]] void fail_closing(int fd, const char* what, const std::filesystem::path& path) {
+  const int error = errno;
+  ::close(fd);
+  errno = error;
+  fail(what, path);
+}
+
 }  // namespace
 
 void raw_write(const std::filesystem::path& path, const State& state) {
@@ -32,12 +40,12 @@ void raw_write(const std::filesystem::path& path, const State& state) {
     while (left > 0) {
       const ssize_t n = ::write(fd, p, std::min<std::uint64_t>(left, kChunk));
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) fail("cannot write", path);
+      if (n < 0) fail_closing(fd, "cannot write", path);
       p += n;
       left -= static_cast<std::uint64_t>(n);
     }
   }
-  if (::fsync(fd) != 0) fail("cannot fsync", path);
+  if (::fsync(fd) != 0) fail_closing(fd, "cannot fsync", path);
   if (::close(fd) != 0) fail("cannot close", path);
 }
 
@@ -50,10 +58,8 @@ void raw_read(const std::filesystem::path& path, State& state) {
     while (left > 0) {
       const ssize_t n = ::read(fd, p, std::min<std::uint64_t>(left, kChunk));
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        ::close(fd);
-        fail("cannot read", path);
-      }
+      if (n == 0) errno = EIO;  // the file ends before the state does
+      if (n <= 0) fail_closing(fd, "cannot read", path);
       p += n;
       left -= static_cast<std::uint64_t>(n);
     }
@@ -131,10 +137,8 @@ std::uint64_t raw_read_share(const std::vector<std::filesystem::path>& files, in
       }
       const ssize_t got = ::pread(fd, p, n, static_cast<off_t>(offset));
       if (got < 0 && errno == EINTR) continue;
-      if (got <= 0) {
-        ::close(fd);
-        fail("cannot read", files[i]);
-      }
+      if (got == 0) errno = EIO;  // the file ends before the range does
+      if (got <= 0) fail_closing(fd, "cannot read", files[i]);
       used += static_cast<std::uint64_t>(got);
       offset += static_cast<std::uint64_t>(got);
       left -= static_cast<std::uint64_t>(got);

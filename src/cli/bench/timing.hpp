@@ -8,9 +8,12 @@
 #include <algorithm>
 #include <cmath>
 #include <exception>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include "core/comm.hpp"
+#include "floe/error.hpp"
 
 namespace floe::bench {
 
@@ -34,6 +37,20 @@ double timed(MPI_Comm comm, Fn&& fn) {
   agree_on_error(Comm(comm), error);
   MPI_Allreduce(&mine, &slowest, 1, MPI_DOUBLE, MPI_MAX, comm);
   return slowest;
+}
+
+// Collective: rank 0 writes `text` (a --json report) to `path`; every rank
+// throws Error(kIo) naming the file when it cannot be written (before, an
+// unwritable path gave exit 0 and no file).
+inline void write_report(MPI_Comm comm, const std::string& path, const std::string& text) {
+  const Comm c(comm);
+  collectively(c, [&] {
+    if (c.rank() != 0) return;
+    std::ofstream out(path);
+    out << text;
+    out.close();
+    if (!out) throw Error(ErrorCode::kIo, "--json " + path + ": cannot write the file");
+  });
 }
 
 // The median of `v` (the mean of the middle two for an even count); 0 when

@@ -50,10 +50,15 @@ class CudaDeviceCopier : public DeviceCopier {
   bool is_device_pointer(const void* ptr) override {
     cudaPointerAttributes attributes{};
     const cudaError_t rc = cudaPointerGetAttributes(&attributes, ptr);
-    if (rc != cudaSuccess) {
+    if (rc == cudaErrorInvalidValue) {
       cudaGetLastError();  // older runtimes flag plain host pointers; clear it
       return false;
     }
+    // Anything else (a sticky error from an earlier fault) says nothing
+    // about the pointer: taken for host memory, a device pointer would be
+    // memcpy'd and the rank would crash. Thrown inside the staging's
+    // agreement, so every rank fails alike.
+    check_cuda(rc, "cudaPointerGetAttributes");
     return attributes.type == cudaMemoryTypeDevice ||
            attributes.type == cudaMemoryTypeManaged;
   }

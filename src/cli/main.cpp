@@ -1,5 +1,7 @@
 // The `floe` command: global flags, then a dispatcher over the subcommand
 // table. Runs under mpirun as well as alone; only rank 0 prints reports.
+#include <mpi.h>
+
 #include <exception>
 #include <iostream>
 #include <string>
@@ -119,7 +121,12 @@ int main(int argc, char** argv) {
     cli::err() << "floe: error: " << e.what() << "\n";
     return 1;
   } catch (const std::exception& e) {
+    // Not agreed on (not a floe::Error): the other ranks may be waiting in
+    // a collective for this one, and MPI_Finalize would wait for them.
     std::cerr << "floe: internal error: " << e.what() << "\n";
+    int size = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
     return 1;
   }
 }

@@ -24,7 +24,10 @@ int device_index(const std::string& device) {
     check_cuda(cudaGetDevice(&current), "cudaGetDevice");
     return current;
   }
-  return std::stoi(device.substr(5));
+  // "cuda:N" with N digits only (is_cuda_device); more than 9 cannot be a
+  // GPU here, and std::stoi would throw out_of_range instead of naming it.
+  const std::string digits = device.substr(5);
+  return digits.size() > 9 ? -1 : std::stoi(digits);
 }
 
 // Owns a stream; destroying it never throws.
@@ -42,9 +45,23 @@ class Stream {
 
 class CudaDeviceCopier : public DeviceCopier {
  public:
+  // The stream is made on `device`; the calling thread's current device
+  // (the trainer's) is left as it was: before, naming "cuda:1" from a
+  // thread on GPU 0 moved the trainer's later allocations to GPU 1. Memory
+  // copies may be issued to a stream of another device than the current
+  // one (CUDA C++ Programming Guide, "Stream and Event Behavior"), and
+  // pinned memory is allocated portable.
   explicit CudaDeviceCopier(int device) : device_(device) {
+    int current = 0;
+    check_cuda(cudaGetDevice(&current), "cudaGetDevice");
     check_cuda(cudaSetDevice(device_), "cudaSetDevice(" + std::to_string(device_) + ")");
-    stream_ = std::make_unique<Stream>();
+    try {
+      stream_ = std::make_unique<Stream>();
+    } catch (...) {
+      cudaSetDevice(current);
+      throw;
+    }
+    check_cuda(cudaSetDevice(current), "cudaSetDevice(" + std::to_string(current) + ")");
   }
 
   bool is_device_pointer(const void* ptr) override {

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/comm.hpp"
 #include "engine_fixture.hpp"
 #include "io/faulty_file_system.hpp"
 
@@ -86,6 +87,27 @@ TEST_P(Callbacks, ACallbackThrowingOnOneRankFailsTheCallOnEveryRank) {
   rig.save_at(4);
   EXPECT_EQ(rig.engine->load().step, 4);
 }
+
+// A callback that makes its own collective call, agreed on inside (as a
+// Floe call's errors are): the call's error names the failing rank once,
+// not "rank 0 (and N other ranks): ..." around it.
+TEST_P(Callbacks, AnErrorAgreedOnInsideACallbackNamesItsRankOnce) {
+  TempDir tmp;
+  Rig rig(tmp / "ckpt", GetParam());
+  const int last = world_size() - 1;
+  const Comm comm(MPI_COMM_WORLD);
+  rig.engine->add_callback(CallbackEvent::kPostSave, [&](CheckpointEngine&) {
+    collectively(comm, [&] {
+      if (world_rank() == last) throw Error(ErrorCode::kIo, "no space for the upload");
+    });
+  });
+  const std::string who = world_size() > 1 ? "rank " + std::to_string(last) + ": " : "";
+  const Caught caught = catch_error([&] { rig.save_at(1); });
+  EXPECT_TRUE(is_error(caught, ErrorCode::kIo)) << caught.message;
+  EXPECT_EQ(caught.message, "post-save callback: " + who + "no space for the upload");
+  EXPECT_TRUE(same_on_all_ranks(caught.message));
+}
+
 
 INSTANTIATE_TEST_SUITE_P(Engines, Callbacks, ::testing::ValuesIn(resumable_engines()),
                          [](const auto& info) { return info.param; });

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <new>
 
 namespace floe {
 namespace {
@@ -210,6 +211,22 @@ std::pair<ErrorCode, std::string> describe(std::exception_ptr error) {
 }
 
 }  // namespace
+
+void rethrow_in_context(std::exception_ptr error, const std::string& context) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const AgreedError& e) {
+    throw AgreedError(e.code(), context + e.what());
+  } catch (const Error& e) {
+    throw Error(e.code(), context + e.what());
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::kInternal, context + e.what());
+  } catch (...) {
+    throw Error(ErrorCode::kInternal, context + "unknown exception");
+  }
+}
 
 void agree_on_error(const Comm& comm, std::exception_ptr local_error) {
   const auto size = static_cast<std::uint64_t>(comm.size());

@@ -6,7 +6,6 @@
 #include <chrono>
 #include <ctime>
 #include <exception>
-#include <new>
 
 #include "commit/background_deleter.hpp"
 #include "commit/coordinator.hpp"
@@ -189,12 +188,8 @@ void CheckpointEngine::run_callbacks(CallbackEvent event) {
       if (when != event) continue;
       try {
         callback(*this);
-      } catch (const Error& e) {
-        throw Error(e.code(), what + e.what());
-      } catch (const std::bad_alloc&) {
-        throw;
-      } catch (const std::exception& e) {
-        throw Error(ErrorCode::kInternal, what + e.what());
+      } catch (...) {
+        rethrow_in_context(std::current_exception(), what);
       }
     }
   });

@@ -217,6 +217,26 @@ TEST_P(AsyncSave, PostSaveCallbacksRunAtTheCallThatSeesTheCommit) {
   });
 }
 
+// wait() is not collective: one rank may wait for the save in flight alone
+// (to log its outcome, say); its post-save callbacks run there, without an
+// agreement that would wait for the other ranks.
+TEST_P(AsyncSave, OneRankMayWaitAlone) {
+  run_within(std::chrono::seconds(120), [&] {
+    TempDir tmp;
+    AsyncRig rig(tmp / "ckpt", GetParam());
+    int post_saves = 0;
+    rig.engine->add_callback(CallbackEvent::kPostSave, [&](auto&) { ++post_saves; });
+    rig.save_at(1);
+    if (world_rank() == 0) {
+      rig.engine->wait();
+      EXPECT_EQ(post_saves, 1);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    rig.engine->wait();
+    EXPECT_EQ(post_saves, 1);
+  });
+}
+
 // The staging pool: a rank whose state does not fit (here: rank `rank`
 // alone, through staging_pool_limit) fails the save on every rank at
 // save(), with nothing written and the previous checkpoint still `latest`.

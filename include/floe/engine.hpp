@@ -225,13 +225,17 @@ class CheckpointEngine {
   // kMismatch) are thrown as load() throws them.
   std::optional<Manifest> resume(const LoadOptions& options = {});
 
-  // Runs `callback` around save()/load() on every rank. Collective: when a
+  // Runs `callback` around save()/load() on every rank. Agreed on: when a
   // callback throws on any rank, that save() or load() throws on every rank
   // an Error naming the first failing rank and the event ("rank 2: pre-save
   // callback: ..."; a floe::Error keeps its code, another exception becomes
   // kInternal). A pre-save or pre-load failure stops the call before it
   // touches anything; a post-save failure comes after the commit (the
-  // checkpoint stays), a post-load one after the state was filled.
+  // checkpoint stays), a post-load one after the state was filled. The
+  // post-save callbacks of an asynchronous save run in the call that waits
+  // for it: agreed on in save(), load(), resume() and
+  // latest_checkpoint_exists(); in wait(), which is not collective, a
+  // callback's error is thrown on its own rank only.
   void add_callback(CallbackEvent event,
                     std::function<void(CheckpointEngine&)> callback);
 
@@ -274,10 +278,13 @@ class CheckpointEngine {
  private:
   struct Staging;  // the staging pool, device copier and I/O thread
 
-  void run_callbacks(CallbackEvent event);
+  // `agreed`: every rank is in this call (save(), load(), ...), and a
+  // callback's failure on one rank fails it on every rank. False from
+  // wait(), which is not collective: the callbacks' errors stay local.
+  void run_callbacks(CallbackEvent event, bool agreed = true);
   void recover_once();
   // wait() without the deletions: what save() and load() wait for.
-  void wait_for_save();
+  void wait_for_save(bool agreed = true);
   // Collective over `comm`: exchange_layout, the engine's write step and the
   // commit of `state` as the checkpoint of `progress` by engine `engine`
   // (name(), read on the trainer's thread).

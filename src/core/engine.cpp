@@ -102,7 +102,7 @@ CheckpointEngine::Staging& CheckpointEngine::staging() {
 
 void CheckpointEngine::wait() {
   try {
-    wait_for_save();
+    wait_for_save(/*agreed=*/false);  // wait() is not collective
   } catch (...) {
     deleter_->wait();
     throw;
@@ -110,13 +110,13 @@ void CheckpointEngine::wait() {
   deleter_->wait();
 }
 
-void CheckpointEngine::wait_for_save() {
+void CheckpointEngine::wait_for_save(bool agreed) {
   if (!staging_ || !staging_->background) return;
   const std::exception_ptr error = staging_->background->wait();
   const bool completed = post_save_pending_;
   post_save_pending_ = false;
   if (error) std::rethrow_exception(error);
-  if (completed) run_callbacks(CallbackEvent::kPostSave);
+  if (completed) run_callbacks(CallbackEvent::kPostSave, agreed);
 }
 
 void CheckpointEngine::finish_pending_save() noexcept {
@@ -175,7 +175,7 @@ void CheckpointEngine::set_file_system(std::shared_ptr<FileSystem> fs) {
   fs_ = std::move(fs);
 }
 
-void CheckpointEngine::run_callbacks(CallbackEvent event) {
+void CheckpointEngine::run_callbacks(CallbackEvent event, bool agreed) {
   // Agreed on: a callback that throws on one rank (a trainer's check, an
   // upload of the new checkpoint failing on one node) took that rank out of
   // save() or load() while the others went on into the next collective and
@@ -183,7 +183,7 @@ void CheckpointEngine::run_callbacks(CallbackEvent event) {
   static constexpr const char* kNames[] = {"pre-save", "post-save", "pre-load",
                                            "post-load"};
   const std::string what = std::string(kNames[static_cast<int>(event)]) + " callback: ";
-  collectively(Comm(trainer_.comm()), [&] {
+  auto run = [&] {
     for (auto& [when, callback] : callbacks_) {
       if (when != event) continue;
       try {
@@ -192,7 +192,12 @@ void CheckpointEngine::run_callbacks(CallbackEvent event) {
         rethrow_in_context(std::current_exception(), what);
       }
     }
-  });
+  };
+  if (agreed) {
+    collectively(Comm(trainer_.comm()), run);
+  } else {
+    run();
+  }
 }
 
 void CheckpointEngine::recover_once() {

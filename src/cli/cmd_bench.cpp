@@ -149,8 +149,7 @@ int run_bench(const std::vector<std::string>& args) {
   }
   // Only once the arguments are known good: --dir is emptied (agreed on:
   // a removal failing on rank 0 must not leave the others in a barrier).
-  collectively(Comm(MPI_COMM_WORLD), [&] {
-    if (rank != 0) return;
+  on_rank0(Comm(MPI_COMM_WORLD), [&] {
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir / "raw");
   });

@@ -20,9 +20,7 @@ Coordinator::Coordinator(FileSystem& fs, const Comm& comm, fs::path output_dir)
 
 template <typename Fn>
 void Coordinator::on_root(Fn&& fn) {
-  collectively(comm_, [&] {
-    if (comm_.rank() == 0) fn();
-  });
+  on_rank0(comm_, std::forward<Fn>(fn));
 }
 
 void Coordinator::recover() {

@@ -120,6 +120,17 @@ auto collectively(const Comm& comm, Fn&& fn) {
   }
 }
 
+// Collective. Rank 0 runs `fn` (a step on the file system that only one
+// rank must take), and every rank agrees on its failure as collectively
+// does, so the others never wait in a later collective for a rank 0 that
+// left.
+template <typename Fn>
+void on_rank0(const Comm& comm, Fn&& fn) {
+  collectively(comm, [&] {
+    if (comm.rank() == 0) std::forward<Fn>(fn)();
+  });
+}
+
 // Collective. The result `rc` of an MPI call that can fail on some ranks
 // only (MPI_File_sync: each rank's own fsync; MPI_File_close): when it is
 // not MPI_SUCCESS on any rank, every rank throws Error(kIo) "`what`: MPI's

@@ -63,13 +63,11 @@ double measured(Memory& memory, Fn&& fn) {
   return seconds;
 }
 
-void clear(const fs::path& dir, int rank) {
+void clear(const fs::path& dir) {
   MPI_Barrier(MPI_COMM_WORLD);
   // Agreed on: a removal that fails on rank 0 (EACCES, an NFS .nfsXXXX
   // file still open) must not leave the others waiting in a barrier.
-  collectively(Comm(MPI_COMM_WORLD), [&] {
-    if (rank == 0) fs::remove_all(dir);
-  });
+  on_rank0(Comm(MPI_COMM_WORLD), [&] { fs::remove_all(dir); });
 }
 
 // Untimed, before every timed write: the page cache of everything under
@@ -139,9 +137,7 @@ void run_export_bench(State& state, const ExportBenchOptions& options) {
     return dir / "raw" /
            ("rank" + std::to_string(rank) + "." + std::to_string(r % 2) + ".bin");
   };
-  collectively(Comm(MPI_COMM_WORLD), [&] {
-    if (rank == 0) fs::create_directories(dir / "raw");
-  });
+  on_rank0(Comm(MPI_COMM_WORLD), [&] { fs::create_directories(dir / "raw"); });
   // The three writes run in a rotated order each repetition, so each takes
   // every position equally often (see cmd_bench.cpp).
   std::vector<std::string> order = {"raw write", "export_hf", "hf engine save"};
@@ -154,7 +150,7 @@ void run_export_bench(State& state, const ExportBenchOptions& options) {
       } else if (op == "export_hf") {
         // Into a directory emptied beforehand (untimed): export_hf removes
         // nothing.
-        clear(dir / "hf-mem", rank);
+        clear(dir / "hf-mem");
         settle(dir);
         seconds[op].push_back(measured(in_memory, [&] {
           export_hf(state, dir / "hf-mem", MPI_COMM_WORLD, export_options);
@@ -166,7 +162,7 @@ void run_export_bench(State& state, const ExportBenchOptions& options) {
       }
     }
     std::rotate(order.begin(), order.begin() + 1, order.end());
-    clear(dir / "hf-ckpt", rank);
+    clear(dir / "hf-ckpt");
     drop_cache(dir);
     MPI_Barrier(MPI_COMM_WORLD);
     seconds["raw read"].push_back(
@@ -258,7 +254,7 @@ void run_export_bench(State& state, const ExportBenchOptions& options) {
                                 {"export_hf_cli_peak", m[6]}});
   }
   if (!options.json.empty()) write_report(MPI_COMM_WORLD, options.json, report.dump(1) + "\n");
-  clear(dir, rank);
+  clear(dir);
 }
 
 }  // namespace floe::bench

@@ -43,9 +43,7 @@ double timed(MPI_Comm comm, Fn&& fn) {
 // throws Error(kIo) naming the file when it cannot be written (before, an
 // unwritable path gave exit 0 and no file).
 inline void write_report(MPI_Comm comm, const std::string& path, const std::string& text) {
-  const Comm c(comm);
-  collectively(c, [&] {
-    if (c.rank() != 0) return;
+  on_rank0(Comm(comm), [&] {
     std::ofstream out(path);
     out << text;
     out.close();

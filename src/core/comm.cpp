@@ -213,19 +213,9 @@ std::pair<ErrorCode, std::string> describe(std::exception_ptr error) {
 }  // namespace
 
 void rethrow_in_context(std::exception_ptr error, const std::string& context) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const AgreedError& e) {
-    throw AgreedError(e.code(), context + e.what());
-  } catch (const Error& e) {
-    throw Error(e.code(), context + e.what());
-  } catch (const std::bad_alloc&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw Error(ErrorCode::kInternal, context + e.what());
-  } catch (...) {
-    throw Error(ErrorCode::kInternal, context + "unknown exception");
-  }
+  auto [code, message] = describe(error);
+  if (is_agreed(error)) throw AgreedError(code, context + message);
+  throw Error(code, context + message);
 }
 
 void agree_on_error(const Comm& comm, std::exception_ptr local_error) {

@@ -89,10 +89,11 @@ class Comm {
 // it is, naming its rank once. Costs one allreduce when nothing failed.
 void agree_on_error(const Comm& comm, std::exception_ptr local_error);
 
-// Throws `error` again with `context` in front of its message: a
-// floe::Error keeps its code, and one agreed on by every rank stays agreed
-// (an enclosing agreement passes it on without naming a rank again);
-// bad_alloc passes as it is; another exception becomes kInternal.
+// Throws `error` again as a floe::Error with `context` in front of its
+// message, described as agree_on_error describes errors (a floe::Error
+// keeps its code; bad_alloc is kIo "out of memory"; another exception is
+// kInternal). One agreed on by every rank stays agreed: an enclosing
+// agreement passes it on without naming a rank again.
 [[noreturn]] void rethrow_in_context(std::exception_ptr error, const std::string& context);
 
 // Collective. Runs `fn` on every rank and agrees on its failure as

@@ -71,16 +71,11 @@ class WireReader {
     return v;
   }
   std::uint64_t varint() {
-    // Away from the end (the usual case) no byte needs its own check.
-    const bool room = in_.size() - at_ >= 10;
-    std::uint64_t v = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-      if (!room) need(1);
-      const auto b = static_cast<unsigned char>(in_[at_++]);
-      v |= static_cast<std::uint64_t>(b & 0x7f) << shift;
-      if (b < 0x80) return v;
+    // Most are one byte: inline; longer ones and the end out of line.
+    if (at_ < in_.size() && static_cast<unsigned char>(in_[at_]) < 0x80) {
+      return static_cast<unsigned char>(in_[at_++]);
     }
-    throw Error(ErrorCode::kInternal, "bad number in a message between ranks");
+    return long_varint();
   }
   std::string str() { return std::string(str_view()); }
   // A short_str, in place.
@@ -103,6 +98,17 @@ class WireReader {
       throw Error(ErrorCode::kInternal, "truncated message between ranks");
     }
   }
+  std::uint64_t long_varint() {
+    std::uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      need(1);
+      const auto b = static_cast<unsigned char>(in_[at_++]);
+      v |= static_cast<std::uint64_t>(b & 0x7f) << shift;
+      if (b < 0x80) return v;
+    }
+    throw Error(ErrorCode::kInternal, "bad number in a message between ranks");
+  }
+
   std::string_view in_;
   std::size_t at_ = 0;
 };

@@ -4,7 +4,6 @@
 
 #include "commit/background_deleter.hpp"
 #include "commit/json_fields.hpp"
-#include "commit/manifest_parts.hpp"
 #include "commit/manifest_text.hpp"
 #include "commit/paths.hpp"
 #include "core/node_shared.hpp"
@@ -199,9 +198,10 @@ std::vector<CheckpointEntry> Coordinator::list() {
 }
 
 Manifest Coordinator::read_manifest(const fs::path& dir) {
-  // Rank 0 reads the file; the ranks scan it together, each a part of its
-  // records (commit/manifest_parts.hpp), and a bad manifest fails with its
-  // reason on every rank. The bytes are held once per node
+  // Rank 0 reads the file; every rank parses the bytes it read at the same
+  // time (a manifest of many tensors takes a while to parse: the ranks do
+  // not wait for rank 0's parse before starting theirs), and a bad manifest
+  // fails with its reason on every rank. The bytes are held once per node
   // (core/node_shared.hpp), not copied to every rank.
   std::string text;
   on_root([&] { text = fs_.read_file(dir / kManifestName, kMaxManifestBytes); });
@@ -210,7 +210,7 @@ Manifest Coordinator::read_manifest(const fs::path& dir) {
   text = std::string();  // rank 0's copy: the node's window holds the bytes now
   mark_phase("manifest share");
   return collectively(comm_, [&] {
-    return parse_manifest_on_ranks(shared.view(), dir / kManifestName, comm_);
+    return parse_manifest_text(shared.view(), dir / kManifestName);
   });
 }
 

@@ -335,10 +335,6 @@ Manifest Manifest::parse(const std::string& text, const std::filesystem::path& p
 Manifest parse_manifest_text(std::string_view text, const std::filesystem::path& path) {
   // The text as Floe writes it, valid: read without a JSON tree.
   if (std::optional<Manifest> fast = parse_as_written(text)) return std::move(*fast);
-  return parse_manifest_general(text, path);
-}
-
-Manifest parse_manifest_general(std::string_view text, const std::filesystem::path& path) {
   try {
     return manifest_from(parse_untrusted_json(text, path.string()), &text);
   } catch (const Error& e) {

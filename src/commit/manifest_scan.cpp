@@ -13,10 +13,10 @@
 // and names what is wrong, so error messages come from one place only.
 // Members that are free-form JSON (scalars, metadata, engine_info) are
 // delimited here and parsed by nlohmann::json.
+#include <cstring>
 #include <functional>
 #include <string_view>
 
-#include "commit/manifest_scanner.hpp"
 #include "commit/manifest_text.hpp"
 #include "commit/paths.hpp"
 #include "floe/error.hpp"
@@ -25,8 +25,173 @@
 namespace floe {
 namespace {
 
-using scan::NotAsWritten;
-using scan::Scanner;
+// Thrown to give up; caught in parse_as_written.
+struct NotAsWritten {};
+
+// What each byte is inside a record's string: printable ASCII but the
+// backslash (kPlain), the closing quote, or anything else (a control byte,
+// the NUL after the text included, an escape, a non-ASCII byte).
+enum ByteKind : unsigned char { kPlain, kQuote, kOther };
+struct ByteKinds {
+  ByteKind of[256];
+  constexpr ByteKinds() : of() {
+    for (int c = 0; c < 256; ++c) of[c] = c >= 0x20 && c < 0x80 && c != '\\' ? kPlain : kOther;
+    of[static_cast<unsigned char>('"')] = kQuote;
+  }
+};
+constexpr ByteKinds kByteKinds;
+
+// A lowercase hex digit's value; -1 for any other byte.
+struct HexDigits {
+  signed char of[256];
+  constexpr HexDigits() : of() {
+    for (int c = 0; c < 256; ++c) of[c] = -1;
+    for (int c = '0'; c <= '9'; ++c) of[c] = static_cast<signed char>(c - '0');
+    for (int c = 'a'; c <= 'f'; ++c) of[c] = static_cast<signed char>(c - 'a' + 10);
+  }
+};
+constexpr HexDigits kHexDigits;
+
+class Scanner {
+ public:
+  // `text` is followed by a NUL byte (as a std::string's is), which
+  // plain_string() stops at.
+  explicit Scanner(std::string_view text) : text_(text) {}
+
+  bool at_end() const { return at_ == text_.size(); }
+  std::size_t position() const { return at_; }
+  bool next_is(char c) const { return at_ < text_.size() && text_[at_] == c; }
+
+  // Consumes `literal` (a string literal: its length is known where this
+  // is inlined, so the comparison is a few loads, not a memcmp call) or
+  // gives up.
+  template <std::size_t N>
+  void expect(const char (&literal)[N]) {
+    if (!accept(literal)) throw NotAsWritten{};
+  }
+  template <std::size_t N>
+  bool accept(const char (&literal)[N]) {
+    constexpr std::size_t n = N - 1;
+    if (text_.size() - at_ < n || std::memcmp(text_.data() + at_, literal, n) != 0) return false;
+    at_ += n;
+    return true;
+  }
+  bool accept(std::string_view literal) {
+    if (text_.compare(at_, literal.size(), literal) != 0) return false;
+    at_ += literal.size();
+    return true;
+  }
+
+  // A string of printable ASCII without escapes.
+  std::string_view plain_string() {
+    expect("\"");
+    const std::size_t start = at_;
+    // No bounds check: the NUL after the text is kOther.
+    const char* p = text_.data() + at_;
+    while (kByteKinds.of[static_cast<unsigned char>(*p)] == kPlain) ++p;
+    if (kByteKinds.of[static_cast<unsigned char>(*p)] != kQuote) throw NotAsWritten{};
+    at_ = static_cast<std::size_t>(p - text_.data()) + 1;
+    return text_.substr(start, at_ - 1 - start);
+  }
+
+  // Plain decimal digits as JSON writes them (no leading zero), fitting 64
+  // bits: what nlohmann reads as an unsigned integer.
+  std::uint64_t u64() {
+    const std::size_t start = at_;
+    std::uint64_t value = 0;
+    for (; at_ < text_.size() && text_[at_] >= '0' && text_[at_] <= '9'; ++at_) {
+      if (__builtin_mul_overflow(value, 10u, &value) ||
+          __builtin_add_overflow(value, static_cast<unsigned>(text_[at_] - '0'), &value)) {
+        throw NotAsWritten{};
+      }
+    }
+    const std::size_t digits = at_ - start;
+    if (digits == 0 || (digits > 1 && text_[start] == '0')) throw NotAsWritten{};
+    return value;
+  }
+
+  // An integer of int64 range (from_json's i64: a negative one, or an
+  // unsigned one up to INT64_MAX). "-0" is left to the general parser.
+  std::int64_t i64() {
+    const bool negative = accept("-");
+    const std::uint64_t magnitude = u64();
+    if (negative) {
+      if (magnitude == 0 || magnitude > static_cast<std::uint64_t>(INT64_MAX) + 1) {
+        throw NotAsWritten{};
+      }
+      return static_cast<std::int64_t>(0 - magnitude);
+    }
+    if (magnitude > static_cast<std::uint64_t>(INT64_MAX)) throw NotAsWritten{};
+    return static_cast<std::int64_t>(magnitude);
+  }
+
+  // [d, d, ...] of u64 digits, as a Shape: gathered first, so the Shape is
+  // allocated once at its size (a manifest of 20,000 tensors holds ~60,000
+  // of these lists).
+  Shape dims() {
+    std::uint64_t values[64];
+    std::size_t n = 0;
+    expect("[");
+    if (accept("]")) return Shape();
+    do {
+      if (n == 64) throw NotAsWritten{};
+      values[n++] = u64();
+    } while (accept(","));
+    expect("]");
+    return Shape(values, values + n);
+  }
+
+  // "xxh3:" and 16 lowercase hex digits, as format_xxh3 writes them
+  // (anything else parse_xxh3 may accept goes to the general parser).
+  std::uint64_t checksum() {
+    const std::string_view text = plain_string();
+    if (text.size() != 21 || text.compare(0, 5, "xxh3:") != 0) throw NotAsWritten{};
+    std::uint64_t value = 0;
+    int bad = 0;
+    for (std::size_t i = 5; i < 21; ++i) {
+      const int digit = kHexDigits.of[static_cast<unsigned char>(text[i])];
+      bad |= digit;
+      value = value << 4 | static_cast<std::uint64_t>(digit & 0xf);
+    }
+    if (bad < 0) throw NotAsWritten{};
+    return value;
+  }
+
+  // One JSON value of any kind, delimited by its brackets and quotes and
+  // parsed by nlohmann (which checks it fully: numbers, escapes, UTF-8).
+  nlohmann::json any_value() {
+    const std::size_t start = at_;
+    int depth = 0;
+    do {
+      if (at_ >= text_.size()) throw NotAsWritten{};
+      const char c = text_[at_++];
+      if (c == '"') {
+        while (at_ < text_.size() && text_[at_] != '"') at_ += text_[at_] == '\\' ? 2 : 1;
+        if (at_++ >= text_.size()) throw NotAsWritten{};
+      } else if (c == '{' || c == '[') {
+        // As parse_untrusted_json: the tree is built only below this depth.
+        if (++depth > 60) throw NotAsWritten{};
+      } else if (c == '}' || c == ']') {
+        --depth;
+      } else if (depth == 0) {
+        // A bare scalar: up to the delimiter that follows it.
+        while (at_ < text_.size() && text_[at_] != ',' && text_[at_] != '}' &&
+               text_[at_] != ']') {
+          ++at_;
+        }
+      }
+    } while (depth > 0);
+    if (depth < 0) throw NotAsWritten{};
+    nlohmann::json value =
+        nlohmann::json::parse(text_.substr(start, at_ - start), nullptr, false);
+    if (value.is_discarded()) throw NotAsWritten{};
+    return value;
+  }
+
+ private:
+  std::string_view text_;
+  std::size_t at_ = 0;
+};
 
 // A relative file name as check_relative_path accepts it; the pieces of a
 // checkpoint name one or two files, so each distinct name is checked once.
@@ -211,163 +376,9 @@ std::vector<Item> scan_list(Scanner& s, Scan&& scan) {
 // writes it (the piece alone: ~120 bytes).
 constexpr std::size_t kFewestBytesPerTensor = 200;
 
-// Every member but the tensor records, and where the records are: from
-// `records_begin` (just after `"tensors":[`) to `records_end` (the `]`
-// that closes the list, followed by `,"world_size":N}` and the end).
-struct Frame {
-  Manifest manifest;  // no tensors
-  bool sealed = false;
-  std::uint64_t recorded = 0;  // manifest_xxh3, when sealed
-  std::size_t records_begin = 0;
-  std::size_t records_end = 0;
-};
-
-Frame scan_frame(std::string_view text, FileNames& names) {
-  Scanner s(text);
-  Frame f;
-  Manifest& m = f.manifest;
-  s.expect("{\"blobs\":");
-  m.blobs = scan_list<BlobRecord>(s, [&] { return scan_blob(s, names); });
-  s.expect(",\"created_utc\":");
-  m.created_utc = std::string(s.plain_string());
-  s.expect(",\"engine\":");
-  m.engine = std::string(s.plain_string());
-  s.expect(",\"engine_info\":");
-  m.engine_info = s.any_value();
-  if (!m.engine_info.is_object()) throw NotAsWritten{};
-  s.expect(",\"epoch\":");
-  m.epoch = s.i64();
-  s.expect(",\"files\":");
-  m.files = scan_list<FileRecord>(s, [&] {
-    FileRecord file;
-    s.expect("{\"path\":");
-    file.path = names.check(s.plain_string());
-    s.expect(",\"size\":");
-    file.size = s.u64();
-    s.expect("}");
-    return file;
-  });
-  s.expect(",\"floe_version\":");
-  m.floe_version = std::string(s.plain_string());
-  s.expect(",\"format\":\"floe-checkpoint\",\"format_version\":");
-  const std::uint64_t version = s.u64();
-  if (version < 1 || version > static_cast<std::uint64_t>(Manifest::kFormatVersion)) {
-    throw NotAsWritten{};
-  }
-  m.format_version = static_cast<int>(version);
-  f.sealed = s.accept(std::string(",\"") + kSelfChecksumKey + "\":");
-  if (f.sealed) f.recorded = s.checksum();
-  if (!f.sealed && m.format_version >= kFirstVersionWithSelfChecksum) throw NotAsWritten{};
-  s.expect(",\"metadata\":");
-  m.metadata = s.any_value();
-  s.expect(",\"scalars\":");
-  m.scalars = s.any_value();
-  if (!m.scalars.is_object()) throw NotAsWritten{};
-  for (const auto& [name, value] : m.scalars.items()) {
-    if (!value.is_primitive() || value.is_null()) throw NotAsWritten{};
-  }
-  s.expect(",\"step\":");
-  m.step = s.i64();
-  s.expect(",\"tag\":");
-  m.tag = std::string(s.plain_string());
-  s.expect(",\"tensors\":[");
-  f.records_begin = s.position();
-
-  // The list's end, found from the back: world_size is the last member.
-  f.records_end = text.rfind("],\"world_size\":");
-  if (f.records_end == std::string_view::npos || f.records_end < f.records_begin) {
-    throw NotAsWritten{};
-  }
-  Scanner tail(text, f.records_end);
-  tail.expect("],\"world_size\":");
-  const std::uint64_t world = tail.u64();
-  if (world == 0 || world > (1u << 24)) throw NotAsWritten{};
-  m.world_size = static_cast<int>(world);
-  tail.expect("}");
-  if (!tail.at_end()) throw NotAsWritten{};
-  for (const BlobRecord& b : m.blobs) {
-    if (static_cast<std::uint64_t>(b.rank) >= world) throw NotAsWritten{};
-  }
-  return f;
-}
-
-// The records from `begin` (a record's `{`) up to `end` (the list's `]`,
-// or the `,` before the next part's first record), appended to `out`, and
-// their keys (views of the text) to `keys`. Each is checked as far as it
-// can be on its own: the ranks of its pieces, its storage offset.
-void scan_records(std::string_view text, std::size_t begin, std::size_t end,
-                  const Manifest& frame, FileNames& names, std::vector<TensorRecord>& out,
-                  std::vector<std::string_view>& keys) {
-  // Reserved for the records the part can hold, so the list is seldom
-  // moved as it grows; each record is scanned in place.
-  const std::size_t expected = (end - begin) / kFewestBytesPerTensor + 1;
-  out.reserve(out.size() + expected);
-  keys.reserve(keys.size() + expected);
-  Scanner s(text, begin);
-  for (;;) {
-    keys.emplace_back();
-    const std::size_t pieces = out.empty() ? 0 : out.back().pieces.size();
-    TensorRecord& t = out.emplace_back();
-    scan_tensor(s, names, t, pieces, &keys.back());
-    for (const PieceRecord& p : t.pieces) {
-      if (p.rank >= frame.world_size) throw NotAsWritten{};
-    }
-    if (!storage_problem(t, frame.files).empty()) throw NotAsWritten{};
-    if (s.position() == end) return;
-    if (s.position() > end) throw NotAsWritten{};
-    s.expect(",");
-  }
-}
-
-// Where part `part` of `parts` of the records starts: the first record
-// that starts at or after its share of the bytes (`end` when none does).
-// A record starts with `{"dataset":` or `{"dtype":` after the `},` that
-// ends the one before it. No other object in the list starts so (pieces
-// start with "file", regions with "extent" or "flat"), and no string of it
-// can hold a quote; text that is otherwise fails the scan.
-std::size_t part_start(std::string_view text, std::size_t begin, std::size_t end, int part,
-                       int parts) {
-  if (part == 0) return begin;
-  std::size_t from = begin + (end - begin) / static_cast<std::size_t>(parts) *
-                                 static_cast<std::size_t>(part);
-  for (;;) {
-    const std::size_t at = text.find("},{\"d", from);
-    if (at == std::string_view::npos || at + 2 >= end) return end;
-    const std::string_view rest = text.substr(at + 2);
-    if (rest.rfind("{\"dataset\":", 0) == 0 || rest.rfind("{\"dtype\":", 0) == 0) {
-      return at + 2;
-    }
-    from = at + 1;
-  }
-}
-
-ManifestPart scan_part(std::string_view text, int part, int parts) {
-  FileNames names;
-  Frame f = scan_frame(text, names);
-  const std::size_t begin = part_start(text, f.records_begin, f.records_end, part, parts);
-  const std::size_t next = part + 1 < parts
-                               ? part_start(text, f.records_begin, f.records_end, part + 1, parts)
-                               : f.records_end;
-  ManifestPart out{std::move(f.manifest), {}};
-  if (begin < next) {
-    // A part that ends before the list does stops at the `,` before the
-    // next part's first record.
-    const std::size_t end = next < f.records_end ? next - 1 : f.records_end;
-    scan_records(text, begin, end, out.manifest, names, out.manifest.tensors, out.keys);
-  }
-  // The last part checks the text's own checksum, once every field of the
-  // frame and of its records passed.
-  if (part + 1 == parts && f.sealed && !text_is_as_written(text, f.recorded)) {
-    throw NotAsWritten{};
-  }
-  return out;
-}
-
-}  // namespace
-
-bool keys_distinct(const std::vector<std::string_view>& keys) {
-  // An open-addressing table of their indices (no allocation per key, as
-  // std::unordered_set makes).
+// Whether no two of `keys` are equal: an open-addressing table of their
+// indices (no allocation per key, as std::unordered_set makes).
+bool all_distinct(const std::vector<std::string_view>& keys) {
   std::size_t slots = 16;
   while (slots < 2 * keys.size()) slots *= 2;
   std::vector<std::uint32_t> table(slots, 0);  // index + 1; 0: empty
@@ -382,18 +393,100 @@ bool keys_distinct(const std::vector<std::string_view>& keys) {
   return true;
 }
 
-std::optional<ManifestPart> parse_part_as_written(std::string_view text, int part, int parts) {
+Manifest scan_manifest(std::string_view text) {
+  Scanner s(text);
+  FileNames names;
+  Manifest m;
+  s.expect("{\"blobs\":");
+  m.blobs = scan_list<BlobRecord>(s, [&] { return scan_blob(s, names); });
+  s.expect(",\"created_utc\":");
+  m.created_utc = std::string(s.plain_string());
+  s.expect(",\"engine\":");
+  m.engine = std::string(s.plain_string());
+  s.expect(",\"engine_info\":");
+  m.engine_info = s.any_value();
+  if (!m.engine_info.is_object()) throw NotAsWritten{};
+  s.expect(",\"epoch\":");
+  m.epoch = s.i64();
+  s.expect(",\"files\":");
+  m.files = scan_list<FileRecord>(s, [&] {
+    FileRecord f;
+    s.expect("{\"path\":");
+    f.path = names.check(s.plain_string());
+    s.expect(",\"size\":");
+    f.size = s.u64();
+    s.expect("}");
+    return f;
+  });
+  s.expect(",\"floe_version\":");
+  m.floe_version = std::string(s.plain_string());
+  s.expect(",\"format\":\"floe-checkpoint\",\"format_version\":");
+  const std::uint64_t version = s.u64();
+  if (version < 1 || version > static_cast<std::uint64_t>(Manifest::kFormatVersion)) {
+    throw NotAsWritten{};
+  }
+  m.format_version = static_cast<int>(version);
+  std::uint64_t recorded = 0;
+  const bool sealed = s.accept(std::string(",\"") + kSelfChecksumKey + "\":");
+  if (sealed) recorded = s.checksum();
+  if (!sealed && m.format_version >= kFirstVersionWithSelfChecksum) throw NotAsWritten{};
+  s.expect(",\"metadata\":");
+  m.metadata = s.any_value();
+  s.expect(",\"scalars\":");
+  m.scalars = s.any_value();
+  if (!m.scalars.is_object()) throw NotAsWritten{};
+  for (const auto& [name, value] : m.scalars.items()) {
+    if (!value.is_primitive() || value.is_null()) throw NotAsWritten{};
+  }
+  s.expect(",\"step\":");
+  m.step = s.i64();
+  s.expect(",\"tag\":");
+  m.tag = std::string(s.plain_string());
+  s.expect(",\"tensors\":[");
+  // Reserved for the records the rest of the text can hold (one with a
+  // piece takes ~200 bytes or more as dump() writes it), so the list is
+  // seldom moved as it grows; each record is scanned in place.
+  std::vector<std::string_view> keys;
+  const std::size_t expected = (text.size() - s.position()) / kFewestBytesPerTensor;
+  m.tensors.reserve(expected);
+  keys.reserve(expected);
+  if (!s.accept("]")) {
+    do {
+      keys.emplace_back();
+      const std::size_t pieces = m.tensors.empty() ? 0 : m.tensors.back().pieces.size();
+      scan_tensor(s, names, m.tensors.emplace_back(), pieces, &keys.back());
+    } while (s.accept(","));
+    s.expect("]");
+  }
+  s.expect(",\"world_size\":");
+  const std::uint64_t world = s.u64();
+  if (world == 0 || world > (1u << 24)) throw NotAsWritten{};
+  m.world_size = static_cast<int>(world);
+  s.expect("}");
+  if (!s.at_end()) throw NotAsWritten{};
+
+  for (const BlobRecord& b : m.blobs) {
+    if (static_cast<std::uint64_t>(b.rank) >= world) throw NotAsWritten{};
+  }
+  for (const TensorRecord& t : m.tensors) {
+    for (const PieceRecord& p : t.pieces) {
+      if (static_cast<std::uint64_t>(p.rank) >= world) throw NotAsWritten{};
+    }
+    if (!storage_problem(t, m.files).empty()) throw NotAsWritten{};
+  }
+  if (!all_distinct(keys)) throw NotAsWritten{};
+  if (sealed && !text_is_as_written(text, recorded)) throw NotAsWritten{};
+  return m;
+}
+
+}  // namespace
+
+std::optional<Manifest> parse_as_written(std::string_view text) {
   try {
-    return scan_part(text, part, parts);
+    return scan_manifest(text);
   } catch (const NotAsWritten&) {
     return std::nullopt;
   }
-}
-
-std::optional<Manifest> parse_as_written(std::string_view text) {
-  std::optional<ManifestPart> whole = parse_part_as_written(text, 0, 1);
-  if (!whole || !keys_distinct(whole->keys)) return std::nullopt;
-  return std::move(whole->manifest);
 }
 
 }  // namespace floe

@@ -42,30 +42,6 @@ bool text_is_as_written(std::string_view text, std::uint64_t recorded);
 // `text` must be followed by a NUL byte (as a std::string's is).
 std::optional<Manifest> parse_as_written(std::string_view text);
 
-// A part of a manifest as written: every member but the tensor records,
-// and the records of part `part` of `parts` (about 1/parts of their bytes,
-// split at record boundaries; the parts, in order, hold every record
-// once), with their keys as views of the text.
-struct ManifestPart {
-  Manifest manifest;  // tensors: this part's records only
-  std::vector<std::string_view> keys;
-};
-
-// The part when `text` is exactly as Manifest::dump() writes it, as far as
-// the part can tell: the members outside the records and the part's own
-// records pass every check parse_as_written makes of them, and the last
-// part also checks the self-checksum. Only the keys' distinctness across
-// parts is left (keys_distinct). nullopt otherwise; never throws for bad
-// input. `text` must be followed by a NUL byte.
-std::optional<ManifestPart> parse_part_as_written(std::string_view text, int part, int parts);
-
-// Whether no two of `keys` are equal.
-bool keys_distinct(const std::vector<std::string_view>& keys);
-
-// The general parser alone (a JSON tree, then Manifest::from_json's
-// checks): what parse_manifest_text falls back to. Errors name `path`.
-Manifest parse_manifest_general(std::string_view text, const std::filesystem::path& path);
-
 // Manifest::parse of text held elsewhere than in a std::string (a window
 // the ranks of a node share); `text` must be followed by a NUL byte.
 Manifest parse_manifest_text(std::string_view text, const std::filesystem::path& path);

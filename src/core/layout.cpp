@@ -12,6 +12,38 @@
 namespace floe {
 namespace {
 
+void write_region(WireWriter& w, const Region& region) {
+  w.u8(region.kind() == Region::Kind::kBox ? 0 : 1);
+  w.u8(region.is_replicated() ? 1 : 0);
+  if (region.kind() == Region::Kind::kFlatRange) {
+    w.u64(region.as_flat().begin);
+    w.u64(region.as_flat().end);
+    return;
+  }
+  const Box& box = region.as_box();
+  w.u64(box.offset.size());
+  for (auto v : box.offset) w.u64(v);
+  for (auto v : box.extent) w.u64(v);
+}
+
+Region read_region(WireReader& r) {
+  const bool flat = r.u8() == 1;
+  const bool replicated = r.u8() == 1;
+  Region region;
+  if (flat) {
+    const auto begin = r.u64();
+    region = Region::flat(FlatRange{begin, r.u64()});
+  } else {
+    Box box;
+    box.offset.resize(r.u64());
+    box.extent.resize(box.offset.size());
+    for (auto& v : box.offset) v = r.u64();
+    for (auto& v : box.extent) v = r.u64();
+    region = Region::box(std::move(box));
+  }
+  return replicated ? region.replicated() : region;
+}
+
 // A rank's message: the size of its specs, its specs (count, then each
 // tensor's group, name, optimizer key, dtype and shape), then its regions
 // in the same order. Specs apart from regions let a rank whose tensor list

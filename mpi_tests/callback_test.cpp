@@ -108,7 +108,6 @@ TEST_P(Callbacks, AnErrorAgreedOnInsideACallbackNamesItsRankOnce) {
   EXPECT_TRUE(same_on_all_ranks(caught.message));
 }
 
-
 INSTANTIATE_TEST_SUITE_P(Engines, Callbacks, ::testing::ValuesIn(resumable_engines()),
                          [](const auto& info) { return info.param; });
 

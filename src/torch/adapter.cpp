@@ -17,6 +17,7 @@
 #include "floe/engine.hpp"
 #include "floe/error.hpp"
 #include "floe/torch.hpp"
+#include "io/checksum.hpp"
 
 namespace floe::torch {
 namespace {
@@ -70,20 +71,17 @@ std::vector<Dim0> agree_dim0(const std::vector<std::pair<std::string, Shape>>& l
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
   // Per tensor: its name's hash, its rank, dim 0, and a hash of the other
-  // dims (FNV-1a).
-  auto fnv = [](std::uint64_t h, std::uint64_t v) { return (h ^ v) * 1099511628211ULL; };
-  constexpr std::uint64_t kFnvStart = 1469598103934665603ULL;
+  // dims (XXH3-64).
   constexpr std::size_t kFields = 4;
   std::vector<std::uint64_t> mine;
   mine.push_back(locals.size());
   for (const auto& [name, shape] : locals) {
-    std::uint64_t name_hash = kFnvStart, dims_hash = kFnvStart;
-    for (const char c : name) name_hash = fnv(name_hash, static_cast<unsigned char>(c));
-    for (std::size_t d = 1; d < shape.size(); ++d) dims_hash = fnv(dims_hash, shape[d]);
-    mine.push_back(name_hash);
+    mine.push_back(xxh3_64(name.data(), name.size()));
     mine.push_back(shape.size());
     mine.push_back(shape.empty() ? 0 : shape[0]);
-    mine.push_back(dims_hash);
+    mine.push_back(shape.empty() ? 0
+                                 : xxh3_64(shape.data() + 1,
+                                           (shape.size() - 1) * sizeof(std::uint64_t)));
   }
   const int count = static_cast<int>(mine.size());
   std::vector<int> counts(size);

@@ -102,6 +102,65 @@ TEST_P(Resharding, ReadsCheckpointsOfAnotherEngine) {
   }
 }
 
+// A state in which most ranks hold nothing of most tensors: "few" has 2
+// rows (dim-0 shards: ranks 2 and up hold none), "owned" is held whole by
+// rank 0 as a flat range (the others: empty ranges, as a ZeRO partition of
+// the flat parameters leaves them), "none" has no elements at all.
+void build_sparse_state(State& state, int rank, int size) {
+  state.add_model("few", DType::kF32, {2, 3}, dim0_shard({2, 3}, rank, size));
+  const std::uint64_t owned = rank == 0 ? 10 : 0;
+  state.add_model("owned", DType::kI64, {10}, Region::flat(FlatRange{0, owned}));
+  state.add_model("none", DType::kF32, {0, 4}, dim0_shard({0, 4}, rank, size));
+  for (auto& shard : state.tensors()) fill_expected(shard);
+}
+
+// Ranks whose region is empty write nothing and are not listed: every piece
+// in the manifest holds bytes, the pieces of a tensor add up to its size,
+// and the checkpoint loads (and verifies) on every rank count.
+TEST_P(Resharding, ManifestListsNoEmptyPieces) {
+  TempDir tmp;
+  const int n = world_size();
+  {
+    SimpleTrainer trainer;
+    build_sparse_state(trainer.state(), world_rank(), n);
+    trainer.progress_now.global_step = 3;
+    make_test_engine(trainer, GetParam(), tmp / "sparse")->save();
+  }
+  const Manifest manifest = Manifest::read(tmp / "sparse" / "global_step_3");
+  for (const TensorRecord& t : manifest.tensors) {
+    std::uint64_t bytes = 0;
+    for (const PieceRecord& p : t.pieces) {
+      EXPECT_GT(p.nbytes, 0u) << t.spec.key() << " rank " << p.rank;
+      bytes += p.nbytes;
+    }
+    EXPECT_EQ(bytes, t.spec.nbytes()) << t.spec.key();
+  }
+  const auto pieces = [&](const char* key) {
+    const TensorRecord* t = manifest.find(key);
+    return t == nullptr ? std::size_t{999} : t->pieces.size();
+  };
+  EXPECT_EQ(pieces("model/few"), static_cast<std::size_t>(std::min(n, 2)));
+  EXPECT_EQ(pieces("model/owned"), 1u);
+  EXPECT_EQ(pieces("model/none"), 0u);
+  for (int m = 1; m <= n; ++m) {
+    SubComm comm(m);
+    if (!comm.member()) continue;
+    int rank = 0;
+    MPI_Comm_rank(comm.get(), &rank);
+    SimpleTrainer trainer(comm.get());
+    State& state = trainer.state();
+    for (const char* name : {"few", "owned", "none"}) {
+      const TensorRecord* t = manifest.find(std::string("model/") + name);
+      ASSERT_NE(t, nullptr) << name;
+      state.add_model(name, t->spec.dtype, t->spec.shape,
+                      zero_flat_shard(t->spec.shape, rank, m));
+    }
+    for (auto& shard : state.tensors()) std::memset(shard.data(), 0xAB, shard.nbytes());
+    make_test_engine(trainer, GetParam(), tmp / "sparse")->load();
+    EXPECT_TRUE(state_holds_expected(state)) << "saved on " << n << " ranks, loaded on " << m;
+  }
+}
+
 // At 16 ranks (CTest runs this one test there): save on all, load on 5.
 TEST_P(Resharding, ManyRanksToFewer) {
   TempDir tmp;

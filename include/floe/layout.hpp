@@ -17,8 +17,10 @@ namespace floe {
 struct Piece {
   int rank = 0;
   Region region;
-  // True for the rank that writes these bytes: always for a plain region;
-  // for a replicated one, the lowest rank holding an identical region.
+  // True for the rank that writes these bytes: always for a plain region
+  // of at least one element; for a replicated one, the lowest rank holding
+  // an identical region. A region of no elements has no writer, and
+  // manifests list writers only.
   bool writer = true;
 };
 

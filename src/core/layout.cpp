@@ -69,11 +69,14 @@ std::string encode(const State& state) {
 }
 
 // Marks writers and checks that the written pieces tile the tensor exactly.
+// A region of no elements writes nothing: it is no writer, so no engine
+// lists it in a manifest (a rank that holds none of a ZeRO-like partition's
+// tensor would otherwise add a record of 0 bytes to it).
 void settle(TensorLayout& tensor) {
   for (std::size_t i = 0; i < tensor.pieces.size(); ++i) {
     Piece& p = tensor.pieces[i];
-    p.writer = true;
-    if (!p.region.is_replicated()) continue;
+    p.writer = p.region.elements() > 0;
+    if (!p.writer || !p.region.is_replicated()) continue;
     for (std::size_t j = 0; j < i; ++j) {
       if (tensor.pieces[j].region == p.region) {
         p.writer = false;

@@ -1,8 +1,11 @@
 // The "hf" engine through the ordinary save(): a committed directory that is
 // a Hugging Face export plus Floe's manifest describing the safetensors data.
+#include <fstream>
+
 #include <gtest/gtest.h>
 
 #include "engines/hf/safetensors_index.hpp"
+#include "floe/checkpoint.hpp"
 #include "floe/manifest.hpp"
 #include "floe/registry.hpp"
 #include "hf_test_model.hpp"
@@ -102,6 +105,80 @@ TEST(HfEngine, ChecksumsTheBytesAsTheFileHoldsThem) {
   });
 }
 
+// The export's manifest names each tensor's file, byte offset and checksum:
+// verify_checkpoint reads it (through the mpiio reader), split across the
+// ranks, and names the file and the tensor whose bytes changed.
+TEST(HfEngine, VerifyChecksTheExportedBytes) {
+  TempDir dir;
+  run_within(std::chrono::seconds(120), [&] {
+    SimpleTrainer trainer;
+    trainer.progress_now.global_step = 4;
+    add_model(trainer.state_now, sample_model(), world_rank(), world_size());
+    make_engine(trainer, parse_config(hf_config(dir / "out")))->save();
+    const fs::path saved = dir / "out" / "global_step_4";
+    const VerifyReport good = verify_checkpoint(saved, MPI_COMM_WORLD);
+    EXPECT_TRUE(good.ok()) << (good.ok() ? "" : good.problems[0]);
+    EXPECT_EQ(good.pieces_checked, sample_model().size());
+    const Manifest m = Manifest::read(saved);
+    const TensorRecord& victim = m.tensors.back();
+    const PieceRecord& p = victim.pieces.at(0);
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (world_rank() == 0) {
+      std::fstream f(saved / p.file, std::ios::in | std::ios::out | std::ios::binary);
+      const auto at = static_cast<std::streamoff>(p.offset + p.nbytes / 2);
+      char c = 0;
+      f.seekg(at);
+      f.read(&c, 1);
+      c = static_cast<char>(c ^ 0x5A);
+      f.seekp(at);
+      f.write(&c, 1);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    const VerifyReport bad = verify_checkpoint(saved, MPI_COMM_WORLD);
+    ASSERT_EQ(bad.problems.size(), 1u);
+    EXPECT_NE(bad.problems[0].find(p.file), std::string::npos) << bad.problems[0];
+    EXPECT_NE(bad.problems[0].find(victim.spec.name), std::string::npos)
+        << bad.problems[0];
+    EXPECT_TRUE(same_on_all_ranks(bad.problems[0]));
+  });
+}
+
+// A resumable engine's load() reads an hf checkpoint's weights (fine-tuning
+// from an export) into a state of those tensors, cut another way; a state
+// that also holds optimizer tensors is told which one the export lacks.
+TEST(HfEngine, AResumableEngineLoadsTheExportedWeights) {
+  TempDir dir;
+  run_within(std::chrono::seconds(120), [&] {
+    {
+      SimpleTrainer trainer;
+      trainer.progress_now.global_step = 6;
+      add_model(trainer.state_now, sample_model(), world_rank(), world_size());
+      make_engine(trainer, parse_config({{"type", "hf"}, {"output_dir", (dir / "out").string()}}))
+          ->save();
+    }
+    const fs::path saved = dir / "out" / "global_step_6";
+    const nlohmann::json hdf5 = {{"type", "hdf5"}, {"output_dir", (dir / "ft").string()}};
+    SimpleTrainer trainer;
+    for (const TensorDef& def : sample_model()) {
+      const int size = world_size();
+      const auto region =
+          region_for(def, other_split(def.split), size - 1 - world_rank(), size);
+      if (region) trainer.state_now.add_model(def.name, def.dtype, def.shape, *region);
+    }
+    const Manifest m = make_engine(trainer, parse_config(hdf5))->load(saved);
+    EXPECT_EQ(m.engine, "hf");
+    EXPECT_EQ(m.step, 6);
+    for (const auto& shard : trainer.state_now.tensors()) EXPECT_TRUE(holds_expected(shard));
+
+    trainer.state_now.add_optimizer("embed.weight", "exp_avg", DType::kF32, {8},
+                                    Region::flat(FlatRange{0, world_rank() == 0 ? 8u : 0u}));
+    const Caught c = catch_error([&] { make_engine(trainer, parse_config(hdf5))->load(saved); });
+    EXPECT_TRUE(is_error(c, ErrorCode::kMismatch,
+                         {"optimizer/embed.weight/exp_avg", "is not in checkpoint"}));
+    EXPECT_TRUE(same_on_all_ranks(c.message));
+  });
+}
+
 TEST(HfEngine, ValidatesItsOptions) {
   const auto bad = [](const char* key, nlohmann::json value) {
     nlohmann::json config = hf_config("/tmp/unused");
@@ -117,7 +194,7 @@ TEST(HfEngine, ValidatesItsOptions) {
   EXPECT_TRUE(bad("auto_resume", true));
   const EngineInfo& info = engine_info("hf");
   EXPECT_FALSE(info.resumable);
-  EXPECT_FALSE(info.reader);
+  EXPECT_TRUE(info.reader);  // the mpiio reader: verify and diff read exports
   EXPECT_TRUE(info.factory);
   const CheckpointConfig parsed =
       parse_config({{"type", "hf"}, {"output_dir", "/x"}});

@@ -26,7 +26,7 @@ struct EngineInfo {
   bool resumable = true;
   std::vector<OptionSpec> options;  // engine-specific config keys
   EngineFactory factory;            // empty when left out of this build
-  ReaderFactory reader;             // empty for formats Floe cannot resume
+  ReaderFactory reader;             // empty for formats Floe cannot read
   std::string unavailable_reason;   // how to get it, when left out
 };
 

@@ -189,6 +189,36 @@ run 0 2 "${floe}" diff "${work}/sh1" "${work}/e-4-h5"
 expect "diff HF HF" "${out}" '^result: equal'
 echo "diff: export vs checkpoint (cast, prefix), changed element, HF vs HF"
 
+# ---- the hf engine's checkpoints: verify checks the manifest's checksums ---
+hf4="${work}/hf4/global_step_1"
+for np in 0 2; do
+  run 0 "${np}" "${floe}" verify "${hf4}"
+  expect "verify hf engine" "${out}" "^verify .*/hf4/global_step_1: ok$"
+  expect "verify hf engine" "${out}" '^  7 pieces, 0 blobs, '
+  run 0 "${np}" "${floe}" diff "${hf4}" "${h5}"
+  expect "diff hf engine" "${out}" "^note: comparing the checkpoint's model tensors only"
+  expect "diff hf engine" "${out}" '^tensors: 7 compared, 0 differ'
+  expect "diff hf engine" "${out}" '^result: equal'
+done
+cp -r "${work}/hf4" "${work}/hf4-flipped"
+flipped="${work}/hf4-flipped/global_step_1"
+"${py}" - "${flipped}" <<'PY'
+import json, sys
+d = sys.argv[1]
+t = json.load(open(d + "/manifest.json"))["tensors"][-1]
+p = t["pieces"][0]
+with open(d + "/" + p["file"], "r+b") as f:
+    f.seek(p["offset"] + p["nbytes"] // 2)
+    b = f.read(1)
+    f.seek(-1, 1)
+    f.write(bytes([b[0] ^ 0x5A]))
+PY
+victim="$("${py}" -c 'import json,sys; print(json.load(open(sys.argv[1]))["tensors"][-1]["name"])' "${flipped}/manifest.json")"
+run 1 2 "${floe}" verify "${flipped}"
+expect "verify hf engine flipped" "${out}" "model\.safetensors.*${victim//./\.}|${victim//./\.}.*model\.safetensors"
+expect "verify hf engine flipped" "${out}" ': FAILED$'
+echo "hf engine checkpoints: verify (1, 2 ranks) and diff against hdf5 pass; a flipped byte is named"
+
 # ---- bad input: nothing is written or overwritten ---------------------------
 mkdir -p "${work}/busy"
 cp "${ref}" "${work}/busy/model.safetensors"

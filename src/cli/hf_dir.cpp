@@ -357,10 +357,14 @@ DiffSides open_diff_sides(const fs::path& a, const fs::path& b,
                        : open_checkpoint(path, comm.get());
   };
   DiffSides sides{open(a, kinds[0]), open(b, kinds[1])};
-  sides.hf = kinds[0] == 'h' || kinds[1] == 'h';
-  if (kinds[0] != kinds[1]) {
-    OpenCheckpoint& ckpt = kinds[0] == 'h' ? sides.b : sides.a;
-    const Manifest& hf = kinds[0] == 'h' ? sides.a.manifest : sides.b.manifest;
+  // A checkpoint of the hf engine is an export with a manifest: compared
+  // with a training checkpoint as bare Hugging Face weights are.
+  const bool export_a = kinds[0] == 'h' || sides.a.manifest.engine == "hf";
+  const bool export_b = kinds[1] == 'h' || sides.b.manifest.engine == "hf";
+  sides.hf = export_a || export_b;
+  if (export_a != export_b) {
+    OpenCheckpoint& ckpt = export_a ? sides.b : sides.a;
+    const Manifest& hf = export_a ? sides.a.manifest : sides.b.manifest;
     std::function<std::string(const std::string&)> rename;
     if (!strip_prefix.empty()) {
       rename = [strip_prefix](const std::string& name) {
@@ -370,6 +374,11 @@ DiffSides open_diff_sides(const fs::path& a, const fs::path& b,
       };
     }
     const auto cast = align_with_hf(ckpt, hf, rename);
+    // Weights only on both sides: an hf engine's manifest also records the
+    // trainer's scalars and metadata, which bare weights do not have.
+    OpenCheckpoint& weights = export_a ? sides.a : sides.b;
+    weights.manifest.scalars = nlohmann::json::object();
+    weights.manifest.metadata = nlohmann::json::object();
     sides.notes.push_back(
         std::string("comparing the checkpoint's model tensors only") +
         (strip_prefix.empty() ? ""

@@ -61,11 +61,12 @@ std::vector<std::string> align_with_hf(
 int run_verify_hf(const std::filesystem::path& path);
 
 // floe diff's two sides, each a checkpoint or HF weights. When exactly one
-// is HF weights, the checkpoint is aligned with it (align_with_hf, with
-// `strip_prefix` removed from its names) and `notes` says what was cast.
+// is HF weights (bare, or a checkpoint of the hf engine), the other is
+// aligned with it (align_with_hf, with `strip_prefix` removed from its
+// names) and `notes` says what was cast.
 struct DiffSides {
   OpenCheckpoint a, b;
-  bool hf = false;  // either side is HF weights
+  bool hf = false;  // either side is HF weights (bare or the hf engine's)
   std::vector<std::string> notes;
 };
 DiffSides open_diff_sides(const std::filesystem::path& a,

@@ -1,10 +1,14 @@
 // The "hf" engine: exports the model tensors as Hugging Face safetensors
-// (export only: not resumable, no reader). Its checkpoints are ordinary HF
-// directories plus Floe's manifest.json, which transformers ignores.
+// (export only: not resumable). Its checkpoints are ordinary HF directories
+// plus Floe's manifest.json, which transformers ignores. The manifest names
+// each tensor's file, byte offset and checksum, as an mpiio manifest does,
+// so the mpiio reader reads them: `floe verify` checks the export's bytes,
+// `floe diff` compares it with a training checkpoint.
 #include <sstream>
 
 #include "engines/hf/safetensors_index.hpp"
 #include "engines/hf/safetensors_writer.hpp"
+#include "engines/mpiio/mpiio_engine.hpp"
 #include "floe/error.hpp"
 #include "floe/hf.hpp"
 #include "floe/registry.hpp"
@@ -133,6 +137,7 @@ EngineInfo hf_engine_info() {
   info.factory = [](TrainerView& trainer, const CheckpointConfig& config) {
     return std::unique_ptr<CheckpointEngine>(new HfEngine(trainer, config));
   };
+  info.reader = open_mpiio_reader;
   return info;
 }
 

@@ -27,7 +27,8 @@ class MpiioEngine : public CheckpointEngine {
   WriteResult write_state(const SaveContext& ctx) override;
 };
 
-// Collective. Opens a checkpoint written by MpiioEngine.
+// Collective. Opens a checkpoint written by MpiioEngine, or any whose pieces
+// name a file and the byte offset of their bytes in it (the hf engine's).
 std::unique_ptr<CheckpointReader> open_mpiio_reader(const ReadContext& ctx);
 
 // How read_some() of `reader`, one of open_mpiio_reader, went so far (all

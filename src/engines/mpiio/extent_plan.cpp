@@ -1,5 +1,7 @@
 #include "engines/mpiio/extent_plan.hpp"
 
+#include <utility>
+
 #include "core/wire.hpp"
 #include "floe/error.hpp"
 
@@ -45,22 +47,36 @@ ExtentPlan plan_extents(const GlobalLayout& layout,
       plan.tensors[t].pieces.reserve(layout.tensors[t].pieces.size());
     }
   }
+  // Each rank's writer pieces in layout order, found in one pass over the
+  // layout: looking for rank r's among every tensor's pieces, rank after
+  // rank, cost world^2 * tensors (4.7 s a save at 1,024 ranks and 1,000
+  // tensors, on every rank).
+  std::vector<std::vector<std::pair<std::size_t, const Piece*>>> by_rank(
+      static_cast<std::size_t>(world));
+  for (std::size_t t = 0; t < layout.tensors.size(); ++t) {
+    for (const auto& piece : layout.tensors[t].pieces) {
+      if (!piece.writer) continue;
+      if (piece.rank < 0 || piece.rank >= world) {
+        throw Error(ErrorCode::kInternal,
+                    "tensor \"" + layout.tensors[t].spec.key() + "\": a piece of rank " +
+                        std::to_string(piece.rank) + " in a layout of " +
+                        std::to_string(world) + " ranks");
+      }
+      by_rank[static_cast<std::size_t>(piece.rank)].emplace_back(t, &piece);
+    }
+  }
   std::uint64_t cursor = 0;
   for (int r = 0; r < world; ++r) {
     cursor = (cursor + alignment - 1) / alignment * alignment;
-    for (std::size_t t = 0; t < layout.tensors.size(); ++t) {
-      const TensorLayout& tensor = layout.tensors[t];
-      const std::size_t element = dtype_size(tensor.spec.dtype);
-      for (const auto& piece : tensor.pieces) {
-        if (piece.rank != r || !piece.writer) continue;
-        const std::uint64_t bytes = piece.region.elements() * element;
-        if (r == rank) plan.offsets.push_back(cursor);
-        if (records) {
-          plan.tensors[t].pieces.push_back(
-              PieceRecord{r, piece.region, file, cursor, bytes, 0});
-        }
-        cursor += bytes;
+    for (const auto& [t, piece] : by_rank[static_cast<std::size_t>(r)]) {
+      const std::uint64_t bytes =
+          piece->region.elements() * dtype_size(layout.tensors[t].spec.dtype);
+      if (r == rank) plan.offsets.push_back(cursor);
+      if (records) {
+        plan.tensors[t].pieces.push_back(
+            PieceRecord{r, piece->region, file, cursor, bytes, 0});
       }
+      cursor += bytes;
     }
     for (BlobRecord blob : ranks[r].blobs) {
       blob.rank = r;

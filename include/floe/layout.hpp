@@ -13,20 +13,21 @@
 
 namespace floe {
 
-// One rank's region of a tensor.
+// One rank's region of a tensor, of at least one element.
 struct Piece {
   int rank = 0;
   Region region;
-  // True for the rank that writes these bytes: always for a plain region
-  // of at least one element; for a replicated one, the lowest rank holding
-  // an identical region. A region of no elements has no writer, and
-  // manifests list writers only.
+  // True for the rank that writes these bytes: always for a plain region;
+  // for a replicated one, the lowest rank holding an identical region.
   bool writer = true;
 };
 
 struct TensorLayout {
   TensorSpec spec;
-  std::vector<Piece> pieces;  // ordered by rank
+  // Ordered by rank. A rank whose region holds no elements (a dim-0 shard
+  // past the last row, a ZeRO partition's empty slice) has no piece, and a
+  // tensor of no elements none at all.
+  std::vector<Piece> pieces;
 
   // The written pieces, in rank order.
   std::vector<const Piece*> writers() const;

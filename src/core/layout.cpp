@@ -69,14 +69,13 @@ std::string encode(const State& state) {
 }
 
 // Marks writers and checks that the written pieces tile the tensor exactly.
-// A region of no elements writes nothing: it is no writer, so no engine
-// lists it in a manifest (a rank that holds none of a ZeRO-like partition's
-// tensor would otherwise add a record of 0 bytes to it).
+// The pieces hold elements (gather_encoded leaves empty regions out), so no
+// engine writes or lists a piece of 0 bytes.
 void settle(TensorLayout& tensor) {
   for (std::size_t i = 0; i < tensor.pieces.size(); ++i) {
     Piece& p = tensor.pieces[i];
-    p.writer = p.region.elements() > 0;
-    if (!p.writer || !p.region.is_replicated()) continue;
+    p.writer = true;
+    if (!p.region.is_replicated()) continue;
     for (std::size_t j = 0; j < i; ++j) {
       if (tensor.pieces[j].region == p.region) {
         p.writer = false;
@@ -173,8 +172,18 @@ GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
   // (State refuses duplicates).
   std::unordered_map<std::string, std::size_t> index;
   bool indexed = false;
-  const auto add_tensor = [&](TensorSpec spec) {
+  // The rank that listed each tensor first (an error names it).
+  std::vector<int> first_rank;
+  // A region of no elements is no piece: in a ZeRO-like partition most of
+  // a tensor's regions are empty, and at 1,024 ranks and 1,000 tensors
+  // keeping them held ~1M pieces (152 bytes each) on every rank.
+  const auto add_piece = [&](std::size_t at, int rank, Region region) {
+    if (region.elements() == 0) return;
+    layout.tensors[at].pieces.push_back(Piece{rank, std::move(region), true});
+  };
+  const auto add_tensor = [&](TensorSpec spec, int rank) {
     if (indexed) index.emplace(spec.key(), layout.tensors.size());
+    first_rank.push_back(rank);
     layout.tensors.push_back(TensorLayout{std::move(spec), {}});
     // Room for a piece from each rank where every rank holds every tensor
     // (ZeRO, dim-0 shards), up to 8: pipeline stages hold few tensors each.
@@ -194,9 +203,7 @@ GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
       first_specs = specs;
     } else if (specs == first_specs) {
       // Rank 0's tensors, in its order: only the regions are new.
-      for (std::uint64_t t = 0; t < count; ++t) {
-        layout.tensors[t].pieces.push_back(Piece{rank, read_region(regions), true});
-      }
+      for (std::uint64_t t = 0; t < count; ++t) add_piece(t, rank, read_region(regions));
       continue;
     }
     for (std::uint64_t t = 0; t < count; ++t) {
@@ -219,7 +226,7 @@ GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
       std::size_t at = layout.tensors.size();
       bool added = false;
       if (rank == 0) {
-        at = add_tensor(spec());
+        at = add_tensor(spec(), rank);
         added = true;
       } else if (t < layout.tensors.size() && layout.tensors[t].spec.group == group &&
                  layout.tensors[t].spec.name == name &&
@@ -237,7 +244,7 @@ GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
         if (it != index.end()) {
           at = it->second;
         } else {
-          at = add_tensor(spec());
+          at = add_tensor(spec(), rank);
           added = true;
         }
       }
@@ -246,14 +253,13 @@ GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
         if (first.dtype != dtype || first.shape != shape) {
           throw Error(
               ErrorCode::kMismatch,
-              "tensor \"" + first.key() + "\": rank " +
-                  std::to_string(layout.tensors[at].pieces.front().rank) +
+              "tensor \"" + first.key() + "\": rank " + std::to_string(first_rank[at]) +
                   " has " + shape_text(first.dtype, first.shape) +
                   " but rank " + std::to_string(rank) + " has " +
                   shape_text(dtype, shape));
         }
       }
-      layout.tensors[at].pieces.push_back(Piece{rank, std::move(region), true});
+      add_piece(at, rank, std::move(region));
     }
   }
   return layout;

@@ -283,6 +283,25 @@ TEST_F(Layout, ZeroStyleSlicesOfManyRanksKeepOnlyTheHeldPieces) {
   EXPECT_TRUE(same_on_all_ranks(describe(layout)));
 }
 
+TEST_F(Layout, RanksOfRankZerosListAndOfTheirOwnMix) {
+  // Ranks 0, 2, 3 list "a" alone (rank 0's list: they send their non-empty
+  // regions only, ranks 2 and 3 none); rank 1 also lists "x", held by it
+  // alone, so it sends its own list, with its row of "a".
+  state.add_model("a", DType::kF32, {2, 3}, dim0_shard({2, 3}, rank, size));
+  if (rank == 1) state.add_model("x", DType::kU8, {4}, Region::whole({4}));
+  for (const bool gather : {false, true}) {
+    const GlobalLayout layout = gather ? gather_layout(state, MPI_COMM_WORLD) : exchange();
+    ASSERT_EQ(layout.tensors.size(), size > 1 ? 2u : 1u);
+    expect_pieces(layout.tensors[0], size, dim0_shard);
+    if (size > 1) {
+      EXPECT_EQ(layout.tensors[1].spec.key(), "model/x");
+      ASSERT_EQ(layout.tensors[1].pieces.size(), 1u);
+      EXPECT_EQ(layout.tensors[1].pieces[0].rank, 1);
+    }
+    EXPECT_TRUE(same_on_all_ranks(describe(layout)));
+  }
+}
+
 // ---- The layout an engine keeps from save to save (LayoutCache) ------------
 
 TEST_F(Layout, TheKeptLayoutServesUntilAnyRanksTensorsChange) {

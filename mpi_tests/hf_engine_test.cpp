@@ -26,6 +26,16 @@ nlohmann::json hf_config(const fs::path& out) {
           {"dtype", "F32"}};
 }
 
+// Saves `defs` (add_model's regions at this job's size) through the engine
+// `config` makes, as the checkpoint of `step`.
+void save_model(const nlohmann::json& config, std::int64_t step,
+                const std::vector<TensorDef>& defs) {
+  SimpleTrainer trainer;
+  trainer.progress_now.global_step = step;
+  add_model(trainer.state_now, defs, world_rank(), world_size());
+  make_engine(trainer, parse_config(config))->save();
+}
+
 TEST(HfEngine, SavesAnExportWithAManifestOfTheSafetensorsData) {
   TempDir dir;
   run_within(std::chrono::seconds(120), [&] {
@@ -83,12 +93,9 @@ TEST(HfEngine, SavesAnExportWithAManifestOfTheSafetensorsData) {
 TEST(HfEngine, ChecksumsTheBytesAsTheFileHoldsThem) {
   TempDir dir;
   run_within(std::chrono::seconds(300), [&] {
-    SimpleTrainer trainer;
-    trainer.progress_now.global_step = 7;
-    add_model(trainer.state_now, large_model(), world_rank(), world_size());
     nlohmann::json config = hf_config(dir / "out");
     config["max_shard_size"] = "5GB";
-    make_engine(trainer, parse_config(config))->save();
+    save_model(config, 7, large_model());
     if (world_rank() != 0) return;
     const fs::path saved = dir / "out" / "global_step_7";
     const Manifest m = Manifest::read(saved);
@@ -111,10 +118,7 @@ TEST(HfEngine, ChecksumsTheBytesAsTheFileHoldsThem) {
 TEST(HfEngine, VerifyChecksTheExportedBytes) {
   TempDir dir;
   run_within(std::chrono::seconds(120), [&] {
-    SimpleTrainer trainer;
-    trainer.progress_now.global_step = 4;
-    add_model(trainer.state_now, sample_model(), world_rank(), world_size());
-    make_engine(trainer, parse_config(hf_config(dir / "out")))->save();
+    save_model(hf_config(dir / "out"), 4, sample_model());
     const fs::path saved = dir / "out" / "global_step_4";
     const VerifyReport good = verify_checkpoint(saved, MPI_COMM_WORLD);
     EXPECT_TRUE(good.ok()) << (good.ok() ? "" : good.problems[0]);
@@ -149,13 +153,7 @@ TEST(HfEngine, VerifyChecksTheExportedBytes) {
 TEST(HfEngine, AResumableEngineLoadsTheExportedWeights) {
   TempDir dir;
   run_within(std::chrono::seconds(120), [&] {
-    {
-      SimpleTrainer trainer;
-      trainer.progress_now.global_step = 6;
-      add_model(trainer.state_now, sample_model(), world_rank(), world_size());
-      make_engine(trainer, parse_config({{"type", "hf"}, {"output_dir", (dir / "out").string()}}))
-          ->save();
-    }
+    save_model({{"type", "hf"}, {"output_dir", (dir / "out").string()}}, 6, sample_model());
     const fs::path saved = dir / "out" / "global_step_6";
     const nlohmann::json hdf5 = {{"type", "hdf5"}, {"output_dir", (dir / "ft").string()}};
     SimpleTrainer trainer;

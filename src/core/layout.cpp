@@ -245,23 +245,33 @@ GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
     if (region.elements() == 0) return;
     layout.tensors[at].pieces.push_back(Piece{rank, std::move(region), true});
   };
+  // Room in each tensor for as many pieces as the ranks sent regions per
+  // tensor of rank 0's list, on average (own lists counted whole), up to 8:
+  // every rank's where dim-0 shards split every tensor, one where a ZeRO
+  // partition gives each tensor to one rank (8 there held ~1 KB a tensor
+  // unused).
+  WireReader r0(first_specs);
+  const std::uint64_t first_count = r0.u64();
+  std::uint64_t listed = 0;
+  for (const auto& part : all) {
+    WireReader r(part);
+    const bool follows = r.u8() == kRankZerosList;
+    if (!follows) r.u64();  // the size of its list, whose count comes first
+    listed += r.u64();
+  }
+  const std::uint64_t per_tensor =
+      first_count == 0 ? 8 : (listed + first_count - 1) / first_count;
+  const auto room = static_cast<std::size_t>(std::clamp<std::uint64_t>(per_tensor, 1, 8));
   const auto add_tensor = [&](TensorSpec spec, int rank) {
     if (indexed) index.emplace(spec.key(), layout.tensors.size());
     first_rank.push_back(rank);
     layout.tensors.push_back(TensorLayout{std::move(spec), {}});
-    // Room for a piece from each rank where every rank holds every tensor
-    // (dim-0 shards), up to 8: pipeline stages hold few tensors each.
-    layout.tensors.back().pieces.reserve(static_cast<std::size_t>(std::min(comm.size(), 8)));
+    layout.tensors.back().pieces.reserve(room);
     return layout.tensors.size() - 1;
   };
   Shape shape;  // the current spec's, reused from tensor to tensor
-  {
-    WireReader r(first_specs);
-    const std::uint64_t count = r.u64();
-    layout.tensors.reserve(count);
-    for (std::uint64_t t = 0; t < count; ++t) add_tensor(read_spec(r, shape).spec(shape), 0);
-  }
-  const std::size_t first_count = layout.tensors.size();
+  layout.tensors.reserve(first_count);
+  for (std::uint64_t t = 0; t < first_count; ++t) add_tensor(read_spec(r0, shape).spec(shape), 0);
   for (int rank = 0; rank < comm.size(); ++rank) {
     WireReader part(all[rank]);
     if (part.u8() == kRankZerosList) {

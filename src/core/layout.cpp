@@ -161,7 +161,7 @@ namespace {
 // only its regions that hold elements, each after its tensor's index. Every
 // rank receives every rank's part, and in a ZeRO-like partition most
 // regions are empty: at 1,024 ranks and 1,000 tensors whole lists and every
-// region came to ~100 MB a rank. Another rank sends its whole message.
+// region came to ~65 MB a rank. Another rank sends its whole message.
 constexpr std::uint8_t kOwnList = 0;
 constexpr std::uint8_t kRankZerosList = 1;
 

@@ -328,6 +328,29 @@ TEST(TorchAdapter, RngStateIsSavedPerRankAndRestored) {
   }
 }
 
+// before_save() and after_load() called by hand (not through attach()) are
+// collective: a saved RNG state that torch's generator refuses on one rank
+// fails after_load() on every rank, with one message.
+TEST(TorchAdapter, AfterLoadFailingOnOneRankFailsOnEveryRank) {
+  SimpleTrainer trainer;
+  Adapter adapter(trainer.state_now, MPI_COMM_WORLD);
+  adapter.add_rng();
+  adapter.before_save();
+  const int last = world_size() - 1;
+  if (world_rank() == last) trainer.state_now.set_blob("torch/rng/cpu", {1, 2, 3});
+  const Caught c = catch_error([&] { adapter.after_load(); });
+  EXPECT_TRUE(is_error(c, ErrorCode::kMismatch,
+                       {"blob \"torch/rng/cpu\"", "refused the saved state"}))
+      << c.message;
+  EXPECT_EQ(c.message.find("frame #"), std::string::npos) << c.message;  // no backtrace
+  EXPECT_TRUE(same_on_all_ranks(c.message)) << c.message;
+  if (world_size() > 1) {
+    EXPECT_NE(c.message.find("rank " + std::to_string(last)), std::string::npos) << c.message;
+  }
+  adapter.before_save();  // the adapter still works: every rank's state again
+  adapter.after_load();
+}
+
 TEST(TorchAdapter, FlatPartitionCoversEveryElementOnce) {
   const std::vector<std::uint64_t> numels = {5, 0, 7, 1, 11};
   for (int world = 1; world <= 7; ++world) {

@@ -136,9 +136,13 @@ class Adapter {
   void add_rng();
 
   // Copies what is not zero-copy into the state and captures the RNG.
+  // Collective over the adapter's communicator, as save() is: an error on
+  // one rank is thrown on every rank (Error, naming that rank).
   void before_save();
   // Copies the loaded state into the tensors that are not zero-copy and
-  // restores the RNG.
+  // restores the RNG (a saved RNG state torch refuses, e.g. of another
+  // size: kMismatch naming the blob, the rank and torch's reason).
+  // Collective, as before_save().
   void after_load();
   // Makes `engine` call before_save() before each save and after_load()
   // after each load. The adapter must outlive the engine's saves and loads.

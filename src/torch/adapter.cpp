@@ -425,41 +425,55 @@ void Adapter::add_zero1_optimizer(::torch::optim::Optimizer& optimizer,
 
 void Adapter::add_rng() { impl_->rng = true; }
 
+// Both are collective, so that a copy or an RNG state failing on one rank
+// (a saved state of another size) fails the call on every rank, rather
+// than leave the others in save() or in the next training step.
 void Adapter::before_save() {
-  ::torch::NoGradGuard no_grad;
-  for (const auto& c : impl_->copies) {
-    auto dst = ::torch::from_blob(c.shard->data(), c.view.sizes(),
-                                  c.view.options().device(at::kCPU));
-    dst.copy_(c.view);
-  }
-  if (impl_->rng) {
-    at::Generator gen = at::detail::getDefaultCPUGenerator();
-    at::Tensor s;
-    {
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      s = gen.get_state();
+  collectively(Comm(impl_->comm), [&] {
+    ::torch::NoGradGuard no_grad;
+    for (const auto& c : impl_->copies) {
+      auto dst = ::torch::from_blob(c.shard->data(), c.view.sizes(),
+                                    c.view.options().device(at::kCPU));
+      dst.copy_(c.view);
     }
-    const auto* bytes = s.data_ptr<std::uint8_t>();
-    impl_->state.set_blob(kRngBlob, std::vector<std::uint8_t>(bytes, bytes + s.numel()));
-  }
+    if (impl_->rng) {
+      at::Generator gen = at::detail::getDefaultCPUGenerator();
+      at::Tensor s;
+      {
+        std::lock_guard<std::mutex> lock(gen.mutex());
+        s = gen.get_state();
+      }
+      const auto* bytes = s.data_ptr<std::uint8_t>();
+      impl_->state.set_blob(kRngBlob, std::vector<std::uint8_t>(bytes, bytes + s.numel()));
+    }
+  });
 }
 
 void Adapter::after_load() {
-  ::torch::NoGradGuard no_grad;
-  for (const auto& c : impl_->copies) {
-    auto src = ::torch::from_blob(c.shard->data(), c.view.sizes(),
-                                  c.view.options().device(at::kCPU));
-    c.view.copy_(src);
-  }
-  if (impl_->rng) {
-    if (const auto* blob = impl_->state.blob(kRngBlob)) {
-      at::Tensor s = ::torch::empty({static_cast<std::int64_t>(blob->size())}, at::kByte);
-      std::memcpy(s.data_ptr<std::uint8_t>(), blob->data(), blob->size());
-      at::Generator gen = at::detail::getDefaultCPUGenerator();
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      gen.set_state(s);
+  collectively(Comm(impl_->comm), [&] {
+    ::torch::NoGradGuard no_grad;
+    for (const auto& c : impl_->copies) {
+      auto src = ::torch::from_blob(c.shard->data(), c.view.sizes(),
+                                    c.view.options().device(at::kCPU));
+      c.view.copy_(src);
     }
-  }
+    if (impl_->rng) {
+      if (const auto* blob = impl_->state.blob(kRngBlob)) {
+        at::Tensor s = ::torch::empty({static_cast<std::int64_t>(blob->size())}, at::kByte);
+        std::memcpy(s.data_ptr<std::uint8_t>(), blob->data(), blob->size());
+        at::Generator gen = at::detail::getDefaultCPUGenerator();
+        std::lock_guard<std::mutex> lock(gen.mutex());
+        try {
+          gen.set_state(s);
+        } catch (const c10::Error& e) {
+          throw Error(ErrorCode::kMismatch,
+                      std::string("blob \"") + kRngBlob +
+                          "\": torch's CPU generator refused the saved state (" +
+                          e.what_without_backtrace() + ")");
+        }
+      }
+    }
+  });
 }
 
 void Adapter::attach(CheckpointEngine& engine) {

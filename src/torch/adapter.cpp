@@ -154,6 +154,9 @@ struct Adapter::Impl {
     MPI_Comm_size(comm, &world_size);
   }
 
+  void copy_in();
+  void copy_out();
+
   // Registers `piece` (laid out as `region` describes) under `spec`.
   void add(TensorSpec spec, const Region& region, const at::Tensor& piece) {
     ++tensors;
@@ -425,60 +428,65 @@ void Adapter::add_zero1_optimizer(::torch::optim::Optimizer& optimizer,
 
 void Adapter::add_rng() { impl_->rng = true; }
 
-// Both are collective, so that a copy or an RNG state failing on one rank
-// (a saved state of another size) fails the call on every rank, rather
-// than leave the others in save() or in the next training step.
+// This rank's half of before_save(): copies what is not zero-copy into the
+// state and captures the RNG.
+void Adapter::Impl::copy_in() {
+  ::torch::NoGradGuard no_grad;
+  for (const auto& c : copies) {
+    auto dst = ::torch::from_blob(c.shard->data(), c.view.sizes(),
+                                  c.view.options().device(at::kCPU));
+    dst.copy_(c.view);
+  }
+  if (!rng) return;
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  at::Tensor s;
+  {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    s = gen.get_state();
+  }
+  const auto* bytes = s.data_ptr<std::uint8_t>();
+  state.set_blob(kRngBlob, std::vector<std::uint8_t>(bytes, bytes + s.numel()));
+}
+
+// This rank's half of after_load().
+void Adapter::Impl::copy_out() {
+  ::torch::NoGradGuard no_grad;
+  for (const auto& c : copies) {
+    auto src = ::torch::from_blob(c.shard->data(), c.view.sizes(),
+                                  c.view.options().device(at::kCPU));
+    c.view.copy_(src);
+  }
+  const auto* blob = rng ? state.blob(kRngBlob) : nullptr;
+  if (!blob) return;
+  at::Tensor s = ::torch::empty({static_cast<std::int64_t>(blob->size())}, at::kByte);
+  std::memcpy(s.data_ptr<std::uint8_t>(), blob->data(), blob->size());
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  try {
+    gen.set_state(s);
+  } catch (const c10::Error& e) {
+    throw Error(ErrorCode::kMismatch, std::string("blob \"") + kRngBlob +
+                                          "\": torch's CPU generator refused the saved state (" +
+                                          e.what_without_backtrace() + ")");
+  }
+}
+
+// Collective, so that a copy or an RNG state failing on one rank (a saved
+// state of another size) fails the call on every rank, rather than leave
+// the others in save() or in the next training step.
 void Adapter::before_save() {
-  collectively(Comm(impl_->comm), [&] {
-    ::torch::NoGradGuard no_grad;
-    for (const auto& c : impl_->copies) {
-      auto dst = ::torch::from_blob(c.shard->data(), c.view.sizes(),
-                                    c.view.options().device(at::kCPU));
-      dst.copy_(c.view);
-    }
-    if (impl_->rng) {
-      at::Generator gen = at::detail::getDefaultCPUGenerator();
-      at::Tensor s;
-      {
-        std::lock_guard<std::mutex> lock(gen.mutex());
-        s = gen.get_state();
-      }
-      const auto* bytes = s.data_ptr<std::uint8_t>();
-      impl_->state.set_blob(kRngBlob, std::vector<std::uint8_t>(bytes, bytes + s.numel()));
-    }
-  });
+  collectively(Comm(impl_->comm), [&] { impl_->copy_in(); });
 }
 
 void Adapter::after_load() {
-  collectively(Comm(impl_->comm), [&] {
-    ::torch::NoGradGuard no_grad;
-    for (const auto& c : impl_->copies) {
-      auto src = ::torch::from_blob(c.shard->data(), c.view.sizes(),
-                                    c.view.options().device(at::kCPU));
-      c.view.copy_(src);
-    }
-    if (impl_->rng) {
-      if (const auto* blob = impl_->state.blob(kRngBlob)) {
-        at::Tensor s = ::torch::empty({static_cast<std::int64_t>(blob->size())}, at::kByte);
-        std::memcpy(s.data_ptr<std::uint8_t>(), blob->data(), blob->size());
-        at::Generator gen = at::detail::getDefaultCPUGenerator();
-        std::lock_guard<std::mutex> lock(gen.mutex());
-        try {
-          gen.set_state(s);
-        } catch (const c10::Error& e) {
-          throw Error(ErrorCode::kMismatch,
-                      std::string("blob \"") + kRngBlob +
-                          "\": torch's CPU generator refused the saved state (" +
-                          e.what_without_backtrace() + ")");
-        }
-      }
-    }
-  });
+  collectively(Comm(impl_->comm), [&] { impl_->copy_out(); });
 }
 
+// The engine agrees on its callbacks' outcome already: they run the halves
+// without a second agreement.
 void Adapter::attach(CheckpointEngine& engine) {
-  engine.add_callback(CallbackEvent::kPreSave, [this](CheckpointEngine&) { before_save(); });
-  engine.add_callback(CallbackEvent::kPostLoad, [this](CheckpointEngine&) { after_load(); });
+  engine.add_callback(CallbackEvent::kPreSave, [this](CheckpointEngine&) { impl_->copy_in(); });
+  engine.add_callback(CallbackEvent::kPostLoad, [this](CheckpointEngine&) { impl_->copy_out(); });
 }
 
 std::size_t Adapter::tensors() const { return impl_->tensors; }

@@ -14,6 +14,7 @@
 #include "engines/hf/float_cast.hpp"
 #include "engines/hf/safetensors_index.hpp"
 #include "floe/error.hpp"
+#include "floe/registry.hpp"
 
 namespace floe::cli {
 namespace {
@@ -357,10 +358,14 @@ DiffSides open_diff_sides(const fs::path& a, const fs::path& b,
                        : open_checkpoint(path, comm.get());
   };
   DiffSides sides{open(a, kinds[0]), open(b, kinds[1])};
-  // A checkpoint of the hf engine is an export with a manifest: compared
-  // with a training checkpoint as bare Hugging Face weights are.
-  const bool export_a = kinds[0] == 'h' || sides.a.manifest.engine == "hf";
-  const bool export_b = kinds[1] == 'h' || sides.b.manifest.engine == "hf";
+  // A checkpoint of an export-only engine (hf) is an export with a
+  // manifest: compared with a training checkpoint as bare weights are. (Its
+  // engine is registered: open_checkpoint found its reader.)
+  const auto is_export = [](char kind, const OpenCheckpoint& side) {
+    return kind == 'h' || !engine_info(side.manifest.engine).resumable;
+  };
+  const bool export_a = is_export(kinds[0], sides.a);
+  const bool export_b = is_export(kinds[1], sides.b);
   sides.hf = export_a || export_b;
   if (export_a != export_b) {
     OpenCheckpoint& ckpt = export_a ? sides.b : sides.a;

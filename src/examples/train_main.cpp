@@ -291,11 +291,11 @@ int train(const TrainOptions& o) {
   // With --bench-torch-save, torch::save runs after Floe's save at odd
   // steps and before it at even ones: the second writer of a step meets the
   // page cache and write-back the first left, so each takes either place.
-  std::optional<TorchSaveTiming> torch_first;
   auto save = [&](const char* why) {
     const bool torch_before = o.bench_torch_save && progress.global_step % 2 == 0;
+    std::optional<TorchSaveTiming> torch_timing;
     if (torch_before) {
-      torch_first = time_torch_save(o.output_dir, progress.global_step, model, optimizer, slice);
+      torch_timing = time_torch_save(o.output_dir, progress.global_step, model, optimizer, slice);
     }
     MPI_Barrier(MPI_COMM_WORLD);
     const auto t0 = std::chrono::steady_clock::now();
@@ -318,7 +318,7 @@ int train(const TrainOptions& o) {
     log0(line);
     if (o.bench_torch_save) {
       const TorchSaveTiming t =
-          torch_before ? *torch_first
+          torch_timing ? *torch_timing
                        : time_torch_save(o.output_dir, progress.global_step, model, optimizer, slice);
       log0("torch::save step " + std::to_string(progress.global_step) + " (" +
            (torch_before ? "before" : "after") + " Floe's): " + fixed(t.save_s, 3) +

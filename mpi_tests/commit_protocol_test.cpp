@@ -168,17 +168,9 @@ TEST_P(CommitProtocol, FlippedByteIsDetectedAndResumeFallsBack) {
     // Flip a byte inside the first piece of a tensor: mpiio records the
     // piece's offset, hdf5 the dataset's (storage_offset; the first piece
     // starts there).
-    const fs::path file = bad / t->pieces[0].file;
-    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
     ASSERT_TRUE(GetParam() == "mpiio" || t->storage_offset.has_value());
-    const std::uint64_t at =
-        (GetParam() == "mpiio" ? t->pieces[0].offset : *t->storage_offset) + 3;
-    f.seekg(static_cast<std::streamoff>(at));
-    char c = 0;
-    f.read(&c, 1);
-    c = static_cast<char>(c ^ 0x5A);
-    f.seekp(static_cast<std::streamoff>(at));
-    f.write(&c, 1);
+    flip_byte(bad / t->pieces[0].file,
+              (GetParam() == "mpiio" ? t->pieces[0].offset : *t->storage_offset) + 3);
   }
   MPI_Barrier(MPI_COMM_WORLD);
   const VerifyReport report = verify_checkpoint(bad, MPI_COMM_WORLD);

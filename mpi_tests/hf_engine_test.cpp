@@ -1,7 +1,5 @@
 // The "hf" engine through the ordinary save(): a committed directory that is
 // a Hugging Face export plus Floe's manifest describing the safetensors data.
-#include <fstream>
-
 #include <gtest/gtest.h>
 
 #include "engines/hf/safetensors_index.hpp"
@@ -127,16 +125,7 @@ TEST(HfEngine, VerifyChecksTheExportedBytes) {
     const TensorRecord& victim = m.tensors.back();
     const PieceRecord& p = victim.pieces.at(0);
     MPI_Barrier(MPI_COMM_WORLD);
-    if (world_rank() == 0) {
-      std::fstream f(saved / p.file, std::ios::in | std::ios::out | std::ios::binary);
-      const auto at = static_cast<std::streamoff>(p.offset + p.nbytes / 2);
-      char c = 0;
-      f.seekg(at);
-      f.read(&c, 1);
-      c = static_cast<char>(c ^ 0x5A);
-      f.seekp(at);
-      f.write(&c, 1);
-    }
+    if (world_rank() == 0) flip_byte(saved / p.file, p.offset + p.nbytes / 2);
     MPI_Barrier(MPI_COMM_WORLD);
     const VerifyReport bad = verify_checkpoint(saved, MPI_COMM_WORLD);
     ASSERT_EQ(bad.problems.size(), 1u);

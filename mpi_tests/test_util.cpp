@@ -102,6 +102,18 @@ std::string slurp(const std::filesystem::path& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+void flip_byte(const std::filesystem::path& file, std::uint64_t at) {
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  char c = 0;
+  f.seekg(static_cast<std::streamoff>(at));
+  f.read(&c, 1);
+  c = static_cast<char>(c ^ 0x5A);
+  f.seekp(static_cast<std::streamoff>(at));
+  f.write(&c, 1);
+  f.flush();
+  if (!f) throw std::runtime_error("flip_byte: cannot flip byte " + std::to_string(at) + " of " + file.string());
+}
+
 std::string listing(const std::filesystem::path& dir) {
   std::vector<std::string> names;
   for (const auto& e : std::filesystem::directory_iterator(dir)) {

@@ -51,6 +51,10 @@ void run_within(std::chrono::seconds limit, const std::function<void()>& fn);
 // The whole content of `path` ("" when it cannot be read).
 std::string slurp(const std::filesystem::path& path);
 
+// Flips bits of byte `at` of `file` (XOR 0x5A), in place; throws
+// std::runtime_error when the byte cannot be read or written.
+void flip_byte(const std::filesystem::path& file, std::uint64_t at);
+
 // The names in `dir` (not recursive), sorted, each followed by a space: one
 // line that every rank should agree on.
 std::string listing(const std::filesystem::path& dir);

@@ -6,6 +6,7 @@
 
 #include "core/comm.hpp"
 #include "core/layout_cache.hpp"
+#include "core/layout_wire.hpp"
 #include "core/shape_text.hpp"
 #include "core/wire.hpp"
 #include "floe/error.hpp"
@@ -43,30 +44,6 @@ Region read_region(WireReader& r) {
     region = Region::box(std::move(box));
   }
   return replicated ? region.replicated() : region;
-}
-
-// A rank's message: the size of its specs, its specs (count, then each
-// tensor's group, name, optimizer key, dtype and shape), then its regions
-// in the same order. Specs apart from regions let a rank whose tensor list
-// is rank 0's, byte for byte (the usual case), be told by one comparison.
-std::string encode(const State& state) {
-  WireWriter specs;
-  specs.u64(state.tensors().size());
-  for (const auto& shard : state.tensors()) {
-    const TensorSpec& spec = shard.spec();
-    specs.u8(static_cast<std::uint8_t>(spec.group));
-    specs.str(spec.name);
-    specs.str(spec.opt_key);
-    specs.u8(static_cast<std::uint8_t>(spec.dtype));
-    specs.u64(spec.shape.size());
-    for (auto d : spec.shape) specs.u64(d);
-  }
-  WireWriter out;
-  out.u64(specs.bytes().size());
-  std::string message = out.bytes() + specs.bytes();
-  WireWriter regions;
-  for (const auto& shard : state.tensors()) write_region(regions, shard.region());
-  return message + regions.bytes();
 }
 
 // Marks writers and checks that the written pieces tile the tensor exactly.
@@ -139,33 +116,34 @@ void settle(TensorLayout& tensor) {
 
 }  // namespace
 
-std::vector<const Piece*> TensorLayout::writers() const {
-  std::vector<const Piece*> out;
-  for (const auto& p : pieces) {
-    if (p.writer) out.push_back(&p);
+namespace layout_wire {
+
+std::string encode(const State& state) {
+  WireWriter specs;
+  specs.u64(state.tensors().size());
+  for (const auto& shard : state.tensors()) {
+    const TensorSpec& spec = shard.spec();
+    specs.u8(static_cast<std::uint8_t>(spec.group));
+    specs.str(spec.name);
+    specs.str(spec.opt_key);
+    specs.u8(static_cast<std::uint8_t>(spec.dtype));
+    specs.u64(spec.shape.size());
+    for (auto d : spec.shape) specs.u64(d);
   }
-  return out;
+  WireWriter out;
+  out.u64(specs.bytes().size());
+  std::string message = out.bytes() + specs.bytes();
+  WireWriter regions;
+  for (const auto& shard : state.tensors()) write_region(regions, shard.region());
+  return message + regions.bytes();
 }
 
-long GlobalLayout::find(const std::string& key) const {
-  for (std::size_t i = 0; i < tensors.size(); ++i) {
-    if (tensors[i].spec.key() == key) return static_cast<long>(i);
-  }
-  return -1;
+std::string_view specs_of(std::string_view message) {
+  WireReader r(message);
+  return r.take(r.u64());
 }
 
-namespace {
-
-// What a rank sends in the gather. A rank whose tensor list is rank 0's,
-// byte for byte (the usual case: rank 0 broadcasts its list first), sends
-// only its regions that hold elements, each after its tensor's index. Every
-// rank receives every rank's part, and in a ZeRO-like partition most
-// regions are empty: at 1,024 ranks and 1,000 tensors whole lists and every
-// region came to ~65 MB a rank. Another rank sends its whole message.
-constexpr std::uint8_t kOwnList = 0;
-constexpr std::uint8_t kRankZerosList = 1;
-
-std::string wire_part(std::string_view mine, std::string_view first_specs) {
+std::string part(std::string_view mine, std::string_view first_specs) {
   WireReader message(mine);
   const std::string_view specs = message.take(message.u64());
   if (specs != first_specs) return std::string(1, static_cast<char>(kOwnList)) + std::string(mine);
@@ -185,6 +163,25 @@ std::string wire_part(std::string_view mine, std::string_view first_specs) {
   head.u64(n);
   return head.bytes() + held.bytes();
 }
+
+}  // namespace layout_wire
+
+std::vector<const Piece*> TensorLayout::writers() const {
+  std::vector<const Piece*> out;
+  for (const auto& p : pieces) {
+    if (p.writer) out.push_back(&p);
+  }
+  return out;
+}
+
+long GlobalLayout::find(const std::string& key) const {
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    if (tensors[i].spec.key() == key) return static_cast<long>(i);
+  }
+  return -1;
+}
+
+namespace {
 
 // One tensor's spec as encode() wrote it; `shape` is reused from call to
 // call (no allocation for shapes of up to Shape's inline size).
@@ -218,10 +215,9 @@ SpecView read_spec(WireReader& r, Shape& shape) {
 // gather_layout of the ranks' messages (encode()), this rank's `mine`.
 GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
   const Comm comm(mpi_comm);
-  WireReader own(mine);
   const std::string first_specs =
-      comm.broadcast_bytes(std::string(own.take(own.u64())), 0);
-  const auto all = comm.allgather_bytes(wire_part(mine, first_specs));
+      comm.broadcast_bytes(std::string(layout_wire::specs_of(mine)), 0);
+  const auto all = comm.allgather_bytes(layout_wire::part(mine, first_specs));
 
   GlobalLayout layout;
   layout.world_size = comm.size();
@@ -255,7 +251,7 @@ GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
   std::uint64_t listed = 0;
   for (const auto& part : all) {
     WireReader r(part);
-    const bool follows = r.u8() == kRankZerosList;
+    const bool follows = r.u8() == layout_wire::kRankZerosList;
     if (!follows) r.u64();  // the size of its list, whose count comes first
     listed += r.u64();
   }
@@ -274,7 +270,7 @@ GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
   for (std::uint64_t t = 0; t < first_count; ++t) add_tensor(read_spec(r0, shape).spec(shape), 0);
   for (int rank = 0; rank < comm.size(); ++rank) {
     WireReader part(all[rank]);
-    if (part.u8() == kRankZerosList) {
+    if (part.u8() == layout_wire::kRankZerosList) {
       const std::uint64_t n = part.u64();
       for (std::uint64_t i = 0; i < n; ++i) {
         const std::uint64_t t = part.u64();
@@ -308,11 +304,12 @@ GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
           }
           indexed = true;
         }
-        const auto it = index.find(v.spec(shape).key());
+        TensorSpec spec = v.spec(shape);
+        const auto it = index.find(spec.key());
         if (it != index.end()) {
           at = it->second;
         } else {
-          at = add_tensor(v.spec(shape), rank);
+          at = add_tensor(std::move(spec), rank);
           added = true;
         }
       }
@@ -340,17 +337,17 @@ GlobalLayout exchange_encoded(const std::string& mine, MPI_Comm comm) {
 }  // namespace
 
 GlobalLayout gather_layout(const State& state, MPI_Comm comm) {
-  return gather_encoded(encode(state), comm);
+  return gather_encoded(layout_wire::encode(state), comm);
 }
 
 GlobalLayout exchange_layout(const State& state, MPI_Comm comm) {
-  return exchange_encoded(encode(state), comm);
+  return exchange_encoded(layout_wire::encode(state), comm);
 }
 
 std::shared_ptr<const GlobalLayout> LayoutCache::exchange(const State& state,
                                                           MPI_Comm mpi_comm) {
   const Comm comm(mpi_comm);
-  std::string mine = encode(state);
+  std::string mine = layout_wire::encode(state);
   const bool same = layout_ && layout_->world_size == comm.size() && mine == message_;
   reused_ = comm.allreduce_min(same ? 1 : 0) == 1;
   if (reused_) return layout_;

@@ -286,17 +286,23 @@ TEST_F(Layout, ZeroStyleSlicesOfManyRanksKeepOnlyTheHeldPieces) {
 TEST_F(Layout, RanksOfRankZerosListAndOfTheirOwnMix) {
   // Ranks 0, 2, 3 list "a" alone (rank 0's list: they send their non-empty
   // regions only, ranks 2 and 3 none); rank 1 also lists "x", held by it
-  // alone, so it sends its own list, with its row of "a".
+  // alone, and "z", of no elements, so it sends its own list, with its row
+  // of "a" and its "x".
   state.add_model("a", DType::kF32, {2, 3}, dim0_shard({2, 3}, rank, size));
-  if (rank == 1) state.add_model("x", DType::kU8, {4}, Region::whole({4}));
+  if (rank == 1) {
+    state.add_model("x", DType::kU8, {4}, Region::whole({4}));
+    state.add_model("z", DType::kU8, {0}, Region::whole({0}));
+  }
   for (const bool gather : {false, true}) {
     const GlobalLayout layout = gather ? gather_layout(state, MPI_COMM_WORLD) : exchange();
-    ASSERT_EQ(layout.tensors.size(), size > 1 ? 2u : 1u);
+    ASSERT_EQ(layout.tensors.size(), size > 1 ? 3u : 1u);
     expect_pieces(layout.tensors[0], size, dim0_shard);
     if (size > 1) {
       EXPECT_EQ(layout.tensors[1].spec.key(), "model/x");
       ASSERT_EQ(layout.tensors[1].pieces.size(), 1u);
       EXPECT_EQ(layout.tensors[1].pieces[0].rank, 1);
+      EXPECT_EQ(layout.tensors[2].spec.key(), "model/z");
+      EXPECT_TRUE(layout.tensors[2].pieces.empty());
     }
     EXPECT_TRUE(same_on_all_ranks(describe(layout)));
   }

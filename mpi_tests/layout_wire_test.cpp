@@ -1,6 +1,6 @@
 // What a rank sends to agree on a layout (core/layout_wire.hpp): a rank
-// whose tensor list is rank 0's sends only the regions that hold elements;
-// another rank sends its whole message.
+// sends only the regions that hold elements, and a rank whose tensor list is
+// not rank 0's also its specs.
 #include <gtest/gtest.h>
 
 #include "core/layout_wire.hpp"
@@ -33,16 +33,23 @@ TEST(LayoutWire, ARankOfRankZerosListSendsOnlyItsHeldRegions) {
   EXPECT_EQ(layout_wire::part(rank0, specs).size(), 1u + 8u + 1u * (8u + 18u));
 }
 
-TEST(LayoutWire, ARankOfAnotherListSendsItsWholeMessage) {
+TEST(LayoutWire, ARankOfAnotherListSendsItsSpecsAndItsHeldRegions) {
   const std::string specs(
       layout_wire::specs_of(layout_wire::encode(flat_state([](auto t) { return t == 0; }))));
-  State other = flat_state([](auto) { return false; });
+  // A pipeline stage's list: rank 0's tensors, of which it holds 3 (a
+  // ZeRO-like split), and one of its own, held whole.
+  State other = flat_state([](auto t) { return t % 40 == 1; });
   other.add_model("extra", DType::kU8, {2}, Region::whole({2}));
   const std::string mine = layout_wire::encode(other);
   const std::string part = layout_wire::part(mine, specs);
   ASSERT_FALSE(part.empty());
   EXPECT_EQ(part[0], static_cast<char>(layout_wire::kOwnList));
-  EXPECT_EQ(part.substr(1), mine);
+  const std::string own_specs(layout_wire::specs_of(mine));
+  // The kind, the specs with their size, the count, then 4 regions: three
+  // flat ranges (8 + 18 bytes each) and the whole box of "extra" (kind,
+  // replicated, dimension count, offset and extent: 8 + 26 bytes).
+  EXPECT_EQ(part.substr(1, 8 + own_specs.size()).substr(8), own_specs);
+  EXPECT_EQ(part.size(), 1u + 8u + own_specs.size() + 8u + 3u * (8u + 18u) + (8u + 26u));
 }
 
 }  // namespace

@@ -146,7 +146,7 @@ std::string_view specs_of(std::string_view message) {
 std::string part(std::string_view mine, std::string_view first_specs) {
   WireReader message(mine);
   const std::string_view specs = message.take(message.u64());
-  if (specs != first_specs) return std::string(1, static_cast<char>(kOwnList)) + std::string(mine);
+  const bool follows = specs == first_specs;
   const std::uint64_t count = WireReader(specs).u64();
   WireReader regions(message.rest());
   WireWriter held;
@@ -159,7 +159,8 @@ std::string part(std::string_view mine, std::string_view first_specs) {
     ++n;
   }
   WireWriter head;
-  head.u8(kRankZerosList);
+  head.u8(follows ? kRankZerosList : kOwnList);
+  if (!follows) head.str(specs);
   head.u64(n);
   return head.bytes() + held.bytes();
 }
@@ -221,8 +222,8 @@ GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
 
   GlobalLayout layout;
   layout.world_size = comm.size();
-  // Ranks usually list the same tensors in the same order (they send their
-  // regions only). Another rank's tensor t is first compared, in place in
+  // Ranks usually list the same tensors in the same order (they send no
+  // specs). Another rank's tensor t is first compared, in place in
   // its message, with the layout's tensor t, and only tensors found
   // elsewhere are looked up by key, in an index built at the first such
   // one. A state of many tensors then costs one hash lookup per piece at
@@ -242,7 +243,7 @@ GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
     layout.tensors[at].pieces.push_back(Piece{rank, std::move(region), true});
   };
   // Room in each tensor for as many pieces as the ranks sent regions per
-  // tensor of rank 0's list, on average (own lists counted whole), up to 8:
+  // tensor of rank 0's list, on average, up to 8:
   // every rank's where dim-0 shards split every tensor, one where a ZeRO
   // partition gives each tensor to one rank (8 there held ~1 KB a tensor
   // unused).
@@ -251,13 +252,24 @@ GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
   std::uint64_t listed = 0;
   for (const auto& part : all) {
     WireReader r(part);
-    const bool follows = r.u8() == layout_wire::kRankZerosList;
-    if (!follows) r.u64();  // the size of its list, whose count comes first
+    if (r.u8() == layout_wire::kOwnList) r.str_view();
     listed += r.u64();
   }
   const std::uint64_t per_tensor =
       first_count == 0 ? 8 : (listed + first_count - 1) / first_count;
   const auto room = static_cast<std::size_t>(std::clamp<std::uint64_t>(per_tensor, 1, 8));
+  Shape shape;  // the current spec's, reused from tensor to tensor
+  // A tensor another rank listed first must have its dtype and shape
+  // (`shape`: that of `v`, as read).
+  const auto check_same_spec = [&](std::size_t at, const SpecView& v, int rank) {
+    const TensorSpec& first = layout.tensors[at].spec;
+    if (first.dtype != v.dtype || first.shape != shape) {
+      throw Error(ErrorCode::kMismatch,
+                  "tensor \"" + first.key() + "\": rank " + std::to_string(first_rank[at]) +
+                      " has " + shape_text(first.dtype, first.shape) + " but rank " +
+                      std::to_string(rank) + " has " + shape_text(v.dtype, shape));
+    }
+  };
   const auto add_tensor = [&](TensorSpec spec, int rank) {
     if (indexed) index.emplace(spec.key(), layout.tensors.size());
     first_rank.push_back(rank);
@@ -265,64 +277,58 @@ GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
     layout.tensors.back().pieces.reserve(room);
     return layout.tensors.size() - 1;
   };
-  Shape shape;  // the current spec's, reused from tensor to tensor
   layout.tensors.reserve(first_count);
   for (std::uint64_t t = 0; t < first_count; ++t) add_tensor(read_spec(r0, shape).spec(shape), 0);
-  for (int rank = 0; rank < comm.size(); ++rank) {
-    WireReader part(all[rank]);
-    if (part.u8() == layout_wire::kRankZerosList) {
-      const std::uint64_t n = part.u64();
-      for (std::uint64_t i = 0; i < n; ++i) {
-        const std::uint64_t t = part.u64();
-        if (t >= first_count) {
-          throw Error(ErrorCode::kInternal, "layout exchange: rank " + std::to_string(rank) +
-                                                " sent a region of tensor " + std::to_string(t) +
-                                                " of rank 0's " + std::to_string(first_count));
-        }
-        add_piece(t, rank, read_region(part));
-      }
-      continue;
-    }
-    // Rank 0's list is rank 0's: only another rank sends its own.
-    WireReader message(part.rest());
-    WireReader r(message.take(message.u64()));
-    WireReader regions(message.rest());
+  // Places the tensors of a rank's own list (its specs; rank 0's list is
+  // rank 0's, so only another rank sends one) in the layout, adding those
+  // no rank before it listed, and returns where each one is.
+  const auto place_own_list = [&](std::string_view specs, int rank) {
+    WireReader r(specs);
     const std::uint64_t count = r.u64();
+    std::vector<std::size_t> places;
+    places.reserve(count);
     for (std::uint64_t t = 0; t < count; ++t) {
       const SpecView v = read_spec(r, shape);
-      Region region = read_region(regions);
-      std::size_t at = layout.tensors.size();
-      bool added = false;
       if (t < layout.tensors.size() && layout.tensors[t].spec.group == v.group &&
           layout.tensors[t].spec.name == v.name && layout.tensors[t].spec.opt_key == v.opt_key) {
-        at = t;
+        check_same_spec(t, v, rank);
+        places.push_back(t);
+        continue;
+      }
+      if (!indexed) {
+        index.reserve(2 * layout.tensors.size());
+        for (std::size_t i = 0; i < layout.tensors.size(); ++i) {
+          index.emplace(layout.tensors[i].spec.key(), i);
+        }
+        indexed = true;
+      }
+      TensorSpec spec = v.spec(shape);
+      const auto it = index.find(spec.key());
+      if (it == index.end()) {
+        places.push_back(add_tensor(std::move(spec), rank));
       } else {
-        if (!indexed) {
-          index.reserve(2 * layout.tensors.size());
-          for (std::size_t i = 0; i < layout.tensors.size(); ++i) {
-            index.emplace(layout.tensors[i].spec.key(), i);
-          }
-          indexed = true;
-        }
-        TensorSpec spec = v.spec(shape);
-        const auto it = index.find(spec.key());
-        if (it != index.end()) {
-          at = it->second;
-        } else {
-          at = add_tensor(std::move(spec), rank);
-          added = true;
-        }
+        check_same_spec(it->second, v, rank);
+        places.push_back(it->second);
       }
-      if (!added) {
-        const TensorSpec& first = layout.tensors[at].spec;
-        if (first.dtype != v.dtype || first.shape != shape) {
-          throw Error(ErrorCode::kMismatch,
-                      "tensor \"" + first.key() + "\": rank " + std::to_string(first_rank[at]) +
-                          " has " + shape_text(first.dtype, first.shape) + " but rank " +
-                          std::to_string(rank) + " has " + shape_text(v.dtype, shape));
-        }
+    }
+    return places;
+  };
+  // Where each tensor of a rank's own list is in the layout.
+  std::vector<std::size_t> own_at;
+  for (int rank = 0; rank < comm.size(); ++rank) {
+    WireReader part(all[rank]);
+    const bool follows = part.u8() == layout_wire::kRankZerosList;
+    if (!follows) own_at = place_own_list(part.str_view(), rank);
+    const std::uint64_t listed_here = follows ? first_count : own_at.size();
+    const std::uint64_t n = part.u64();
+    for (std::uint64_t i = 0; i < n; ++i) {
+      const std::uint64_t t = part.u64();
+      if (t >= listed_here) {
+        throw Error(ErrorCode::kInternal,
+                    "layout exchange: rank " + std::to_string(rank) + " sent a region of tensor " +
+                        std::to_string(t) + " of a list of " + std::to_string(listed_here));
       }
-      add_piece(at, rank, std::move(region));
+      add_piece(follows ? t : own_at[t], rank, read_region(part));
     }
   }
   return layout;

@@ -24,13 +24,14 @@ constexpr std::uint8_t kOwnList = 0;
 constexpr std::uint8_t kRankZerosList = 1;
 
 // What a rank whose message is `mine` sends in the gather, once rank 0 has
-// broadcast its specs `first_specs`. A rank whose tensor list is rank 0's,
-// byte for byte (the usual case), sends kRankZerosList, the count of its
-// regions that hold elements, and each after its tensor's index: every
-// rank receives every rank's part, and in a ZeRO-like partition most
-// regions are empty (at 1,024 ranks and 1,000 tensors whole lists and
-// every region came to ~65 MB a rank). Another rank sends kOwnList and its
-// whole message.
+// broadcast its specs `first_specs`: the regions of its tensors that hold
+// elements, each after its tensor's index in its list (every rank receives
+// every rank's part, and in a ZeRO-like partition most regions are empty:
+// at 1,024 ranks and 1,000 tensors whole lists and every region came to
+// ~65 MB a rank). A rank whose tensor list is rank 0's, byte for byte (the
+// usual case), sends kRankZerosList, the count of those regions and the
+// regions. Another (a pipeline stage's, say) sends kOwnList, its specs
+// (their size first), then the count and the regions as the first does.
 std::string part(std::string_view mine, std::string_view first_specs);
 
 }  // namespace floe::layout_wire

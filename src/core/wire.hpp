@@ -23,7 +23,7 @@ class WireWriter {
 #endif
     out_.append(bytes, 8);
   }
-  void str(const std::string& s) {
+  void str(std::string_view s) {
     u64(s.size());
     out_ += s;
   }

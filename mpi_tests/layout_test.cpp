@@ -284,13 +284,12 @@ TEST_F(Layout, ZeroStyleSlicesOfManyRanksKeepOnlyTheHeldPieces) {
 }
 
 TEST_F(Layout, RanksOfRankZerosListAndOfTheirOwnMix) {
-  // Ranks 0, 2, 3 list "a" alone (rank 0's list: they send their non-empty
-  // regions only, ranks 2 and 3 none); rank 1 also lists "x", held by it
-  // alone, and "z", of no elements, so it sends its own list, with its row
-  // of "a" and its "x".
+  // Ranks 0 and 2 list "a" alone (rank 0's list: they send their non-empty
+  // regions only). Odd ranks also list "x", held by rank 1 alone, and "z",
+  // of no elements: rank 1 sends that list, rank 3 names rank 1's.
   state.add_model("a", DType::kF32, {2, 3}, dim0_shard({2, 3}, rank, size));
-  if (rank == 1) {
-    state.add_model("x", DType::kU8, {4}, Region::whole({4}));
+  if (rank % 2 == 1) {
+    state.add_model("x", DType::kU8, {4}, Region::flat(FlatRange{0, rank == 1 ? 4u : 0u}));
     state.add_model("z", DType::kU8, {0}, Region::whole({0}));
   }
   for (const bool gather : {false, true}) {

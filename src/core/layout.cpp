@@ -4,6 +4,8 @@
 #include <string_view>
 #include <unordered_map>
 
+#include <xxhash.h>
+
 #include "core/comm.hpp"
 #include "core/layout_cache.hpp"
 #include "core/layout_wire.hpp"
@@ -143,10 +145,17 @@ std::string_view specs_of(std::string_view message) {
   return r.take(r.u64());
 }
 
-std::string part(std::string_view mine, std::string_view first_specs) {
+std::string list_key(std::string_view specs) {
+  const XXH128_hash_t hash = XXH3_128bits(specs.data(), specs.size());
+  WireWriter key;
+  key.u64(hash.low64);
+  key.u64(hash.high64);
+  return key.bytes();
+}
+
+std::string part(std::string_view mine, int list_of) {
   WireReader message(mine);
   const std::string_view specs = message.take(message.u64());
-  const bool follows = specs == first_specs;
   const std::uint64_t count = WireReader(specs).u64();
   WireReader regions(message.rest());
   WireWriter held;
@@ -159,8 +168,13 @@ std::string part(std::string_view mine, std::string_view first_specs) {
     ++n;
   }
   WireWriter head;
-  head.u8(follows ? kRankZerosList : kOwnList);
-  if (!follows) head.str(specs);
+  if (list_of < 0) {
+    head.u8(kOwnList);
+    head.str(specs);
+  } else {
+    head.u8(kListOf);
+    head.u64(static_cast<std::uint64_t>(list_of));
+  }
   head.u64(n);
   return head.bytes() + held.bytes();
 }
@@ -213,12 +227,27 @@ SpecView read_spec(WireReader& r, Shape& shape) {
   return v;
 }
 
+// Which rank's list this rank's tensor list repeats, byte for byte (for
+// layout_wire::part): 0 where it is rank 0's (the usual case), else the
+// first rank with the same list (its key), or -1 where that is this rank.
+// Ranks whose list is rank 0's send no key (an empty one).
+int list_of(const std::string& mine, const std::string& first_specs, const Comm& comm) {
+  const std::string_view specs = layout_wire::specs_of(mine);
+  const bool follows = specs == first_specs;
+  const auto keys = comm.allgather_bytes(follows ? std::string() : layout_wire::list_key(specs));
+  if (follows) return 0;
+  for (int rank = 0; rank < comm.rank(); ++rank) {
+    if (keys[rank] == keys[comm.rank()]) return rank;
+  }
+  return -1;
+}
+
 // gather_layout of the ranks' messages (encode()), this rank's `mine`.
 GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
   const Comm comm(mpi_comm);
   const std::string first_specs =
       comm.broadcast_bytes(std::string(layout_wire::specs_of(mine)), 0);
-  const auto all = comm.allgather_bytes(layout_wire::part(mine, first_specs));
+  const auto all = comm.allgather_bytes(layout_wire::part(mine, list_of(mine, first_specs, comm)));
 
   GlobalLayout layout;
   layout.world_size = comm.size();
@@ -252,7 +281,11 @@ GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
   std::uint64_t listed = 0;
   for (const auto& part : all) {
     WireReader r(part);
-    if (r.u8() == layout_wire::kOwnList) r.str_view();
+    if (r.u8() == layout_wire::kOwnList) {
+      r.str_view();
+    } else {
+      r.u64();
+    }
     listed += r.u64();
   }
   const std::uint64_t per_tensor =
@@ -313,13 +346,23 @@ GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
     }
     return places;
   };
-  // Where each tensor of a rank's own list is in the layout.
-  std::vector<std::size_t> own_at;
+  // Where each tensor of each list a rank sent is in the layout, by rank.
+  std::unordered_map<int, std::vector<std::size_t>> lists;
   for (int rank = 0; rank < comm.size(); ++rank) {
     WireReader part(all[rank]);
-    const bool follows = part.u8() == layout_wire::kRankZerosList;
-    if (!follows) own_at = place_own_list(part.str_view(), rank);
-    const std::uint64_t listed_here = follows ? first_count : own_at.size();
+    const std::vector<std::size_t>* places = nullptr;  // none: rank 0's list
+    if (part.u8() == layout_wire::kOwnList) {
+      places = &(lists[rank] = place_own_list(part.str_view(), rank));
+    } else if (const std::uint64_t of = part.u64(); of != 0) {
+      const auto it = lists.find(static_cast<int>(of));
+      if (of >= static_cast<std::uint64_t>(rank) || it == lists.end()) {
+        throw Error(ErrorCode::kInternal, "layout exchange: rank " + std::to_string(rank) +
+                                              " repeats the list of rank " + std::to_string(of) +
+                                              ", which sent none");
+      }
+      places = &it->second;
+    }
+    const std::uint64_t listed_here = places ? places->size() : first_count;
     const std::uint64_t n = part.u64();
     for (std::uint64_t i = 0; i < n; ++i) {
       const std::uint64_t t = part.u64();
@@ -328,7 +371,7 @@ GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
                     "layout exchange: rank " + std::to_string(rank) + " sent a region of tensor " +
                         std::to_string(t) + " of a list of " + std::to_string(listed_here));
       }
-      add_piece(follows ? t : own_at[t], rank, read_region(part));
+      add_piece(places ? (*places)[t] : t, rank, read_region(part));
     }
   }
   return layout;

@@ -19,19 +19,25 @@ std::string encode(const State& state);
 // The specs of a message of encode().
 std::string_view specs_of(std::string_view message);
 
-// The first byte of what a rank sends in the gather (part()).
+// The first byte of what a rank sends in the gather (part()): its own
+// specs follow (their size first), or the rank whose list it repeats byte
+// for byte (u64; 0 for rank 0's, which every rank has from the broadcast).
 constexpr std::uint8_t kOwnList = 0;
-constexpr std::uint8_t kRankZerosList = 1;
+constexpr std::uint8_t kListOf = 1;
 
-// What a rank whose message is `mine` sends in the gather, once rank 0 has
-// broadcast its specs `first_specs`: the regions of its tensors that hold
-// elements, each after its tensor's index in its list (every rank receives
-// every rank's part, and in a ZeRO-like partition most regions are empty:
-// at 1,024 ranks and 1,000 tensors whole lists and every region came to
-// ~65 MB a rank). A rank whose tensor list is rank 0's, byte for byte (the
-// usual case), sends kRankZerosList, the count of those regions and the
-// regions. Another (a pipeline stage's, say) sends kOwnList, its specs
-// (their size first), then the count and the regions as the first does.
-std::string part(std::string_view mine, std::string_view first_specs);
+// What tells ranks of one tensor list apart from others: 16 bytes (the
+// XXH3-128 of `specs`). Ranks whose list is not rank 0's (pipeline stages)
+// gather these, and of the ranks with one list only the first sends it.
+std::string list_key(std::string_view specs);
+
+// What a rank whose message is `mine` sends in the gather: its list
+// (kOwnList and its specs) when `list_of` is negative, else kListOf and
+// `list_of`, the rank whose list it repeats (0: rank 0's, broadcast); then
+// the count of its regions that hold elements, and each of them after its
+// tensor's index in the list. Every rank receives every rank's part, and
+// in a ZeRO-like partition most regions are empty and most ranks repeat a
+// list: at 1,024 ranks and 1,000 tensors whole lists and every region came
+// to ~65 MB a rank.
+std::string part(std::string_view mine, int list_of);
 
 }  // namespace floe::layout_wire

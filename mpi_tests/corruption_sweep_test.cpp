@@ -242,19 +242,7 @@ bool same_json_value(const std::string& text, std::uint64_t at, int bit) {
 
 class CorruptionSweep : public ::testing::TestWithParam<std::string> {};
 
-// The sweeps run at 1 rank by default; FLOE_SWEEP_ALL_RANKS=1 runs them at
-// any rank count (they pass at 2 ranks since every rank reads the intact
-// file before rank 0 damages it). Not in the default 2-rank run yet: twice,
-// a later test of the same 2-rank process hung after them (HostileManifest
-// on hdf5 right after the hdf5 sweep, once StorageFaults on hf), and each of
-// those tests passes alone; see RELIABILITY.md.
-bool sweep_here() {
-  const char* all = std::getenv("FLOE_SWEEP_ALL_RANKS");
-  return world_size() == 1 || (all && std::string(all) == "1");
-}
-
 TEST_P(CorruptionSweep, FlipsAndTruncationsOfEveryFileAreDetected) {
-  if (!sweep_here()) GTEST_SKIP() << "runs at 1 rank unless FLOE_SWEEP_ALL_RANKS=1";
   const std::string engine = GetParam();
   TempDir tmp;
   const fs::path out = tmp / "ckpt";
@@ -424,7 +412,6 @@ Verdict judge_export(const fs::path& dir, const std::string& name, std::string& 
 }
 
 TEST(CorruptionSweepHf, FlipsAndTruncationsOfAnExportAreDetected) {
-  if (!sweep_here()) GTEST_SKIP() << "runs at 1 rank unless FLOE_SWEEP_ALL_RANKS=1";
   TempDir tmp;
   const fs::path dir = tmp / "export";
   {

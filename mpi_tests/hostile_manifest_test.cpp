@@ -278,6 +278,10 @@ TEST_P(HostileManifest, TheSelfChecksumCatchesValidEditsAndVersion1StillReads) {
   EXPECT_EQ(old.epoch, edited["epoch"].get<std::int64_t>());
   EXPECT_FALSE(old.to_json().contains("manifest_xxh3"));  // written back as it was
   // On disk: load and verify refuse the edit on every rank; version 1 loads.
+  // Every rank has read the original before rank 0 replaces it (a slow
+  // rank read the edit, or half a file, and left for the next test while
+  // the others waited here).
+  MPI_Barrier(MPI_COMM_WORLD);
   if (world_rank() == 0) write_bytes(path, edited.dump());
   MPI_Barrier(MPI_COMM_WORLD);
   const Caught load = catch_error([&] { rig.engine->load(dir); });

@@ -227,10 +227,12 @@ SpecView read_spec(WireReader& r, Shape& shape) {
   return v;
 }
 
-// Which rank's list this rank's tensor list repeats, byte for byte (for
-// layout_wire::part): 0 where it is rank 0's (the usual case), else the
-// first rank with the same list (its key), or -1 where that is this rank.
-// Ranks whose list is rank 0's send no key (an empty one).
+// Which rank's list this rank's tensor list repeats (for
+// layout_wire::part): 0 where it is rank 0's, byte for byte (the usual
+// case), else the first rank whose list has the same key, or -1 where that
+// is this rank. Keys are 128-bit hashes: two different lists share one
+// with a chance of about 2^-128 a pair. Ranks whose list is rank 0's send
+// no key (an empty one).
 int list_of(const std::string& mine, const std::string& first_specs, const Comm& comm) {
   const std::string_view specs = layout_wire::specs_of(mine);
   const bool follows = specs == first_specs;

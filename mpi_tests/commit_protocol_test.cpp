@@ -164,15 +164,14 @@ TEST_P(CommitProtocol, FlippedByteIsDetectedAndResumeFallsBack) {
   const Manifest m = Manifest::read(bad);
   const TensorRecord* t = m.find("model/model.embed.weight");
   ASSERT_NE(t, nullptr);
-  if (world_rank() == 0) {
+  on_rank0_then_barrier([&] {
     // Flip a byte inside the first piece of a tensor: mpiio records the
     // piece's offset, hdf5 the dataset's (storage_offset; the first piece
     // starts there).
     ASSERT_TRUE(GetParam() == "mpiio" || t->storage_offset.has_value());
     flip_byte(bad / t->pieces[0].file,
               (GetParam() == "mpiio" ? t->pieces[0].offset : *t->storage_offset) + 3);
-  }
-  MPI_Barrier(MPI_COMM_WORLD);
+  });
   const VerifyReport report = verify_checkpoint(bad, MPI_COMM_WORLD);
   ASSERT_FALSE(report.ok());
   // A flipped data byte is a checksum mismatch naming the file and tensor.

@@ -228,7 +228,7 @@ TEST(Hdf5LoadedTemplate, AManifestWithoutTheStructureGivesAFullSave) {
   TempDir dir;
   FirstRun(dir.path(), 1);
   const fs::path checkpoint = dir.path() / "global_step_1";
-  if (world_rank() == 0) {
+  on_rank0_then_barrier([&] {
     // As an earlier Floe wrote it: no structure members, a valid checksum.
     Manifest manifest = Manifest::read(checkpoint);
     ASSERT_TRUE(manifest.engine_info.contains("template_xxh3"));
@@ -236,8 +236,7 @@ TEST(Hdf5LoadedTemplate, AManifestWithoutTheStructureGivesAFullSave) {
          {"structure_xxh3", "template_xxh3", "blob_storage_offsets"})
       manifest.engine_info.erase(key);
     std::ofstream(checkpoint / "manifest.json") << manifest.dump();
-  }
-  MPI_Barrier(MPI_COMM_WORLD);
+  });
   Resumed resumed(dir.path(), checkpoint);
   EXPECT_FALSE(resumed.save_expected_at(2));
   EXPECT_TRUE(holds_resumed_save(dir.path(), dir.path() / "global_step_2", 2));

@@ -205,7 +205,7 @@ TEST(HfLoadWeights, AnIndexNamingAMissingShardNamesTheEntry) {
     sharded.max_shard_size = 3000;
     export_model(defs, dir.path(), sharded);
     const fs::path index = dir / "model.safetensors.index.json";
-    if (world_rank() == 0) {
+    on_rank0_then_barrier([&] {
       std::string text = read_bytes(index);
       ASSERT_NE(text.find("-00002-of-"), std::string::npos) << text;
       for (auto at = text.find("-00002-of-"); at != std::string::npos;
@@ -213,8 +213,7 @@ TEST(HfLoadWeights, AnIndexNamingAMissingShardNamesTheEntry) {
         text.replace(at, 10, "-00020-of-");  // every entry of shard 2
       }
       write_bytes(index, text);
-    }
-    MPI_Barrier(MPI_COMM_WORLD);
+    });
     State state;
     add_model(state, defs, world_rank(), world_size(), true, /*fill=*/false);
     const Caught c = catch_error([&] { load_weights(dir.path(), state, MPI_COMM_WORLD); });

@@ -118,14 +118,13 @@ TEST_P(Retention, FailedDeletionWarnsAndTheNextStartFinishesIt) {
     Warnings warnings;
     EXPECT_FALSE(catch_error([&] { rig.save_at(2); }).thrown);
     rig.engine->wait();
-    if (world_rank() == 0) {
+    on_rank0_then_barrier([&] {
       const auto seen = warnings.seen();
       ASSERT_EQ(seen.size(), 1u);
       EXPECT_TRUE(contains(seen[0], (dir / ".deleting-global_step_1").string()))
           << seen[0];
       EXPECT_TRUE(contains(seen[0], "Input/output error")) << seen[0];
-    }
-    MPI_Barrier(MPI_COMM_WORLD);
+    });
     EXPECT_EQ(listing(dir), ".deleting-global_step_1 global_step_2 latest ");
     EXPECT_EQ(slurp(dir / "latest"), "global_step_2\n");
     EXPECT_TRUE(verify_checkpoint(dir / "global_step_2", MPI_COMM_WORLD).ok());
@@ -153,13 +152,12 @@ TEST_P(Retention, FailedRenameAsideWarnsAndKeepsTheCheckpoint) {
   Warnings warnings;
   EXPECT_FALSE(catch_error([&] { rig.save_at(2); }).thrown);
   rig.engine->wait();
-  if (world_rank() == 0) {
+  on_rank0_then_barrier([&] {
     const auto seen = warnings.seen();
     ASSERT_EQ(seen.size(), 1u);
     EXPECT_TRUE(contains(seen[0], "global_step_2 is committed")) << seen[0];
     EXPECT_TRUE(contains(seen[0], "Permission denied")) << seen[0];
-  }
-  MPI_Barrier(MPI_COMM_WORLD);
+  });
   EXPECT_EQ(listing(dir), "global_step_1 global_step_2 latest ");
   EXPECT_EQ(slurp(dir / "latest"), "global_step_2\n");
   EXPECT_TRUE(verify_checkpoint(dir / "global_step_1", MPI_COMM_WORLD).ok());

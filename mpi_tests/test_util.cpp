@@ -62,6 +62,11 @@ std::vector<std::string> allgather_text(const std::string& text,
   return failure << "but rank 0 has:\n  " << all[0];
 }
 
+void on_rank0_then_barrier(const std::function<void()>& fn) {
+  if (world_rank() == 0) fn();
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 void run_within(std::chrono::seconds limit, const std::function<void()>& fn) {
   auto done = std::async(std::launch::async, fn);
   if (done.wait_for(limit) == std::future_status::timeout) {

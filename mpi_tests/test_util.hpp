@@ -42,6 +42,12 @@ std::vector<std::string> allgather_text(const std::string& text,
 // waiting for the CTest timeout.
 void run_within(std::chrono::seconds limit, const std::function<void()>& fn);
 
+// Runs `fn` on rank 0 of MPI_COMM_WORLD only, then waits at a barrier for
+// every rank. A failed ASSERT_* in `fn` ends `fn`, not the test, so rank 0
+// still reaches the barrier the others wait in (a test that returned there
+// left them waiting in it). `fn` must not be collective.
+void on_rank0_then_barrier(const std::function<void()>& fn);
+
 // A fresh, empty directory for one test, unique across tests and processes:
 // $FLOE_TEST_TMPDIR (or /tmp) / <Suite.Test>-XXXXXX. Collective over `comm`
 // in construction and destruction: rank 0 creates it and broadcasts its path

@@ -161,6 +161,54 @@ TEST_P(Resharding, ManifestListsNoEmptyPieces) {
   }
 }
 
+// A pipeline-parallel state in `stages` stages: rank r is in stage r %
+// stages and lists only that stage's layers (of 4), each weight split by
+// rows among the stage's ranks and its Adam state held whole by one of them
+// (a ZeRO partition: the others list it with an empty range).
+void build_stage_state(State& state, int rank, int size, int stages) {
+  const int stage = rank % stages, me = rank / stages;
+  const int stage_ranks = (size - stage + stages - 1) / stages;
+  for (int layer = stage; layer < 4; layer += stages) {
+    const std::string name = "layers." + std::to_string(layer) + ".weight";
+    const Shape shape{6, 4};
+    state.add_model(name, DType::kF32, shape, dim0_shard(shape, me, stage_ranks));
+    const std::uint64_t owned = (layer / stages) % stage_ranks == me ? 24 : 0;
+    state.add_optimizer(name, "exp_avg", DType::kF32, shape, Region::flat(FlatRange{0, owned}));
+  }
+  for (auto& shard : state.tensors()) fill_expected(shard);
+}
+
+// Saved in 2 stages (1 at 1 rank), where the ranks of a stage repeat one
+// tensor list that is not rank 0's, it loads on every rank count, in 2
+// stages or in one (every rank lists every layer).
+TEST_P(Resharding, PipelineStagesListOnlyTheirLayers) {
+  TempDir tmp;
+  const int n = world_size();
+  {
+    SimpleTrainer trainer;
+    build_stage_state(trainer.state(), world_rank(), n, std::min(n, 2));
+    trainer.progress_now.global_step = 4;
+    make_test_engine(trainer, GetParam(), tmp / "pp")->save();
+  }
+  const Manifest manifest = Manifest::read(tmp / "pp" / "global_step_4");
+  EXPECT_EQ(manifest.tensors.size(), 8u);
+  for (int m = 1; m <= n; ++m) {
+    for (const int stages : {1, 2}) {
+      if (stages > m) continue;
+      SubComm comm(m);
+      if (!comm.member()) continue;
+      int rank = 0;
+      MPI_Comm_rank(comm.get(), &rank);
+      SimpleTrainer trainer(comm.get());
+      build_stage_state(trainer.state(), rank, m, stages);
+      for (auto& shard : trainer.state().tensors()) std::memset(shard.data(), 0xAB, shard.nbytes());
+      make_test_engine(trainer, GetParam(), tmp / "pp")->load();
+      EXPECT_TRUE(state_holds_expected(trainer.state()))
+          << "saved on " << n << " ranks, loaded on " << m << " in " << stages << " stages";
+    }
+  }
+}
+
 // At 16 ranks (CTest runs this one test there): save on all, load on 5.
 TEST_P(Resharding, ManyRanksToFewer) {
   TempDir tmp;

@@ -16,7 +16,6 @@
 // Auto-resume over a damaged newest checkpoint falls back to the one before.
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <optional>

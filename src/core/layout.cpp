@@ -179,6 +179,30 @@ std::string part(std::string_view mine, int list_of) {
   return head.bytes() + held.bytes();
 }
 
+PartHead read_head(WireReader& part) {
+  PartHead head;
+  head.own = part.u8() == kOwnList;
+  if (head.own) {
+    head.specs = part.str_view();
+  } else {
+    head.of = part.u64();
+  }
+  head.held = part.u64();
+  return head;
+}
+
+int list_of(std::string_view mine, std::string_view first_specs, MPI_Comm mpi_comm) {
+  const Comm comm(mpi_comm);
+  const std::string_view specs = specs_of(mine);
+  const bool follows = specs == first_specs;
+  const auto keys = comm.allgather_bytes(follows ? std::string() : list_key(specs));
+  if (follows) return 0;
+  for (int rank = 0; rank < comm.rank(); ++rank) {
+    if (keys[rank] == keys[comm.rank()]) return rank;
+  }
+  return -1;
+}
+
 }  // namespace layout_wire
 
 std::vector<const Piece*> TensorLayout::writers() const {
@@ -227,29 +251,13 @@ SpecView read_spec(WireReader& r, Shape& shape) {
   return v;
 }
 
-// Which rank's list this rank's tensor list repeats (for
-// layout_wire::part): 0 where it is rank 0's, byte for byte (the usual
-// case), else the first rank whose list has the same key, or -1 where that
-// is this rank. Keys are 128-bit hashes: two different lists share one
-// with a chance of about 2^-128 a pair. Ranks whose list is rank 0's send
-// no key (an empty one).
-int list_of(const std::string& mine, const std::string& first_specs, const Comm& comm) {
-  const std::string_view specs = layout_wire::specs_of(mine);
-  const bool follows = specs == first_specs;
-  const auto keys = comm.allgather_bytes(follows ? std::string() : layout_wire::list_key(specs));
-  if (follows) return 0;
-  for (int rank = 0; rank < comm.rank(); ++rank) {
-    if (keys[rank] == keys[comm.rank()]) return rank;
-  }
-  return -1;
-}
-
 // gather_layout of the ranks' messages (encode()), this rank's `mine`.
 GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
   const Comm comm(mpi_comm);
   const std::string first_specs =
       comm.broadcast_bytes(std::string(layout_wire::specs_of(mine)), 0);
-  const auto all = comm.allgather_bytes(layout_wire::part(mine, list_of(mine, first_specs, comm)));
+  const auto all = comm.allgather_bytes(
+      layout_wire::part(mine, layout_wire::list_of(mine, first_specs, mpi_comm)));
 
   GlobalLayout layout;
   layout.world_size = comm.size();
@@ -283,12 +291,7 @@ GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
   std::uint64_t listed = 0;
   for (const auto& part : all) {
     WireReader r(part);
-    if (r.u8() == layout_wire::kOwnList) {
-      r.str_view();
-    } else {
-      r.u64();
-    }
-    listed += r.u64();
+    listed += layout_wire::read_head(r).held;
   }
   const std::uint64_t per_tensor =
       first_count == 0 ? 8 : (listed + first_count - 1) / first_count;
@@ -352,21 +355,21 @@ GlobalLayout gather_encoded(const std::string& mine, MPI_Comm mpi_comm) {
   std::unordered_map<int, std::vector<std::size_t>> lists;
   for (int rank = 0; rank < comm.size(); ++rank) {
     WireReader part(all[rank]);
+    const layout_wire::PartHead head = layout_wire::read_head(part);
     const std::vector<std::size_t>* places = nullptr;  // none: rank 0's list
-    if (part.u8() == layout_wire::kOwnList) {
-      places = &(lists[rank] = place_own_list(part.str_view(), rank));
-    } else if (const std::uint64_t of = part.u64(); of != 0) {
-      const auto it = lists.find(static_cast<int>(of));
-      if (of >= static_cast<std::uint64_t>(rank) || it == lists.end()) {
+    if (head.own) {
+      places = &(lists[rank] = place_own_list(head.specs, rank));
+    } else if (head.of != 0) {
+      const auto it = lists.find(static_cast<int>(head.of));
+      if (head.of >= static_cast<std::uint64_t>(rank) || it == lists.end()) {
         throw Error(ErrorCode::kInternal, "layout exchange: rank " + std::to_string(rank) +
-                                              " repeats the list of rank " + std::to_string(of) +
-                                              ", which sent none");
+                                              " repeats the list of rank " +
+                                              std::to_string(head.of) + ", which sent none");
       }
       places = &it->second;
     }
     const std::uint64_t listed_here = places ? places->size() : first_count;
-    const std::uint64_t n = part.u64();
-    for (std::uint64_t i = 0; i < n; ++i) {
+    for (std::uint64_t i = 0; i < head.held; ++i) {
       const std::uint64_t t = part.u64();
       if (t >= listed_here) {
         throw Error(ErrorCode::kInternal,

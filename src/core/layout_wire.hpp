@@ -6,6 +6,9 @@
 #include <string>
 #include <string_view>
 
+#include <mpi.h>
+
+#include "core/wire.hpp"
 #include "floe/state.hpp"
 
 namespace floe::layout_wire {
@@ -39,5 +42,23 @@ std::string list_key(std::string_view specs);
 // list: at 1,024 ranks and 1,000 tensors whole lists and every region came
 // to ~65 MB a rank.
 std::string part(std::string_view mine, int list_of);
+
+// What comes before a part's regions, as part() writes it.
+struct PartHead {
+  bool own = false;        // kOwnList: `specs` are its list
+  std::string_view specs;  // own lists only
+  std::uint64_t of = 0;    // kListOf: the rank whose list it repeats
+  std::uint64_t held = 0;  // the regions that follow
+};
+// Reads a part's head, leaving `part` at its first region.
+PartHead read_head(WireReader& part);
+
+// The `list_of` with which this rank calls part() (collective over `comm`;
+// `first_specs`: rank 0's, broadcast): 0 where its tensor list is rank 0's,
+// byte for byte (the usual case), else the first rank whose list has the
+// same key, or -1 where that is this rank. Keys are 128-bit hashes: two
+// different lists share one with a chance of about 2^-128 a pair. Ranks
+// whose list is rank 0's send no key (an empty one).
+int list_of(std::string_view mine, std::string_view first_specs, MPI_Comm comm);
 
 }  // namespace floe::layout_wire

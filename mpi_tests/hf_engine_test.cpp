@@ -125,8 +125,7 @@ TEST(HfEngine, VerifyChecksTheExportedBytes) {
     const TensorRecord& victim = m.tensors.back();
     const PieceRecord& p = victim.pieces.at(0);
     MPI_Barrier(MPI_COMM_WORLD);
-    if (world_rank() == 0) flip_byte(saved / p.file, p.offset + p.nbytes / 2);
-    MPI_Barrier(MPI_COMM_WORLD);
+    on_rank0_then_barrier([&] { flip_byte(saved / p.file, p.offset + p.nbytes / 2); });
     const VerifyReport bad = verify_checkpoint(saved, MPI_COMM_WORLD);
     ASSERT_EQ(bad.problems.size(), 1u);
     EXPECT_NE(bad.problems[0].find(p.file), std::string::npos) << bad.problems[0];

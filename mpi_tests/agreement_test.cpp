@@ -339,6 +339,15 @@ TEST_F(Agreement, CommCollectives) {
     ASSERT_EQ(all.size(), static_cast<std::size_t>(size));
     for (int i = 0; i < size; ++i)
       EXPECT_EQ(all[i], static_cast<std::uint64_t>(i * i));
+    // Several words a rank, in rank order.
+    const auto words = comm.allgather(std::vector<std::uint64_t>{r, r + 100, 7});
+    ASSERT_EQ(words.size(), static_cast<std::size_t>(3 * size));
+    for (int i = 0; i < size; ++i) {
+      const auto u = static_cast<std::uint64_t>(i);
+      EXPECT_EQ(std::vector<std::uint64_t>(words.begin() + 3 * i, words.begin() + 3 * i + 3),
+                (std::vector<std::uint64_t>{u, u + 100, 7}))
+          << "rank " << i;
+    }
   });
 }
 

@@ -77,6 +77,20 @@ std::vector<std::uint64_t> Comm::allgather(std::uint64_t value) const {
   return out;
 }
 
+std::vector<std::uint64_t> Comm::allgather(
+    const std::vector<std::uint64_t>& values) const {
+  if (values.size() >
+      static_cast<std::size_t>(std::numeric_limits<int>::max() / size_)) {
+    throw Error(ErrorCode::kInvalidArgument, "allgather: too many values");
+  }
+  const int n = static_cast<int>(values.size());
+  std::vector<std::uint64_t> out(values.size() * static_cast<std::size_t>(size_));
+  check_mpi(MPI_Allgather(values.data(), n, MPI_UINT64_T, out.data(), n,
+                          MPI_UINT64_T, comm_),
+            "MPI_Allgather");
+  return out;
+}
+
 void Comm::allocate_agreed(std::uint64_t bytes,
                            const std::function<void()>& allocate) const {
   if (bytes < kAgreeAllocationFrom) {

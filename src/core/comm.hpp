@@ -41,6 +41,9 @@ class Comm {
   void allreduce_min(std::vector<std::uint32_t>& values) const;
   // Every rank's `value`, indexed by rank.
   std::vector<std::uint64_t> allgather(std::uint64_t value) const;
+  // Every rank's `values` (of one length on every rank), in rank order:
+  // one MPI_Allgather, where allgather_bytes takes two.
+  std::vector<std::uint64_t> allgather(const std::vector<std::uint64_t>& values) const;
   // At most this many bytes move in one MPI gather call: MPI counts and
   // displacements are ints.
   static constexpr std::uint64_t kMaxRoundBytes = (1ull << 31) - 1;

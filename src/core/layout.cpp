@@ -145,12 +145,9 @@ std::string_view specs_of(std::string_view message) {
   return r.take(r.u64());
 }
 
-std::string list_key(std::string_view specs) {
+ListKey list_key(std::string_view specs) {
   const XXH128_hash_t hash = XXH3_128bits(specs.data(), specs.size());
-  WireWriter key;
-  key.u64(hash.low64);
-  key.u64(hash.high64);
-  return key.bytes();
+  return {hash.low64, hash.high64};
 }
 
 std::string part(std::string_view mine, int list_of) {
@@ -195,10 +192,19 @@ int list_of(std::string_view mine, std::string_view first_specs, MPI_Comm mpi_co
   const Comm comm(mpi_comm);
   const std::string_view specs = specs_of(mine);
   const bool follows = specs == first_specs;
-  const auto keys = comm.allgather_bytes(follows ? std::string() : list_key(specs));
+  // Each rank's word 0 says whether it has a key (1) or follows rank 0 (0).
+  std::vector<std::uint64_t> mine_key{0, 0, 0};
+  if (!follows) {
+    const ListKey key = list_key(specs);
+    mine_key = {1, key[0], key[1]};
+  }
+  const std::vector<std::uint64_t> keys = comm.allgather(mine_key);
   if (follows) return 0;
+  const auto same = [&](int rank) {
+    return std::equal(mine_key.begin(), mine_key.end(), keys.begin() + 3 * rank);
+  };
   for (int rank = 0; rank < comm.rank(); ++rank) {
-    if (keys[rank] == keys[comm.rank()]) return rank;
+    if (same(rank)) return rank;
   }
   return -1;
 }

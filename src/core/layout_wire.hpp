@@ -2,6 +2,7 @@
 // that tests can look at the bytes a rank sends.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -28,10 +29,11 @@ std::string_view specs_of(std::string_view message);
 constexpr std::uint8_t kOwnList = 0;
 constexpr std::uint8_t kListOf = 1;
 
-// What tells ranks of one tensor list apart from others: 16 bytes (the
-// XXH3-128 of `specs`). Ranks whose list is not rank 0's (pipeline stages)
+// What tells ranks of one tensor list apart from others: the XXH3-128 of
+// `specs` (low, high). Ranks whose list is not rank 0's (pipeline stages)
 // gather these, and of the ranks with one list only the first sends it.
-std::string list_key(std::string_view specs);
+using ListKey = std::array<std::uint64_t, 2>;
+ListKey list_key(std::string_view specs);
 
 // What a rank whose message is `mine` sends in the gather: its list
 // (kOwnList and its specs) when `list_of` is negative, else kListOf and
@@ -58,7 +60,8 @@ PartHead read_head(WireReader& part);
 // byte for byte (the usual case), else the first rank whose list has the
 // same key, or -1 where that is this rank. Keys are 128-bit hashes: two
 // different lists share one with a chance of about 2^-128 a pair. Ranks
-// whose list is rank 0's send no key (an empty one).
+// whose list is rank 0's send none (a flag says so): one MPI_Allgather of
+// three words a rank.
 int list_of(std::string_view mine, std::string_view first_specs, MPI_Comm comm);
 
 }  // namespace floe::layout_wire

@@ -3,8 +3,8 @@
 namespace floe::test {
 
 SubComm::SubComm(int size) {
-  const int rank = world_rank();
-  MPI_Comm_split(MPI_COMM_WORLD, rank < size ? 0 : MPI_UNDEFINED, rank, &comm_);
+  rank_ = world_rank();
+  MPI_Comm_split(MPI_COMM_WORLD, rank_ < size ? 0 : MPI_UNDEFINED, rank_, &comm_);
 }
 
 SubComm::~SubComm() {

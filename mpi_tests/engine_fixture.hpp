@@ -28,9 +28,13 @@ class SubComm {
   SubComm& operator=(const SubComm&) = delete;
   MPI_Comm get() const { return comm_; }
   bool member() const { return comm_ != MPI_COMM_NULL; }
+  // This rank's rank in it (its world rank: the first ranks keep their
+  // order); members only.
+  int rank() const { return rank_; }
 
  private:
   MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
 };
 
 // Fills `state` with rank `rank` of `size`'s part of the test model and

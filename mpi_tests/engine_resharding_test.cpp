@@ -16,9 +16,8 @@ void save_then_load(const std::string& engine, const std::filesystem::path& dir,
   {
     SubComm comm(k);
     if (comm.member()) {
+      const int rank = comm.rank();
       SimpleTrainer trainer(comm.get());
-      int rank = 0;
-      MPI_Comm_rank(comm.get(), &rank);
       build_test_state(trainer.state(), rank, k, save_as);
       trainer.progress_now.global_step = 10 * k + m;
       trainer.progress_now.epoch = 2;
@@ -27,8 +26,7 @@ void save_then_load(const std::string& engine, const std::filesystem::path& dir,
   }
   SubComm comm(m);
   if (!comm.member()) return;
-  int rank = 0;
-  MPI_Comm_rank(comm.get(), &rank);
+  const int rank = comm.rank();
   SimpleTrainer trainer(comm.get());
   build_test_state(trainer.state(), rank, m, load_as);
   for (auto& shard : trainer.state().tensors()) {
@@ -145,8 +143,7 @@ TEST_P(Resharding, ManifestListsNoEmptyPieces) {
   for (int m = 1; m <= n; ++m) {
     SubComm comm(m);
     if (!comm.member()) continue;
-    int rank = 0;
-    MPI_Comm_rank(comm.get(), &rank);
+    const int rank = comm.rank();
     SimpleTrainer trainer(comm.get());
     State& state = trainer.state();
     for (const char* name : {"few", "owned", "none"}) {
@@ -197,8 +194,7 @@ TEST_P(Resharding, PipelineStagesListOnlyTheirLayers) {
       if (stages > m) continue;
       SubComm comm(m);
       if (!comm.member()) continue;
-      int rank = 0;
-      MPI_Comm_rank(comm.get(), &rank);
+      const int rank = comm.rank();
       SimpleTrainer trainer(comm.get());
       build_stage_state(trainer.state(), rank, m, stages);
       for (auto& shard : trainer.state().tensors()) std::memset(shard.data(), 0xAB, shard.nbytes());

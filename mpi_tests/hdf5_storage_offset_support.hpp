@@ -35,10 +35,8 @@ inline fs::path save_on(int k, const fs::path& out) {
   {
     SubComm comm(k);
     if (comm.member()) {
-      int rank = 0;
-      MPI_Comm_rank(comm.get(), &rank);
       SimpleTrainer trainer(comm.get());
-      build_test_state(trainer.state(), rank, k, Partition::kMixed);
+      build_test_state(trainer.state(), comm.rank(), k, Partition::kMixed);
       trainer.progress_now.global_step = 10 * k;
       make_test_engine(trainer, "hdf5", out)->save();
     }

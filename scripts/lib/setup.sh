@@ -8,6 +8,17 @@
 
 BUILD_DIR="${BUILD_DIR:-build}"
 
+# ccache (CMakeLists.txt uses it when found) keys objects by paths relative
+# to the checkout and, with -g, not by the build directory's path either,
+# so a clone elsewhere (CI's fresh clone) reuses what another clone of the
+# same sources compiled. ccache's defaults hash the absolute paths and the
+# working directory: every new clone was a build from scratch (session 21:
+# 16 min for the main build, 25-38 min for the sanitizer builds). The cost:
+# an object taken from another clone's build names that clone's directory
+# in its debug information. Set either variable to keep your own.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-${FLOE_ROOT}}"
+export CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-1}"
+
 FLOE_DEBIAN_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
   libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools

@@ -79,7 +79,11 @@ TEST(PhaseLog, ReportsEachStepOnceWithRepeatsAddedUp) {
   std::string head;
   const auto steps = steps_of(log.lines[0], &head);
   EXPECT_EQ(head, "trace rank 2 save global_step_3") << log.lines[0];
-  ASSERT_EQ(steps.size(), 3u) << log.lines[0];  // layout, write, total
+  // Layout, write, total; and "rest" where this thread was held up for
+  // 0.1 ms or more between the last mark and the end (seen with a build
+  // beside the tests: "rest 0.4/0.0").
+  ASSERT_TRUE(steps.size() == 3u || (steps.size() == 4u && steps.count("rest") == 1))
+      << log.lines[0];
   EXPECT_GE(steps.at("layout").wall, 30.0) << log.lines[0];
   EXPECT_GE(steps.at("layout").cpu, 29.9) << log.lines[0];
   EXPECT_GE(steps.at("write").wall, 30.0) << log.lines[0];

@@ -70,11 +70,7 @@ void Comm::allreduce_min(std::vector<std::uint32_t>& values) const {
 }
 
 std::vector<std::uint64_t> Comm::allgather(std::uint64_t value) const {
-  std::vector<std::uint64_t> out(size_);
-  check_mpi(MPI_Allgather(&value, 1, MPI_UINT64_T, out.data(), 1, MPI_UINT64_T,
-                          comm_),
-            "MPI_Allgather");
-  return out;
+  return allgather(std::vector<std::uint64_t>{value});
 }
 
 std::vector<std::uint64_t> Comm::allgather(

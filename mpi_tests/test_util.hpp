@@ -129,16 +129,26 @@ template <typename Fn>
 
 // ---- Deterministic contents --------------------------------------------
 
-// A well-mixed 64-bit hash of (tensor key, global flat index).
+// A well-mixed 64-bit hash of (tensor key, global flat index):
+// element_hash_after(key_hash(key), global_index). Loops over a tensor's
+// elements hash the key once (key_hash) and call element_hash_after.
 std::uint64_t element_hash(const std::string& key, std::uint64_t global_index);
+std::uint64_t key_hash(const std::string& key);
+std::uint64_t element_hash_after(std::uint64_t key_hash, std::uint64_t global_index);
 
 // The value element `global_index` (row-major over the tensor's global
 // shape) of tensor `key` holds in tests. Floating types get values exactly
 // representable in F32 and F64 (multiples of 1/256 in [-128, 128)); integer
 // types get the hash's low bits; bool gets one bit.
 template <typename T>
+T expected_value_of_hash(std::uint64_t h);
+template <typename T>
 T expected_value(const std::string& key, std::uint64_t global_index) {
-  const std::uint64_t h = element_hash(key, global_index);
+  return expected_value_of_hash<T>(element_hash(key, global_index));
+}
+// expected_value's value for the element whose element_hash is `h`.
+template <typename T>
+T expected_value_of_hash(std::uint64_t h) {
   if constexpr (std::is_same_v<T, bool>) {
     return (h & 1) != 0;
   } else if constexpr (std::is_floating_point_v<T>) {

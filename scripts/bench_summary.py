@@ -9,7 +9,8 @@ table per kind and state (size, tensor count), a row per rank count:
   - save/load: raw write and read in seconds; each engine's save as a
     throughput ratio to raw's write; each engine's load in seconds, against
     the raw read of its own checkpoint (raw@) as the ratio of medians and
-    order-balanced (BENCHMARKS.md explains both);
+    order-balanced (BENCHMARKS.md explains both), and the range of the
+    repetitions' paired ratios;
   - async: how long save() blocks, as a multiple of a memcpy of the state;
   - export: each operation against a raw write;
   - peers: each peer's save and load against its own raw write and read.
@@ -49,7 +50,7 @@ def io_table(docs):
                 engines.append(e)
     head = ["ranks", "raw write s"] + [f"{e} save" for e in engines] + ["raw read s"]
     for e in engines:
-        head += [f"raw@{e} s", f"{e} load s", f"{e} vs raw@ / balanced"]
+        head += [f"raw@{e} s", f"{e} load s", f"{e} vs raw@ / balanced [paired range]"]
     rows = []
     for d in sorted(docs, key=lambda d: d["ranks"]):
         by = {(r["engine"], r["op"]): r for r in d["results"]}
@@ -63,9 +64,11 @@ def io_table(docs):
                 row += ["-", "-", "-"]
                 continue
             balanced = load.get("paired_vs_raw_balanced")
+            paired = load.get("paired_vs_raw") or []
             row += [f"{raw['median_s']:.3f}", f"{load['median_s']:.3f}",
                     f"{load['throughput_vs_raw']:.2f} / "
-                    + (f"{balanced:.2f}" if balanced is not None else "-")]
+                    + (f"{balanced:.2f}" if balanced is not None else "-")
+                    + (f" [{min(paired):.2f}-{max(paired):.2f}]" if paired else "")]
         rows.append(row)
     return table(head, rows)
 
@@ -123,7 +126,9 @@ def main(paths):
         if kind == "io":
             print(io_table(docs))
             print("\nSaves: throughput ratio to raw's write. Loads: seconds, and the ratio to "
-                  "the raw read of the same checkpoint (of medians / order-balanced).")
+                  "the raw read of the same checkpoint (of medians / order-balanced), with "
+                  "the lowest and highest of the repetitions' paired ratios: how far one "
+                  "repetition strays from another on this file system.")
             if tensors >= 1000:  # many small tensors: the cost per tensor
                 for d in sorted(docs, key=lambda d: d["ranks"]):
                     cells = [f"{r['engine']} {r['op']} {r['median_s'] / tensors * 1e6:.1f}"

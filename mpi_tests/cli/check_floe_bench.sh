@@ -118,7 +118,7 @@ jsons=("${work}/io.json" "${work}/async.json")
 out="$("${python}" "${summary}" "${jsons[@]}")" || fail "bench_summary.py exited $?"
 printf '%s\n' "${out}"
 expect summary "${out}" '^### Save and load: 4 MiB in 8 tensors, medians of 2 repetitions$'
-expect summary "${out}" '^\| 2 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ / [0-9.]+ \|'
+expect summary "${out}" '^\| 2 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ / [0-9.]+ \[[0-9.]+-[0-9.]+\] \|'
 expect summary "${out}" '^### Async save\(\) blocking: 4 MiB'
 
 # Bad arguments: exit 2, a message naming the argument, and --dir (which a

@@ -136,17 +136,7 @@ std::uint64_t element_hash(const std::string& key, std::uint64_t global_index);
 std::uint64_t key_hash(const std::string& key);
 std::uint64_t element_hash_after(std::uint64_t key_hash, std::uint64_t global_index);
 
-// The value element `global_index` (row-major over the tensor's global
-// shape) of tensor `key` holds in tests. Floating types get values exactly
-// representable in F32 and F64 (multiples of 1/256 in [-128, 128)); integer
-// types get the hash's low bits; bool gets one bit.
-template <typename T>
-T expected_value_of_hash(std::uint64_t h);
-template <typename T>
-T expected_value(const std::string& key, std::uint64_t global_index) {
-  return expected_value_of_hash<T>(element_hash(key, global_index));
-}
-// expected_value's value for the element whose element_hash is `h`.
+// The value of the element whose element_hash is `h` (see expected_value).
 template <typename T>
 T expected_value_of_hash(std::uint64_t h) {
   if constexpr (std::is_same_v<T, bool>) {
@@ -158,6 +148,15 @@ T expected_value_of_hash(std::uint64_t h) {
                   "expected_value: arithmetic types only");
     return static_cast<T>(h);
   }
+}
+
+// The value element `global_index` (row-major over the tensor's global
+// shape) of tensor `key` holds in tests. Floating types get values exactly
+// representable in F32 and F64 (multiples of 1/256 in [-128, 128)); integer
+// types get the hash's low bits; bool gets one bit.
+template <typename T>
+T expected_value(const std::string& key, std::uint64_t global_index) {
+  return expected_value_of_hash<T>(element_hash(key, global_index));
 }
 
 // Writes the expected element of `dtype` at `out` (dtype_size bytes): the

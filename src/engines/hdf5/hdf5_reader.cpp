@@ -155,19 +155,11 @@ std::size_t Hdf5Reader::read_some(const ReadRequest* requests, std::size_t count
     std::vector<FileRun> runs;
     Box whole;  // each_run's scratch, kept across the requests
     for (std::size_t i = 0; i < count; ++i) {
-      const ReadRequest& r = requests[i];
-      const Direct* direct = planned(*r.tensor);
-      // Not a planned direct read, or one that fails: read() says what.
-      if (!direct || !direct->problem.empty()) {
+      // Not a planned direct read: read() says how it is read.
+      if (!append_runs(requests[i], runs, whole)) {
         gathered_.count_fallback(count);
         return read_each(requests, count);
       }
-      check_request(r.tensor->spec, r.boxes, r.out);
-      // Straight into `runs`: append_run merges as runs_of would.
-      each_run(r.tensor->spec, direct->offset, r.boxes, r.out, whole,
-               [&](std::uint64_t offset, char* memory, std::uint64_t length) {
-                 append_run(runs, *data_, offset, memory, length);
-               });
     }
     gathered_reads = read_gathered(runs);
   } catch (...) {
@@ -178,6 +170,26 @@ std::size_t Hdf5Reader::read_some(const ReadRequest* requests, std::size_t count
   batched_ += count;
   gathered_.count_batch(count, gathered_reads);
   return count;
+}
+
+bool Hdf5Reader::append_runs(const ReadRequest& request, std::vector<FileRun>& runs) {
+  Box whole;
+  return append_runs(request, runs, whole);
+}
+
+bool Hdf5Reader::append_runs(const ReadRequest& request, std::vector<FileRun>& runs,
+                             Box& whole) {
+  const Direct* direct = planned(*request.tensor);
+  if (!direct) return false;
+  const TensorSpec& spec = request.tensor->spec;
+  check_request(spec, request.boxes, request.out);
+  if (!direct->problem.empty()) throw Error(direct->code, direct->problem);
+  // Straight into `runs`: append_run merges as runs_of would.
+  each_run(spec, direct->offset, request.boxes, request.out, whole,
+           [&](std::uint64_t offset, char* memory, std::uint64_t length) {
+             append_run(runs, *data_, offset, memory, length);
+           });
+  return true;
 }
 
 std::vector<Hdf5Reader::Run> Hdf5Reader::runs_of(const TensorSpec& spec,

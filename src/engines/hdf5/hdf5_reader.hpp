@@ -22,10 +22,11 @@
 #include "floe/engine.hpp"
 #include "io/gathered_read.hpp"
 #include "io/read_only_file.hpp"
+#include "io/run_planner.hpp"
 
 namespace floe::h5 {
 
-class Hdf5Reader : public CheckpointReader {
+class Hdf5Reader : public CheckpointReader, public RunPlanner {
  public:
   // Tensors smaller than this are read directly (see the constructor): by
   // default, every tensor.
@@ -124,6 +125,13 @@ class Hdf5Reader : public CheckpointReader {
   // error, or ends the prefix returned.
   std::size_t read_some(const ReadRequest* requests, std::size_t count) override;
 
+  // RunPlanner: the data file while reads_independently(), else null.
+  const ReadOnlyFile* exchange_file() override {
+    return independent_ ? data_.get() : nullptr;
+  }
+  // RunPlanner: the runs read_direct() reads, for a record it plans.
+  bool append_runs(const ReadRequest& request, std::vector<FileRun>& runs) override;
+
   // How read_some() calls of more than one request went so far (all
   // threads): batches read by read_gathered and their stretches, and calls
   // read again request by request. stats().batched counts tensors of both.
@@ -169,6 +177,9 @@ class Hdf5Reader : public CheckpointReader {
   std::string_view key_of(const Direct& d) const;
   // Whether `tensor` names the dataset, dtype and shape `d` was made for.
   bool same_record(const Direct& d, const TensorRecord& tensor) const;
+  // append_runs() with each_run's scratch `whole`, which read_some() keeps
+  // from one request to the next.
+  bool append_runs(const ReadRequest& request, std::vector<FileRun>& runs, Box& whole);
   void read_direct(const TensorRecord& tensor, const Direct& direct,
                    const std::vector<Box>& boxes, void* out);
   // The runs of `boxes` (into `out`, box after box) of a tensor whose

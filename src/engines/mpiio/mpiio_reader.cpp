@@ -14,13 +14,31 @@
 #include "floe/error.hpp"
 #include "io/gathered_read.hpp"
 #include "io/read_only_file.hpp"
+#include "io/run_planner.hpp"
 
 namespace floe {
 namespace {
 
-class MpiioReader : public CheckpointReader {
+// The file every piece of `manifest` lies in; empty when they lie in
+// several (or there are none).
+std::string single_data_file(const Manifest& manifest) {
+  const std::string* name = nullptr;
+  for (const auto& tensor : manifest.tensors) {
+    for (const auto& piece : tensor.pieces) {
+      if (!name) {
+        name = &piece.file;
+      } else if (piece.file != *name) {
+        return "";
+      }
+    }
+  }
+  return name ? *name : "";
+}
+
+class MpiioReader : public CheckpointReader, public RunPlanner {
  public:
-  explicit MpiioReader(std::filesystem::path dir) : dir_(std::move(dir)) {}
+  MpiioReader(std::filesystem::path dir, std::string single_file)
+      : dir_(std::move(dir)), single_file_(std::move(single_file)) {}
 
   void read(const TensorRecord& tensor, const std::vector<Box>& boxes,
             void* out) override {
@@ -64,6 +82,18 @@ class MpiioReader : public CheckpointReader {
   }
 
   GatheredReadStats stats() const { return counter_.stats(); }
+
+  const ReadOnlyFile* exchange_file() override {
+    return single_file_.empty() ? nullptr : &open(single_file_);
+  }
+
+  bool append_runs(const ReadRequest& request, std::vector<FileRun>& runs) override {
+    OpenFile file;
+    for_each_run(*request.tensor, request.boxes, request.out, file,
+                 [&](const ReadOnlyFile& file, std::uint64_t at, char* into,
+                     std::uint64_t n) { append_run(runs, file, at, into, n); });
+    return true;
+  }
 
   bool reads_independently() const override { return true; }
 
@@ -157,6 +187,7 @@ class MpiioReader : public CheckpointReader {
   }
 
   std::filesystem::path dir_;
+  std::string single_file_;  // see single_data_file()
   std::mutex files_mutex_;
   std::map<std::string, ReadOnlyFile> files_;
   GatheredReadCounter counter_;
@@ -165,7 +196,7 @@ class MpiioReader : public CheckpointReader {
 }  // namespace
 
 std::unique_ptr<CheckpointReader> open_mpiio_reader(const ReadContext& ctx) {
-  return std::make_unique<MpiioReader>(ctx.dir);
+  return std::make_unique<MpiioReader>(ctx.dir, single_data_file(ctx.manifest));
 }
 
 GatheredReadStats mpiio_read_stats(const CheckpointReader& reader) {

@@ -7,12 +7,23 @@
 namespace floe::test {
 namespace {
 
-class Resharding : public ::testing::TestWithParam<std::string> {};
+// An engine, and whether its loads exchange (load_exchange): every load of
+// this suite runs both ways.
+class Resharding : public ::testing::TestWithParam<std::tuple<std::string, bool>> {
+ protected:
+  const std::string& engine() const { return std::get<0>(GetParam()); }
+  bool exchange() const { return std::get<1>(GetParam()); }
+  // The loading engine's extra config.
+  nlohmann::json load_config() const { return {{"load_exchange", exchange()}}; }
+};
 
 // Saves with the first `k` ranks under `partition`, then loads with the
-// first `m` under another partition, and checks every value.
-void save_then_load(const std::string& engine, const std::filesystem::path& dir,
-                    int k, Partition save_as, int m, Partition load_as) {
+// first `m` under another partition (with `exchange` as load_exchange),
+// and checks every value. An exchange asked for is made, one turned off is
+// not: the load's phase trace tells.
+void save_then_load(const std::string& engine, bool exchange,
+                    const std::filesystem::path& dir, int k, Partition save_as, int m,
+                    Partition load_as) {
   {
     SubComm comm(k);
     if (comm.member()) {
@@ -34,7 +45,17 @@ void save_then_load(const std::string& engine, const std::filesystem::path& dir,
   }
   trainer.state().set_scalar("lr", 1.0);
   trainer.state().clear_blobs();
-  const Manifest manifest = make_test_engine(trainer, engine, dir)->load();
+  std::vector<std::string> traces;
+  set_log_sink([&](LogLevel level, const std::string& m) {
+    if (level == LogLevel::kInfo && m.rfind("trace ", 0) == 0) traces.push_back(m);
+  });
+  const Manifest manifest =
+      make_test_engine(trainer, engine, dir,
+                       {{"load_exchange", exchange}, {"trace_phases", true}})
+          ->load();
+  set_log_sink(nullptr);
+  ASSERT_EQ(traces.size(), 1u);
+  EXPECT_EQ(traces[0].find(" exchange ") != std::string::npos, exchange) << traces[0];
   EXPECT_EQ(manifest.step, 10 * k + m);
   EXPECT_EQ(manifest.epoch, 2);
   EXPECT_EQ(manifest.world_size, k);
@@ -63,7 +84,7 @@ TEST_P(Resharding, EveryPairOfRankCounts) {
     for (int m = 1; m <= n; ++m) {
       const auto dir = tmp / ("k" + std::to_string(k) + "m" + std::to_string(m));
       run_within(std::chrono::seconds(120), [&] {
-        save_then_load(GetParam(), dir, k, Partition::kMixed, m,
+        save_then_load(engine(), exchange(), dir, k, Partition::kMixed, m,
                        m % 2 ? Partition::kFlat : Partition::kDim0);
       });
     }
@@ -75,7 +96,7 @@ TEST_P(Resharding, SamePartitionRoundTrip) {
   const int n = world_size();
   for (Partition p : {Partition::kDim0, Partition::kFlat, Partition::kMixed}) {
     const auto dir = tmp / ("p" + std::to_string(static_cast<int>(p)));
-    save_then_load(GetParam(), dir, n, p, n, p);
+    save_then_load(engine(), exchange(), dir, n, p, n, p);
   }
 }
 
@@ -93,10 +114,10 @@ TEST_P(Resharding, ReadsCheckpointsOfAnotherEngine) {
     SimpleTrainer trainer;
     build_test_state(trainer.state(), world_rank(), n, Partition::kFlat);
     for (auto& shard : trainer.state().tensors()) std::memset(shard.data(), 0, shard.nbytes());
-    const Manifest m = make_test_engine(trainer, GetParam(), dir)->load();
+    const Manifest m = make_test_engine(trainer, engine(), dir, load_config())->load();
     EXPECT_EQ(m.engine, writer);
     EXPECT_TRUE(state_holds_expected(trainer.state()))
-        << GetParam() << " loading what " << writer << " wrote";
+        << engine() << " loading what " << writer << " wrote";
   }
 }
 
@@ -122,7 +143,7 @@ TEST_P(Resharding, ManifestListsNoEmptyPieces) {
     SimpleTrainer trainer;
     build_sparse_state(trainer.state(), world_rank(), n);
     trainer.progress_now.global_step = 3;
-    make_test_engine(trainer, GetParam(), tmp / "sparse")->save();
+    make_test_engine(trainer, engine(), tmp / "sparse")->save();
   }
   const Manifest manifest = Manifest::read(tmp / "sparse" / "global_step_3");
   for (const TensorRecord& t : manifest.tensors) {
@@ -153,7 +174,7 @@ TEST_P(Resharding, ManifestListsNoEmptyPieces) {
                       zero_flat_shard(t->spec.shape, rank, m));
     }
     for (auto& shard : state.tensors()) std::memset(shard.data(), 0xAB, shard.nbytes());
-    make_test_engine(trainer, GetParam(), tmp / "sparse")->load();
+    make_test_engine(trainer, engine(), tmp / "sparse", load_config())->load();
     EXPECT_TRUE(state_holds_expected(state)) << "saved on " << n << " ranks, loaded on " << m;
   }
 }
@@ -185,7 +206,7 @@ TEST_P(Resharding, PipelineStagesListOnlyTheirLayers) {
     SimpleTrainer trainer;
     build_stage_state(trainer.state(), world_rank(), n, std::min(n, 2));
     trainer.progress_now.global_step = 4;
-    make_test_engine(trainer, GetParam(), tmp / "pp")->save();
+    make_test_engine(trainer, engine(), tmp / "pp")->save();
   }
   const Manifest manifest = Manifest::read(tmp / "pp" / "global_step_4");
   EXPECT_EQ(manifest.tensors.size(), 8u);
@@ -198,7 +219,7 @@ TEST_P(Resharding, PipelineStagesListOnlyTheirLayers) {
       SimpleTrainer trainer(comm.get());
       build_stage_state(trainer.state(), rank, m, stages);
       for (auto& shard : trainer.state().tensors()) std::memset(shard.data(), 0xAB, shard.nbytes());
-      make_test_engine(trainer, GetParam(), tmp / "pp")->load();
+      make_test_engine(trainer, engine(), tmp / "pp", load_config())->load();
       EXPECT_TRUE(state_holds_expected(trainer.state()))
           << "saved on " << n << " ranks, loaded on " << m << " in " << stages << " stages";
     }
@@ -211,12 +232,18 @@ TEST_P(Resharding, ManyRanksToFewer) {
   const int n = world_size();
   const int m = std::max(1, n * 5 / 16);
   run_within(std::chrono::seconds(240), [&] {
-    save_then_load(GetParam(), tmp / "many", n, Partition::kFlat, m, Partition::kDim0);
+    save_then_load(engine(), exchange(), tmp / "many", n, Partition::kFlat, m,
+                   Partition::kDim0);
   });
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, Resharding, ::testing::ValuesIn(resumable_engines()),
-                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(
+    Engines, Resharding,
+    ::testing::Combine(::testing::ValuesIn(resumable_engines()),
+                       ::testing::Bool()),
+    [](const auto& info) {
+      return std::get<0>(info.param) + (std::get<1>(info.param) ? "_exchange" : "");
+    });
 
 }  // namespace
 }  // namespace floe::test

@@ -73,6 +73,15 @@ struct CheckpointConfig {
   // and CPU time of each of its steps (layout, data, commit, manifest, ...)
   // through the log sink at kInfo: "trace rank R save TAG: ...".
   bool trace_phases = false;
+  // Default: false. A two-phase load: each rank reads one contiguous part
+  // of the data file in large requests and MPI hands every rank the bytes
+  // its regions need (collective buffering for reads, ROMIO's, across all
+  // tensors at once). For checkpoints whose reader reads one data file
+  // with plain reads (hdf5 and mpiio; others are read as without it). Off
+  // by default: on one node it moved each byte three times where a rank's
+  // own reads move it once, and loaded slower (BENCHMARKS.md, "A two-phase
+  // load").
+  bool load_exchange = false;
   EngineOptions options;         // The engine's own keys, with defaults.
 
   nlohmann::json to_json() const;

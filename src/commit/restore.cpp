@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "commit/coordinator.hpp"
+#include "commit/exchange_read.hpp"
 #include "commit/load_match.hpp"
 #include "commit/paths.hpp"
 #include "commit/read_ahead.hpp"
@@ -294,18 +295,24 @@ VerifyReport verify_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_co
 }
 
 void restore_state(const OpenCheckpoint& checkpoint, State& state,
-                   const Comm& comm, bool verify, const LoadOptions& options) {
+                   const Comm& comm, bool verify, const LoadOptions& options,
+                   bool exchange) {
   const Manifest& manifest = checkpoint.manifest;
   const LoadMatch match = match_state(checkpoint, state, comm, verify, options);
   mark_phase("match");
   const std::vector<TensorShard*>& shards = match.shards;
   const Assignment& who = match.who;
-  // A reader whose reads are independent reads on a thread of its own from
-  // here on; this thread checks each tensor once it has arrived. Where the
-  // thread cannot start, this thread reads (as for other readers): a rank
-  // that threw here would leave the others in the agreement below.
+  // With `exchange`, the ranks read the file in contiguous parts and
+  // exchange the bytes (exchange_read) where the reader allows it: every
+  // shard has arrived when it returns. Otherwise a reader whose reads are
+  // independent reads on a thread of its own from here on; this thread
+  // checks each tensor once it has arrived. Where the thread cannot start,
+  // this thread reads (as for other readers): a rank that threw here would
+  // leave the others in the agreement below.
+  const bool exchanged =
+      exchange && exchange_read(*checkpoint.reader, manifest.tensors, shards, comm).used;
   std::optional<ReadAhead> ahead;
-  if (checkpoint.reader->reads_independently()) {
+  if (!exchanged && checkpoint.reader->reads_independently()) {
     try {
       ahead.emplace(*checkpoint.reader, manifest.tensors, shards);
     } catch (const std::system_error&) {
@@ -335,7 +342,9 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
     try {
       TensorShard* shard = shards[t];
       std::optional<std::uint64_t> digest;  // of the shard, hashed as read
-      if (ahead) {
+      if (exchanged) {
+        // Read already.
+      } else if (ahead) {
         if (verify && shard && ReadAhead::reads_in_chunks(shard->nbytes()) &&
             checks_inline(who[t], comm.rank())) {
           digest = hash_as_read(*ahead, t, *shard);
@@ -370,7 +379,7 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
       error = std::current_exception();
       // The reads of this tensor the other ranks make (1, and 1 more for
       // dedicated checks) when they are collective: without a ReadAhead.
-      if (!ahead) idle_read(*checkpoint.reader, record, (dedicated ? 2 : 1) - reads);
+      if (!ahead && !exchanged) idle_read(*checkpoint.reader, record, (dedicated ? 2 : 1) - reads);
       ahead.reset();  // reads nothing more into the state
     }
   }

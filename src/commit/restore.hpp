@@ -13,7 +13,11 @@ namespace floe {
 // rank's regions, restores scalars, metadata and this rank's blobs, and with
 // `verify` checks every piece's checksum once across the ranks (kCorrupt
 // naming the file and tensor). Throws the same Error on every rank.
+// With `exchange` the ranks read through a two-phase exchange
+// (exchange_read) where the reader allows it, else each its own bytes
+// (CheckpointConfig::load_exchange).
 void restore_state(const OpenCheckpoint& checkpoint, State& state,
-                   const Comm& comm, bool verify, const LoadOptions& options);
+                   const Comm& comm, bool verify, const LoadOptions& options,
+                   bool exchange = false);
 
 }  // namespace floe

@@ -23,6 +23,9 @@ const std::vector<OptionSpec>& common_options() {
        "most bytes of staging memory per rank (async saves, GPU tensors; 0: no cap)"},
       {"trace_phases", OptionKind::kBool, false,
        "each rank logs the wall and CPU time of every step of each save and load"},
+      {"load_exchange", OptionKind::kBool, false,
+       "two-phase loads: each rank reads one contiguous part of the data file and "
+       "MPI moves the bytes to the ranks that need them"},
   };
   return kOptions;
 }
@@ -63,6 +66,7 @@ nlohmann::json CheckpointConfig::to_json() const {
   out["async"] = async;
   out["staging_pool_limit"] = staging_pool_limit;
   out["trace_phases"] = trace_phases;
+  out["load_exchange"] = load_exchange;
   return out;
 }
 

@@ -262,6 +262,7 @@ CheckpointConfig parse_config(const nlohmann::json& json) {
   config.async = values["async"].get<bool>();
   config.staging_pool_limit = values["staging_pool_limit"].get<std::uint64_t>();
   config.trace_phases = values["trace_phases"].get<bool>();
+  config.load_exchange = values["load_exchange"].get<bool>();
   if (config.async && !engine->resumable) {
     bad("async", "engine \"" + type +
                      "\" exports in one synchronous pass; asynchronous saves are "

@@ -332,7 +332,8 @@ Manifest CheckpointEngine::load(const std::optional<std::filesystem::path>& chec
   phases.mark("open");
   const std::string device = trainer_.device();
   if (!any_rank_on_device(comm, device)) {
-    restore_state(opened, trainer_.state(), comm, config_.verify_on_load, options);
+    restore_state(opened, trainer_.state(), comm, config_.verify_on_load, options,
+                  config_.load_exchange);
   } else {
     // Device tensors: read into the pinned pool, then copy to the GPU.
     Staging& s = staging();
@@ -340,7 +341,8 @@ Manifest CheckpointEngine::load(const std::optional<std::filesystem::path>& chec
       return &s.snapshot.mirror(trainer_.state(), s.pool, s.copier_for(device),
                                 config_.staging_pool_limit);
     });
-    restore_state(opened, *mirror, comm, config_.verify_on_load, options);
+    restore_state(opened, *mirror, comm, config_.verify_on_load, options,
+                  config_.load_exchange);
     collectively(comm, [&] { s.snapshot.copy_back(trainer_.state(), s.copier.get()); });
     phases.mark("copy back");
   }

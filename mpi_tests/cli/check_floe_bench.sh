@@ -41,8 +41,10 @@ if mode == "io":
     want = {("raw", "write"), ("rewrite", "write"), ("hdf5", "write"), ("mpiio", "write"),
             ("raw", "read"), ("raw@hdf5", "read"), ("hdf5", "read"),
             ("raw@mpiio", "read"), ("mpiio", "read")}
+    row = "hdf5:load_exchange=true"  # an --engines row with a config key
+    want |= {(row, "write"), (row, "read"), ("raw@" + row, "read")}
     check(set(rows) == want, "rows %r" % sorted(rows))
-    for engine in ("hdf5", "mpiio"):
+    for engine in ("hdf5", "mpiio", row):
         load, raw = rows[(engine, "read")], rows[("raw@" + engine, "read")]
         check(load["baseline"] == "raw@" + engine, engine + ": baseline " + load["baseline"])
         # raw@ reads every byte of the checkpoint, the load the state's.
@@ -85,10 +87,13 @@ run() {
     "${args[@]}" || fail "$1 exited $?"
 }
 
-out="$(run io --json "${work}/io.json")"
+out="$(run io --json "${work}/io.json" --engines hdf5,mpiio,hdf5:load_exchange=true)"
 printf '%s\n' "${out}"
 expect io "${out}" '^raw@hdf5 +read '
 expect io "${out}" '^mpiio +read '
+# A row of its own for an engine with config keys (--engines NAME:KEY=VALUE).
+expect io "${out}" '^hdf5:load_exchange=true +read '
+expect io "${out}" '^raw@hdf5:load_exchange=true +read '
 expect io "${out}" '^hdf5 +read vs raw@hdf5, paired per repetition: [0-9.]+ [0-9.]+; order-balanced [0-9.]+$'
 check_json io "${work}/io.json" || fail "io JSON"
 
@@ -118,7 +123,8 @@ jsons=("${work}/io.json" "${work}/async.json")
 out="$("${python}" "${summary}" "${jsons[@]}")" || fail "bench_summary.py exited $?"
 printf '%s\n' "${out}"
 expect summary "${out}" '^### Save and load: 4 MiB in 8 tensors, medians of 2 repetitions$'
-expect summary "${out}" '^\| 2 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ / [0-9.]+ \[[0-9.]+-[0-9.]+\] \|'
+# Raw write, three saves, raw read, raw@hdf5 and hdf5's load, then its cell.
+expect summary "${out}" '^\| 2 \| ([0-9.]+ \| ){7}[0-9.]+ / [0-9.]+ \[[0-9.]+-[0-9.]+\] \|'
 expect summary "${out}" '^### Async save\(\) blocking: 4 MiB'
 
 # Bad arguments: exit 2, a message naming the argument, and --dir (which a
@@ -142,6 +148,13 @@ bad_args "--engines: 'nosuch' is not a registered engine \\(engines that save an
   --engines hdf5,nosuch
 ((has_hf)) && bad_args "--engines: 'hf' is not a resumable engine" --engines hf
 bad_args '--engines: no engine named' --engines ''
+bad_args "--engines: 'hdf5:load_exchange': 'load_exchange' is not KEY=VALUE" \
+  --engines hdf5:load_exchange
+bad_args "--engines: 'hdf5:nosuch=1': .*nosuch" --engines hdf5:nosuch=1
+bad_args "--engines: 'hdf5' is named twice" --engines hdf5,hdf5
+bad_args "--engines: 'mpiio:type=hdf5': the bench sets type and output_dir" --engines mpiio:type=hdf5
+bad_args "--engines: 'hdf5:load_exchange=true': --async measures engines by name alone" \
+  --async --engines hdf5:load_exchange=true
 bad_args '--size must be > 0' --size 0
 ((has_hf)) && bad_args '--buffer must be > 0' --export --buffer 0
 # Refused by every rank alike, before --dir is emptied: a state so small

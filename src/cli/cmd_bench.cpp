@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -70,6 +71,35 @@ std::uint64_t state_bytes(const State& state) {
 
 
 
+// An --engines row: "NAME" or "NAME:KEY=VALUE[:KEY=VALUE...]", as the
+// engine's name and the config keys it sets (a VALUE that reads as JSON,
+// such as true or 4096, as that; any other as a string).
+std::pair<std::string, nlohmann::json> engine_row(const std::string& row) {
+  std::stringstream parts(row);
+  std::string name;
+  std::getline(parts, name, ':');
+  nlohmann::json keys = nlohmann::json::object();
+  for (std::string part; std::getline(parts, part, ':');) {
+    const std::size_t eq = part.find('=');
+    if (eq == 0 || eq == std::string::npos) {
+      throw UsageError("--engines: '" + row + "': '" + part + "' is not KEY=VALUE");
+    }
+    const std::string value = part.substr(eq + 1);
+    nlohmann::json parsed = nlohmann::json::parse(value, nullptr, false);
+    keys[part.substr(0, eq)] = parsed.is_discarded() ? nlohmann::json(value) : parsed;
+  }
+  return {name, keys};
+}
+
+// The directory under --dir a row's checkpoints go to: its name, with the
+// characters of its keys that a file name should not hold made '_'.
+std::string row_directory(std::string row) {
+  for (char& c : row) {
+    if (c == ':' || c == '=' || c == '/') c = '_';
+  }
+  return row;
+}
+
 }  // namespace
 
 int run_bench(const std::vector<std::string>& args) {
@@ -84,7 +114,8 @@ int run_bench(const std::vector<std::string>& args) {
        "repetitions (medians reported; a multiple of the rows rotated, and even, so "
        "each load's raw@ read comes before it as often as after)")
       ("engines", po::value<std::string>()->default_value("hdf5,mpiio"),
-       "comma-separated engines to measure")
+       "comma-separated engines to measure; NAME:KEY=VALUE[:KEY=VALUE...] is a row of "
+       "its own with those config keys (e.g. hdf5,hdf5:load_exchange=disable)")
       ("async", "measure how long an async save() blocks, against a memcpy of "
                 "the state (--engines: which engines)")
       ("no-verify", "load without checking checksums")
@@ -124,7 +155,12 @@ int run_bench(const std::vector<std::string>& args) {
   for (const auto& info : known) {
     if (info.resumable) resumable += (resumable.empty() ? "" : ", ") + info.name;
   }
-  for (const auto& e : engines) {
+  // Each row's config, checked here too (a key the engine lacks, a bad
+  // value), by row name.
+  std::map<std::string, CheckpointConfig> configs;
+  for (const auto& row : engines) {
+    if (configs.count(row)) throw UsageError("--engines: '" + row + "' is named twice");
+    const auto [e, keys] = engine_row(row);
     const auto it = std::find_if(known.begin(), known.end(),
                                  [&](const EngineInfo& info) { return info.name == e; });
     if (it == known.end() || !it->resumable) {
@@ -132,8 +168,30 @@ int run_bench(const std::vector<std::string>& args) {
                        (it == known.end() ? "a registered engine" : "a resumable engine") +
                        " (engines that save and load: " + resumable + ")");
     }
+    if (keys.contains("type") || keys.contains("output_dir")) {
+      throw UsageError("--engines: '" + row + "': the bench sets type and output_dir");
+    }
+    // The row's keys win over the bench's defaults.
+    nlohmann::json cfg = {{"type", e},
+                          {"output_dir", (dir / row_directory(row)).string()},
+                          {"keep_last_n", 1},
+                          {"verify_on_load", vm->count("no-verify") == 0},
+                          {"trace_phases", vm->count("phases") > 0}};
+    cfg.update(keys);
+    try {
+      configs[row] = parse_config(cfg);
+    } catch (const Error& error) {
+      throw UsageError("--engines: '" + row + "': " + error.what());
+    }
   }
   if (engines.empty()) throw UsageError("--engines: no engine named (" + resumable + ")");
+  if (vm->count("async")) {
+    for (const auto& row : engines) {
+      if (row != engine_row(row).first) {
+        throw UsageError("--engines: '" + row + "': --async measures engines by name alone");
+      }
+    }
+  }
 
   SimpleTrainer trainer;
   // Agreed on: a rank without memory for its share fails every rank.
@@ -179,13 +237,7 @@ int run_bench(const std::vector<std::string>& args) {
     return all;
   }();
   std::map<std::string, std::unique_ptr<CheckpointEngine>> made;
-  for (const auto& e : engines) {
-    nlohmann::json cfg = {{"type", e}, {"output_dir", (dir / e).string()},
-                          {"keep_last_n", 1},
-                          {"verify_on_load", vm->count("no-verify") == 0},
-                          {"trace_phases", vm->count("phases") > 0}};
-    made[e] = make_engine(trainer, parse_config(cfg));
-  }
+  for (const auto& row : engines) made[row] = make_engine(trainer, configs[row]);
 
   std::vector<Sample> samples;
   auto record = [&](const std::string& engine, const std::string& op, double s) {
@@ -264,7 +316,7 @@ int run_bench(const std::vector<std::string>& args) {
         // Agreed on: a rank that cannot list the checkpoint (a stale NFS
         // view of `latest`) fails every rank, not only itself.
         const auto files = collectively(Comm(MPI_COMM_WORLD), [&] {
-          return bench::latest_checkpoint_files(dir / name);
+          return bench::latest_checkpoint_files(dir / row_directory(name));
         });
         settle();
         record("raw@" + name, "read", timed(MPI_COMM_WORLD, [&] {

@@ -185,6 +185,51 @@ TEST_P(ExchangeRead, AReadThatFailsInOnePartFailsOnEveryRank) {
   });
 }
 
+// A load through the exchange still checks every piece's checksum: a
+// byte flipped inside the data file's last tensor fails the load on every
+// rank with kCorrupt naming the file and that tensor; nothing committed
+// changes.
+TEST_P(ExchangeRead, AFlippedByteFailsTheLoadOnEveryRank) {
+  TempDir tmp;
+  const fs::path dir = save_state(GetParam(), tmp / "ckpt", Partition::kMixed);
+  const Manifest manifest = Manifest::read(dir);
+  const fs::path data = dir / manifest.files.at(0).path;
+  const std::uint64_t at = inside_last_tensor(manifest);
+  std::string last;  // the key of the tensor holding byte `at`
+  for (const TensorRecord& t : manifest.tensors) {
+    if (t.spec.nbytes() < 2) continue;
+    if (t.storage_offset && *t.storage_offset + 1 == at) last = t.spec.key();
+    for (const PieceRecord& p : t.pieces) {
+      if (p.offset + 1 == at) last = t.spec.key();
+    }
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank() == 0) {
+    std::fstream f(data, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(at));
+    const char byte = static_cast<char>(f.get() ^ 0x10);
+    f.seekp(static_cast<std::streamoff>(at));
+    f.put(byte);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  const std::string manifest_before = slurp(dir / "manifest.json");
+  run_within(std::chrono::seconds(120), [&] {
+    SimpleTrainer trainer;
+    build_test_state(trainer.state(), world_rank(), world_size(),
+                     Partition::kDim0);
+    auto engine = make_test_engine(trainer, GetParam(), tmp / "ckpt",
+                                   {{"load_exchange", true}});
+    const Caught caught = catch_error([&] { engine->load(); });
+    EXPECT_TRUE(is_error(caught, ErrorCode::kCorrupt,
+                         {"checksum mismatch in " + manifest.files.at(0).path,
+                          "\"" + last + "\""}))
+        << caught.message;
+    EXPECT_TRUE(same_on_all_ranks(caught.message));
+    EXPECT_EQ(slurp(dir / "manifest.json"), manifest_before);
+    EXPECT_EQ(slurp(tmp / "ckpt" / "latest"), "global_step_1\n");
+  });
+}
+
 INSTANTIATE_TEST_SUITE_P(Engines, ExchangeRead,
                          ::testing::ValuesIn(resumable_engines()),
                          [](const auto& info) { return info.param; });

@@ -271,7 +271,9 @@ ExchangeStats exchange_read(CheckpointReader& reader,
   }
   if (all_lo >= all_hi) return stats;
 
-  const Parts parts(all_lo, all_hi, n, std::max<std::uint64_t>(1, round_bytes));
+  // MPI block lengths are ints: rounds of at most 1 GiB.
+  const Parts parts(all_lo, all_hi, n,
+                    std::clamp<std::uint64_t>(round_bytes, 1, 1u << 30));
   const int me = comm.rank();
   const std::uint64_t buffer_bytes = std::min(parts.per, parts.round);
   std::unique_ptr<char[]> buffers[2];

@@ -51,8 +51,9 @@ struct ExchangeStats {
 // ranks that asked for it (a replicated region's bytes to each of them).
 // A failed read throws the same Error on every rank once the rounds are
 // over (no rank leaves the others in a round); the shards' bytes are then
-// undefined. `round_bytes` (> 0, the same on every rank): tests pass small
-// ones to run many rounds on a small state.
+// undefined. `round_bytes` (the same on every rank; held to 1 B-1 GiB,
+// as MPI block lengths are ints): tests pass small ones to run many
+// rounds on a small state.
 ExchangeStats exchange_read(CheckpointReader& reader,
                             const std::vector<TensorRecord>& tensors,
                             const std::vector<TensorShard*>& shards,

@@ -71,14 +71,16 @@ floe_stage_tsan() {
   # hdf5 loads without storage offsets start load's checker thread, and
   # whose mpiio saves start the checksum thread from the trainer's thread;
   # and commit_protocol_test, whose retention tests run the background
-  # deleter's thread against the engine's calls on the same file system.
+  # deleter's thread against the engine's calls on the same file system;
+  # and exchange_read_test, whose two-phase loads read each round on a
+  # thread of its own while the main thread moves the last one with MPI.
   floe_sanitized_build "${install}" "-fsanitize=thread -fno-omit-frame-pointer" \
-    ${FLOE_TSAN_TARGETS:-async_save_test async_crash load_check_test commit_protocol_test}
+    ${FLOE_TSAN_TARGETS:-async_save_test async_crash load_check_test commit_protocol_test exchange_read_test}
   ((build_only)) && return 0
   export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$(floe_sanitizer_dir)/tsan.supp"
-  # Their tests: names containing "async", "load_check" or
-  # "commit_protocol" (or -R REGEX).
-  local tests="${regex:-async|load_check|commit_protocol}"
+  # Their tests: names containing "async", "load_check", "commit_protocol"
+  # or "exchange_read" (or -R REGEX).
+  local tests="${regex:-async|load_check|commit_protocol|exchange_read}"
   local args=(--test-dir "${BUILD_DIR}" --output-on-failure -j "$(floe_nproc)"
               -R "${tests}")
   if [[ -z "$(ctest --test-dir "${BUILD_DIR}" -N -R "${tests}" | grep -E '^ *Test +#')" ]]; then

@@ -17,6 +17,20 @@ class Resharding : public ::testing::TestWithParam<std::tuple<std::string, bool>
   nlohmann::json load_config() const { return {{"load_exchange", exchange()}}; }
 };
 
+// Collects the phase traces ("trace ...") the log sink gets while alive;
+// the default sink is back once it is gone, also when a load throws.
+class TraceLines {
+ public:
+  explicit TraceLines(std::vector<std::string>& out) {
+    set_log_sink([&out](LogLevel level, const std::string& m) {
+      if (level == LogLevel::kInfo && m.rfind("trace ", 0) == 0) out.push_back(m);
+    });
+  }
+  ~TraceLines() { set_log_sink(nullptr); }
+  TraceLines(const TraceLines&) = delete;
+  TraceLines& operator=(const TraceLines&) = delete;
+};
+
 // Saves with the first `k` ranks under `partition`, then loads with the
 // first `m` under another partition (with `exchange` as load_exchange),
 // and checks every value. An exchange asked for is made, one turned off is
@@ -45,15 +59,14 @@ void save_then_load(const std::string& engine, bool exchange,
   }
   trainer.state().set_scalar("lr", 1.0);
   trainer.state().clear_blobs();
+  Manifest manifest;
   std::vector<std::string> traces;
-  set_log_sink([&](LogLevel level, const std::string& m) {
-    if (level == LogLevel::kInfo && m.rfind("trace ", 0) == 0) traces.push_back(m);
-  });
-  const Manifest manifest =
-      make_test_engine(trainer, engine, dir,
-                       {{"load_exchange", exchange}, {"trace_phases", true}})
-          ->load();
-  set_log_sink(nullptr);
+  {
+    const TraceLines lines(traces);
+    manifest = make_test_engine(trainer, engine, dir,
+                                {{"load_exchange", exchange}, {"trace_phases", true}})
+                   ->load();
+  }
   ASSERT_EQ(traces.size(), 1u);
   EXPECT_EQ(traces[0].find(" exchange ") != std::string::npos, exchange) << traces[0];
   EXPECT_EQ(manifest.step, 10 * k + m);

@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "engine_fixture.hpp"
+#include "trace_lines.hpp"
 
 namespace floe::test {
 namespace {
@@ -15,20 +16,6 @@ class Resharding : public ::testing::TestWithParam<std::tuple<std::string, bool>
   bool exchange() const { return std::get<1>(GetParam()); }
   // The loading engine's extra config.
   nlohmann::json load_config() const { return {{"load_exchange", exchange()}}; }
-};
-
-// Collects the phase traces ("trace ...") the log sink gets while alive;
-// the default sink is back once it is gone, also when a load throws.
-class TraceLines {
- public:
-  explicit TraceLines(std::vector<std::string>& out) {
-    set_log_sink([&out](LogLevel level, const std::string& m) {
-      if (level == LogLevel::kInfo && m.rfind("trace ", 0) == 0) out.push_back(m);
-    });
-  }
-  ~TraceLines() { set_log_sink(nullptr); }
-  TraceLines(const TraceLines&) = delete;
-  TraceLines& operator=(const TraceLines&) = delete;
 };
 
 // Saves with the first `k` ranks under `partition`, then loads with the

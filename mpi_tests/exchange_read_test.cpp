@@ -15,6 +15,7 @@
 #include "commit/load_match.hpp"
 #include "engine_fixture.hpp"
 #include "floe/checkpoint.hpp"
+#include "trace_lines.hpp"
 
 namespace floe::test {
 namespace {
@@ -185,7 +186,8 @@ TEST_P(ExchangeRead, AReadThatFailsInOnePartFailsOnEveryRank) {
   });
 }
 
-// A load through the exchange still checks every piece's checksum: a
+// A load through the exchange (its phase trace lists it) still checks
+// every piece's checksum: a
 // byte flipped inside the data file's last tensor fails the load on every
 // rank with kCorrupt naming the file and that tensor; nothing committed
 // changes.
@@ -217,9 +219,18 @@ TEST_P(ExchangeRead, AFlippedByteFailsTheLoadOnEveryRank) {
     SimpleTrainer trainer;
     build_test_state(trainer.state(), world_rank(), world_size(),
                      Partition::kDim0);
-    auto engine = make_test_engine(trainer, GetParam(), tmp / "ckpt",
-                                   {{"load_exchange", true}});
-    const Caught caught = catch_error([&] { engine->load(); });
+    auto engine =
+        make_test_engine(trainer, GetParam(), tmp / "ckpt",
+                         {{"load_exchange", true}, {"trace_phases", true}});
+    std::vector<std::string> traces;
+    Caught caught;
+    {
+      const TraceLines lines(traces);
+      caught = catch_error([&] { engine->load(); });
+    }
+    // The bytes came through the exchange, and were still checked.
+    ASSERT_EQ(traces.size(), 1u);
+    EXPECT_NE(traces[0].find(" exchange "), std::string::npos) << traces[0];
     EXPECT_TRUE(is_error(caught, ErrorCode::kCorrupt,
                          {"checksum mismatch in " + manifest.files.at(0).path,
                           "\"" + last + "\""}))

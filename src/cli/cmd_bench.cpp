@@ -72,21 +72,20 @@ std::uint64_t state_bytes(const State& state) {
 
 
 // An --engines row: "NAME" or "NAME:KEY=VALUE[:KEY=VALUE...]", as the
-// engine's name and the config keys it sets (a VALUE that reads as JSON,
-// such as true or 4096, as that; any other as a string).
-std::pair<std::string, nlohmann::json> engine_row(const std::string& row) {
+// engine's name and its KEY=VALUE pairs (as typed: config_json_from_flags
+// converts them by their keys' kinds).
+std::pair<std::string, std::vector<std::pair<std::string, std::string>>> engine_row(
+    const std::string& row) {
   std::stringstream parts(row);
   std::string name;
   std::getline(parts, name, ':');
-  nlohmann::json keys = nlohmann::json::object();
+  std::vector<std::pair<std::string, std::string>> keys;
   for (std::string part; std::getline(parts, part, ':');) {
     const std::size_t eq = part.find('=');
     if (eq == 0 || eq == std::string::npos) {
       throw UsageError("--engines: '" + row + "': '" + part + "' is not KEY=VALUE");
     }
-    const std::string value = part.substr(eq + 1);
-    nlohmann::json parsed = nlohmann::json::parse(value, nullptr, false);
-    keys[part.substr(0, eq)] = parsed.is_discarded() ? nlohmann::json(value) : parsed;
+    keys.emplace_back(part.substr(0, eq), part.substr(eq + 1));
   }
   return {name, keys};
 }
@@ -115,7 +114,7 @@ int run_bench(const std::vector<std::string>& args) {
        "each load's raw@ read comes before it as often as after)")
       ("engines", po::value<std::string>()->default_value("hdf5,mpiio"),
        "comma-separated engines to measure; NAME:KEY=VALUE[:KEY=VALUE...] is a row of "
-       "its own with those config keys (e.g. hdf5,hdf5:load_exchange=disable)")
+       "its own with those config keys (e.g. hdf5,hdf5:load_exchange=true)")
       ("async", "measure how long an async save() blocks, against a memcpy of "
                 "the state (--engines: which engines)")
       ("no-verify", "load without checking checksums")
@@ -160,7 +159,7 @@ int run_bench(const std::vector<std::string>& args) {
   std::map<std::string, CheckpointConfig> configs;
   for (const auto& row : engines) {
     if (configs.count(row)) throw UsageError("--engines: '" + row + "' is named twice");
-    const auto [e, keys] = engine_row(row);
+    auto [e, keys] = engine_row(row);
     const auto it = std::find_if(known.begin(), known.end(),
                                  [&](const EngineInfo& info) { return info.name == e; });
     if (it == known.end() || !it->resumable) {
@@ -168,30 +167,28 @@ int run_bench(const std::vector<std::string>& args) {
                        (it == known.end() ? "a registered engine" : "a resumable engine") +
                        " (engines that save and load: " + resumable + ")");
     }
-    if (keys.contains("type") || keys.contains("output_dir")) {
-      throw UsageError("--engines: '" + row + "': the bench sets type and output_dir");
+    if (vm->count("async") && !keys.empty()) {
+      throw UsageError("--engines: '" + row + "': --async measures engines by name alone");
     }
+    for (const auto& [key, value] : keys) {
+      if (key == "type" || key == "output_dir") {
+        throw UsageError("--engines: '" + row + "': the bench sets type and output_dir");
+      }
+    }
+    keys.emplace_back("type", e);
     // The row's keys win over the bench's defaults.
-    nlohmann::json cfg = {{"type", e},
-                          {"output_dir", (dir / row_directory(row)).string()},
+    nlohmann::json cfg = {{"output_dir", (dir / row_directory(row)).string()},
                           {"keep_last_n", 1},
                           {"verify_on_load", vm->count("no-verify") == 0},
                           {"trace_phases", vm->count("phases") > 0}};
-    cfg.update(keys);
     try {
+      cfg.update(config_json_from_flags(keys));
       configs[row] = parse_config(cfg);
     } catch (const Error& error) {
       throw UsageError("--engines: '" + row + "': " + error.what());
     }
   }
   if (engines.empty()) throw UsageError("--engines: no engine named (" + resumable + ")");
-  if (vm->count("async")) {
-    for (const auto& row : engines) {
-      if (row != engine_row(row).first) {
-        throw UsageError("--engines: '" + row + "': --async measures engines by name alone");
-      }
-    }
-  }
 
   SimpleTrainer trainer;
   // Agreed on: a rank without memory for its share fails every rank.
@@ -316,7 +313,7 @@ int run_bench(const std::vector<std::string>& args) {
         // Agreed on: a rank that cannot list the checkpoint (a stale NFS
         // view of `latest`) fails every rank, not only itself.
         const auto files = collectively(Comm(MPI_COMM_WORLD), [&] {
-          return bench::latest_checkpoint_files(dir / row_directory(name));
+          return bench::latest_checkpoint_files(configs[name].output_dir);
         });
         settle();
         record("raw@" + name, "read", timed(MPI_COMM_WORLD, [&] {

@@ -30,7 +30,6 @@ struct Span {
 struct Requests {
   const ReadOnlyFile* file = nullptr;
   std::vector<FileRun> runs;  // by offset, none empty, none overlapping
-  std::uint64_t bytes = 0;
 };
 
 // Plans every shard's runs, reading nothing; false when the exchange
@@ -72,7 +71,6 @@ bool plan_requests(CheckpointReader& reader,
     }
     if (i > 0 && out.runs[i - 1].offset + out.runs[i - 1].length > run.offset)
       return false;
-    out.bytes += run.length;
   }
   // The request lists travel as pairs of u64 in one MPI_Alltoallv, whose
   // counts and displacements are ints.

@@ -28,7 +28,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const char kHelp[] =
+const char kDiffHelp[] =
     "\n\nA and B are checkpoint directories; any engines, any world sizes. "
     "Tensors are\ncompared by global value, read in chunks split across the "
     "ranks under mpirun.\nValues compare bitwise by default (so +0 and -0 "
@@ -123,7 +123,7 @@ std::vector<std::string> compare_scalars(const Manifest& a, const Manifest& b,
   return lines;
 }
 
-DiffOptions parse_options(const po::variables_map& vm) {
+DiffOptions parse_diff_options(const po::variables_map& vm) {
   DiffOptions options;
   for (const char* name : {"atol", "rtol"}) {
     if (!vm.count(name)) continue;
@@ -146,7 +146,7 @@ DiffOptions parse_options(const po::variables_map& vm) {
 int run_diff(const std::vector<std::string>& args) {
   CommandLine line;
   line.usage = "floe diff A B [--atol X] [--rtol X] [--blobs] [--max-report N]";
-  line.summary = std::string(kDiffSummary) + kHelp;
+  line.summary = std::string(kDiffSummary) + kDiffHelp;
   line.options.add_options()("atol", po::value<double>(),
                              "Absolute tolerance for float values. Default: "
                              "bitwise comparison.")(
@@ -167,7 +167,7 @@ int run_diff(const std::vector<std::string>& args) {
   line.positional.add("a", 1).add("b", 1);
   const auto vm = parse_command_line(line, args);
   if (!vm) return 0;
-  const DiffOptions options = parse_options(*vm);
+  const DiffOptions options = parse_diff_options(*vm);
   const fs::path dir_a = (*vm)["a"].as<std::string>();
   const fs::path dir_b = (*vm)["b"].as<std::string>();
 

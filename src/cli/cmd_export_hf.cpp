@@ -25,7 +25,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const char kHelp[] =
+const char kExportHfHelp[] =
     "\n\nCKPT is a committed checkpoint directory (DIR/global_step_<N>) of a "
     "resumable\nengine (hdf5, mpiio), saved at any world size. DIR gets "
     "model.safetensors, or\nmodel-0000k-of-0000n.safetensors and "
@@ -46,7 +46,7 @@ std::uint64_t size_option(const po::variables_map& vm, const char* name) {
   }
 }
 
-HfExportOptions parse_options(const po::variables_map& vm) {
+HfExportOptions parse_export_options(const po::variables_map& vm) {
   HfExportOptions options;
   options.max_shard_size = size_option(vm, "max-shard-size");
   if (options.max_shard_size == 0)
@@ -132,7 +132,7 @@ int run_export_hf(const std::vector<std::string>& args) {
   line.usage =
       "floe export-hf CKPT --out DIR [--max-shard-size S] [--dtype DT] "
       "[--force] [options]";
-  line.summary = std::string(kExportHfSummary) + kHelp;
+  line.summary = std::string(kExportHfSummary) + kExportHfHelp;
   line.options.add_options()(
       "out,o", po::value<std::string>()->required(),
       "The export directory (created; must be empty unless --force).")(
@@ -159,7 +159,7 @@ int run_export_hf(const std::vector<std::string>& args) {
   line.positional.add("checkpoint", 1);
   const auto vm = parse_command_line(line, args);
   if (!vm) return 0;
-  const HfExportOptions options = parse_options(*vm);
+  const HfExportOptions options = parse_export_options(*vm);
   const fs::path checkpoint = (*vm)["checkpoint"].as<std::string>();
   const fs::path dir = (*vm)["out"].as<std::string>();
   const Comm comm(MPI_COMM_WORLD);

@@ -9,11 +9,12 @@
 #include "floe/error.hpp"
 
 namespace floe::hf {
-namespace {
 
-[[noreturn]] void corrupt(const std::string& what, const std::string& why) {
+void corrupt(const std::string& what, const std::string& why) {
   throw Error(ErrorCode::kCorrupt, what + ": " + why);
 }
+
+namespace {
 
 // Dtypes the reference reader knows and Floe does not.
 constexpr const char* kForeignDtypes[] = {

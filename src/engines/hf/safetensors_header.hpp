@@ -17,6 +17,10 @@ namespace floe::hf {
 // The reference reader's bound on the header length N (HeaderTooLarge).
 inline constexpr std::uint64_t kMaxHeaderBytes = 100'000'000;
 
+// Throws Error(kCorrupt, "<what>: <why>"): how the safetensors readers
+// (header, index) name a file whose contents are wrong.
+[[noreturn]] void corrupt(const std::string& what, const std::string& why);
+
 struct SafetensorsTensor {
   std::string name;
   DType dtype = DType::kF32;

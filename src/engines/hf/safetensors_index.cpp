@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commit/paths.hpp"
+#include "engines/hf/safetensors_header.hpp"
 #include "floe/error.hpp"
 
 namespace floe::hf {
@@ -12,10 +13,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
-
-[[noreturn]] void corrupt(const std::string& what, const std::string& why) {
-  throw Error(ErrorCode::kCorrupt, what + ": " + why);
-}
 
 std::string read_small_file(const fs::path& path, std::uint64_t limit) {
   const ReadOnlyFile file(path);

@@ -14,7 +14,9 @@ floe_sanitizer_dir() { echo "${FLOE_ROOT}/scripts/sanitizers"; }
 # first time, the flags enter its cache from CFLAGS/CXXFLAGS/LDFLAGS) and
 # build it: everything, or only the targets named.
 #
-# Both compile as a unity build (CMAKE_UNITY_BUILD, 8 sources a unit), so
+# Both compile as a unity build (FLOE_UNITY_BUILD, cmake/FloeUnity.cmake:
+# 8 sources a unit, included by relative paths so ccache serves a fresh
+# clone), so
 # the heavy headers (GoogleTest, nlohmann::json, MPI, HDF5) are parsed once
 # a unit instead of once a source: 44 compilations instead of 180 for the
 # ASan build, 492 s instead of 834 s from scratch on the 2-core CI machine
@@ -24,7 +26,7 @@ floe_sanitizer_dir() { echo "${FLOE_ROOT}/scripts/sanitizers"; }
 floe_sanitized_build() {
   local install=$1 flags=$2
   shift 2
-  export FLOE_CMAKE_ARGS="-DFLOE_WITH_TORCH=OFF -DFLOE_WITH_CUDA=OFF -DCMAKE_UNITY_BUILD=ON ${FLOE_CMAKE_ARGS:-}"
+  export FLOE_CMAKE_ARGS="-DFLOE_WITH_TORCH=OFF -DFLOE_WITH_CUDA=OFF -DFLOE_UNITY_BUILD=ON ${FLOE_CMAKE_ARGS:-}"
   if (($# == 0)); then
     CFLAGS="${flags}" CXXFLAGS="${flags}" LDFLAGS="${flags%% *}" floe_setup "${install}"
     return

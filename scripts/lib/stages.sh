@@ -14,15 +14,15 @@ floe_sanitizer_dir() { echo "${FLOE_ROOT}/scripts/sanitizers"; }
 # first time, the flags enter its cache from CFLAGS/CXXFLAGS/LDFLAGS) and
 # build it: everything, or only the targets named.
 #
-# Both compile as a unity build (FLOE_UNITY_BUILD, cmake/FloeUnity.cmake:
-# 8 sources a unit, included by relative paths so ccache serves a fresh
-# clone), so
-# the heavy headers (GoogleTest, nlohmann::json, MPI, HDF5) are parsed once
-# a unit instead of once a source: 44 compilations instead of 180 for the
-# ASan build, 492 s instead of 834 s from scratch on the 2-core CI machine
-# (ccache off; RELIABILITY.md). The main build stays one compilation a source, so a source
-# that leans on another's includes still fails there; two sources of one
-# target whose internal names clash fail here, as one would want anyway.
+# Both compile as unity builds (FLOE_UNITY_BUILD, cmake/FloeUnity.cmake:
+# batches of 8 sources, included by relative paths so that ccache serves a
+# fresh clone), so the heavy headers (GoogleTest, nlohmann::json, MPI,
+# HDF5) are parsed once a batch instead of once a source: 44 compilations
+# instead of 180 for the ASan build, 492 s instead of 834 s from scratch on
+# the 2-core CI machine (RELIABILITY.md). The main build stays one
+# compilation a source, so a source that leans on another's includes still
+# fails there; two sources of one target whose internal names clash fail
+# here, as one would want anyway.
 floe_sanitized_build() {
   local install=$1 flags=$2
   shift 2

@@ -29,12 +29,18 @@ floe_sanitized_build() {
   export FLOE_CMAKE_ARGS="-DFLOE_WITH_TORCH=OFF -DFLOE_WITH_CUDA=OFF -DFLOE_UNITY_BUILD=ON ${FLOE_CMAKE_ARGS:-}"
   if (($# == 0)); then
     CFLAGS="${flags}" CXXFLAGS="${flags}" LDFLAGS="${flags%% *}" floe_setup "${install}"
-    return
+  else
+    [[ "${install}" == no-install ]] || floe_install_packages
+    CFLAGS="${flags}" CXXFLAGS="${flags}" LDFLAGS="${flags%% *}" floe_configure
+    floe_phase "build: cmake --build ${BUILD_DIR} --target $*"
+    cmake --build "${BUILD_DIR}" -j "$(floe_nproc)" --target "$@"
   fi
-  [[ "${install}" == no-install ]] || floe_install_packages
-  CFLAGS="${flags}" CXXFLAGS="${flags}" LDFLAGS="${flags%% *}" floe_configure
-  floe_phase "build: cmake --build ${BUILD_DIR} --target $*"
-  cmake --build "${BUILD_DIR}" -j "$(floe_nproc)" --target "$@"
+  # A unity build that silently compiled one source at a time would only
+  # be slower: say so instead (FLOE_CMAKE_ARGS may turn it off on purpose).
+  if grep -q '^FLOE_UNITY_BUILD:BOOL=ON$' "${BUILD_DIR}/CMakeCache.txt" &&
+    ! compgen -G "${BUILD_DIR}/src/floe_unity/floe/batch_*.cpp" >/dev/null; then
+    floe_die "${BUILD_DIR}: FLOE_UNITY_BUILD is on but libfloe has no unity batches (cmake/FloeUnity.cmake did not run)"
+  fi
 }
 
 floe_stage_asan() {

@@ -18,7 +18,7 @@ floe_sanitizer_dir() { echo "${FLOE_ROOT}/scripts/sanitizers"; }
 # batches of 8 sources, included by relative paths so that ccache serves a
 # fresh clone), so the heavy headers (GoogleTest, nlohmann::json, MPI,
 # HDF5) are parsed once a batch instead of once a source: 44 compilations
-# instead of 180 for the ASan build, 492 s instead of 834 s from scratch on
+# instead of 180 for the ASan build, 502 s instead of 834 s from scratch on
 # the 2-core CI machine (RELIABILITY.md). The main build stays one
 # compilation a source, so a source that leans on another's includes still
 # fails there; two sources of one target whose internal names clash fail

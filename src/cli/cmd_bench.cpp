@@ -234,7 +234,7 @@ int run_bench(const std::vector<std::string>& args) {
     return all;
   }();
   std::map<std::string, std::unique_ptr<CheckpointEngine>> made;
-  for (const auto& row : engines) made[row] = make_engine(trainer, configs[row]);
+  for (const auto& row : engines) made[row] = make_engine(trainer, configs.at(row));
 
   std::vector<Sample> samples;
   auto record = [&](const std::string& engine, const std::string& op, double s) {
@@ -313,7 +313,7 @@ int run_bench(const std::vector<std::string>& args) {
         // Agreed on: a rank that cannot list the checkpoint (a stale NFS
         // view of `latest`) fails every rank, not only itself.
         const auto files = collectively(Comm(MPI_COMM_WORLD), [&] {
-          return bench::latest_checkpoint_files(configs[name].output_dir);
+          return bench::latest_checkpoint_files(configs.at(name).output_dir);
         });
         settle();
         record("raw@" + name, "read", timed(MPI_COMM_WORLD, [&] {

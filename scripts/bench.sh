@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The figures in BENCHMARKS.md: floe bench at 1, 2 and 4 ranks on a ~1 GiB
 # state (engines side by side with raw POSIX I/O of the same bytes, fsync
-# included in both), the Hugging Face export (floe bench --export) at the
+# included in both; --control: a raw read in each load's place, paired as
+# the load is, for the noise floor of the load ratios), the Hugging Face export (floe bench --export) at the
 # same rank counts, and 20,000 small tensors for the per-tensor cost.
 # Also, at each rank count: async save() blocking vs memcpy (floe bench
 # --async) and the peers (scripts/bench_peers.py: torch.save/load, h5py and
@@ -35,7 +36,7 @@ floe_phase "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $
 for n in ${ranks}; do
   floe_phase "bench: ${n} ranks, ${size}, 16 tensors"
   "${mpi[@]}" -np "${n}" "${floe}" bench --dir "${scratch}" --size "${size}" \
-    --tensors 16 --repeat "${repeat}" --json "${out}/large_np${n}.json"
+    --tensors 16 --repeat "${repeat}" --control --json "${out}/large_np${n}.json"
 done
 for n in ${ranks}; do
   floe_phase "bench: Hugging Face export, ${n} ranks, ${size}, 16 tensors"

@@ -41,6 +41,15 @@ def table(head, rows):
     return "\n".join(out)
 
 
+def paired_cell(load):
+    """A read's ratio to its raw@ read: of medians / order-balanced [paired range]."""
+    balanced = load.get("paired_vs_raw_balanced")
+    paired = load.get("paired_vs_raw") or []
+    return (f"{load['throughput_vs_raw']:.2f} / "
+            + (f"{balanced:.2f}" if balanced is not None else "-")
+            + (f" [{min(paired):.2f}-{max(paired):.2f}]" if paired else ""))
+
+
 def io_table(docs):
     engines = []
     for d in docs:
@@ -48,9 +57,13 @@ def io_table(docs):
             e = r["engine"]
             if r["op"] == "write" and e not in ("raw", "rewrite") and e not in engines:
                 engines.append(e)
+    # `floe bench --control`: a raw read in each load's place, paired alike.
+    controls = [e for e in engines
+                if any(r["engine"] == f"control@{e}" for d in docs for r in d["results"])]
     head = ["ranks", "raw write s"] + [f"{e} save" for e in engines] + ["raw read s"]
     for e in engines:
         head += [f"raw@{e} s", f"{e} load s", f"{e} vs raw@ / balanced [paired range]"]
+    head += [f"control@{e} vs raw@ / balanced [paired range]" for e in controls]
     rows = []
     for d in sorted(docs, key=lambda d: d["ranks"]):
         by = {(r["engine"], r["op"]): r for r in d["results"]}
@@ -63,12 +76,9 @@ def io_table(docs):
             if not load or not raw:
                 row += ["-", "-", "-"]
                 continue
-            balanced = load.get("paired_vs_raw_balanced")
-            paired = load.get("paired_vs_raw") or []
-            row += [f"{raw['median_s']:.3f}", f"{load['median_s']:.3f}",
-                    f"{load['throughput_vs_raw']:.2f} / "
-                    + (f"{balanced:.2f}" if balanced is not None else "-")
-                    + (f" [{min(paired):.2f}-{max(paired):.2f}]" if paired else "")]
+            row += [f"{raw['median_s']:.3f}", f"{load['median_s']:.3f}", paired_cell(load)]
+        row += [paired_cell(by[(f"control@{e}", "read")]) if (f"control@{e}", "read") in by
+                else "-" for e in controls]
         rows.append(row)
     return table(head, rows)
 

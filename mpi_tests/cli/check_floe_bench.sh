@@ -43,12 +43,27 @@ if mode == "io":
             ("raw@mpiio", "read"), ("mpiio", "read")}
     row = "hdf5:load_exchange=true"  # an --engines row with a config key
     want |= {(row, "write"), (row, "read"), ("raw@" + row, "read")}
+    # --control: per engine, a raw read in the load's place, paired alike.
+    controls = ["control@" + e for e in ("hdf5", "mpiio", row)]
+    want |= {(c, "read") for c in controls} | {("raw@" + c, "read") for c in controls}
     check(set(rows) == want, "rows %r" % sorted(rows))
-    for engine in ("hdf5", "mpiio", row):
+    for key, r in rows.items():  # all ranks' CPU seconds, per repetition
+        cpu = r["cpu_all_s"]
+        check(len(cpu) == 2 and all(c >= 0 for c in cpu), "%s: cpu %r" % (key, cpu))
+        check(math.isclose(r["cpu_median_s"], statistics.median(cpu)), "%s: cpu median" % (key,))
+    for engine in ("hdf5", "mpiio", row) + tuple(controls):
         load, raw = rows[(engine, "read")], rows[("raw@" + engine, "read")]
         check(load["baseline"] == "raw@" + engine, engine + ": baseline " + load["baseline"])
-        # raw@ reads every byte of the checkpoint, the load the state's.
-        check(raw["bytes"] > load["bytes"], engine + ": raw@ bytes %r" % raw["bytes"])
+        checkpoint = engine.split("@")[-1]
+        # raw@ reads every byte of the checkpoint, the load the state's; a
+        # control read all of them too.
+        check(raw["bytes"] == rows[("raw@" + checkpoint, "read")]["bytes"],
+              engine + ": raw@ bytes %r" % raw["bytes"])
+        if engine in controls:
+            check(load["bytes"] == raw["bytes"], engine + ": bytes %r" % load["bytes"])
+        else:
+            check(raw["bytes"] > load["bytes"] == d["bytes"],
+                  engine + ": bytes %r, raw@ %r" % (load["bytes"], raw["bytes"]))
         scale = load["bytes"] / raw["bytes"]
         pairs = [b * scale / a for a, b in zip(load["all_s"], raw["all_s"])]
         got = load["paired_vs_raw"]
@@ -87,7 +102,7 @@ run() {
     "${args[@]}" || fail "$1 exited $?"
 }
 
-out="$(run io --json "${work}/io.json" --engines hdf5,mpiio,hdf5:load_exchange=true)"
+out="$(run io --json "${work}/io.json" --engines hdf5,mpiio,hdf5:load_exchange=true --control)"
 printf '%s\n' "${out}"
 expect io "${out}" '^raw@hdf5 +read '
 expect io "${out}" '^mpiio +read '
@@ -95,6 +110,7 @@ expect io "${out}" '^mpiio +read '
 expect io "${out}" '^hdf5:load_exchange=true +read '
 expect io "${out}" '^raw@hdf5:load_exchange=true +read '
 expect io "${out}" '^hdf5 +read vs raw@hdf5, paired per repetition: [0-9.]+ [0-9.]+; order-balanced [0-9.]+$'
+expect io "${out}" '^control@mpiio +read vs raw@control@mpiio, paired per repetition: [0-9.]+ [0-9.]+; order-balanced [0-9.]+$'
 check_json io "${work}/io.json" || fail "io JSON"
 
 out="$(run async --async --json "${work}/async.json")"
@@ -125,6 +141,10 @@ printf '%s\n' "${out}"
 expect summary "${out}" '^### Save and load: 4 MiB in 8 tensors, medians of 2 repetitions$'
 # Raw write, three saves, raw read, raw@hdf5 and hdf5's load, then its cell.
 expect summary "${out}" '^\| 2 \| ([0-9.]+ \| ){7}[0-9.]+ / [0-9.]+ \[[0-9.]+-[0-9.]+\] \|'
+# --control's rows: a column per engine, its cell as a load's.
+expect summary "${out}" '^\| ranks \|.* \| control@mpiio vs raw@ / balanced \[paired range\] \|$'
+# 18 cells: ranks, raw write, 3 saves, raw read, 3 per load, then 3 controls.
+expect summary "${out}" '^\| 2( \| [^|]+){14}( \| [0-9.]+ / [0-9.]+ \[[0-9.]+-[0-9.]+\]){3} \|$'
 expect summary "${out}" '^### Async save\(\) blocking: 4 MiB'
 
 # Bad arguments: exit 2, a message naming the argument, and --dir (which a

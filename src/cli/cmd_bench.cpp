@@ -25,7 +25,6 @@
 namespace floe::cli {
 
 using bench::median;
-using bench::timed;
 
 const char kBenchSummary[] =
     "Measure save/load against raw POSIX I/O of the same bytes.";
@@ -35,6 +34,7 @@ namespace {
 struct Sample {
   std::string engine, op;
   std::vector<double> seconds;
+  std::vector<double> cpu_seconds;  // all ranks' CPU time, per repetition
 };
 
 // `count` F32 tensors of [rows, 256] totalling about `bytes`, each split in
@@ -118,6 +118,9 @@ int run_bench(const std::vector<std::string>& args) {
       ("async", "measure how long an async save() blocks, against a memcpy of "
                 "the state (--engines: which engines)")
       ("no-verify", "load without checking checksums")
+      ("control", "also time, for each engine, a second raw@ read of its checkpoint in the "
+                  "load's place (row control@ENGINE), paired and order-balanced as the load "
+                  "is: how far apart two raw reads of the same files come in this run")
       ("phases", "every rank logs the steps of each save and load (trace_phases)")
       ("json", po::value<std::string>(), "also write the results as JSON to this file")
 #ifdef FLOE_CLI_HF
@@ -237,11 +240,15 @@ int run_bench(const std::vector<std::string>& args) {
   for (const auto& row : engines) made[row] = make_engine(trainer, configs.at(row));
 
   std::vector<Sample> samples;
-  auto record = [&](const std::string& engine, const std::string& op, double s) {
+  auto record = [&](const std::string& engine, const std::string& op, bench::Timing t) {
     for (auto& x : samples) {
-      if (x.engine == engine && x.op == op) return x.seconds.push_back(s);
+      if (x.engine == engine && x.op == op) {
+        x.seconds.push_back(t.seconds);
+        x.cpu_seconds.push_back(t.cpu_seconds);
+        return;
+      }
     }
-    samples.push_back({engine, op, {s}});
+    samples.push_back({engine, op, {t.seconds}, {t.cpu_seconds}});
   };
   // Two raw baselines: "raw" writes a new file (and fsyncs it), as a
   // checkpoint must, and removes the one it replaces afterwards, untimed,
@@ -268,14 +275,22 @@ int run_bench(const std::vector<std::string>& args) {
     bench::drop_cache(dir);
     MPI_Barrier(MPI_COMM_WORLD);
   };
-  std::map<std::string, std::uint64_t> checkpoint_bytes;  // per engine, all ranks'
+  // Bytes each row moves, where not the state's (`total`): a raw@ read and
+  // a control read move all of a checkpoint's files (data, metadata,
+  // manifest).
+  std::map<std::string, std::uint64_t> row_bytes;
+  const auto bytes_of = [&](const std::string& row) {
+    const auto it = row_bytes.find(row);
+    return it == row_bytes.end() ? total : it->second;
+  };
+  const bool control = vm->count("control") > 0;
   std::vector<std::string> order = {"raw", "rewrite"};
   for (const auto& [name, engine] : made) order.push_back(name);
   for (int r = 0; r < repeat; ++r) {
     trainer.progress_now.global_step = r + 1;
     for (const auto& name : order) {
       settle();
-      record(name, "write", timed(MPI_COMM_WORLD, [&] {
+      record(name, "write", bench::timed_with_cpu(MPI_COMM_WORLD, [&] {
                if (name == "raw") {
                  bench::raw_write(raw_file(r), trainer.state());
                } else if (name == "rewrite") {
@@ -304,27 +319,38 @@ int run_bench(const std::vector<std::string>& args) {
       if (name == "rewrite") continue;  // the same bytes as raw's read
       if (name == "raw") {
         settle();
-        record(name, "read", timed(MPI_COMM_WORLD, [&] {
+        record(name, "read", bench::timed_with_cpu(MPI_COMM_WORLD, [&] {
                  bench::raw_read(raw_file(r), trainer.state());
                }));
         continue;
       }
-      const auto raw_of_checkpoint = [&] {
-        // Agreed on: a rank that cannot list the checkpoint (a stale NFS
-        // view of `latest`) fails every rank, not only itself.
-        const auto files = collectively(Comm(MPI_COMM_WORLD), [&] {
-          return bench::latest_checkpoint_files(configs.at(name).output_dir);
-        });
+      // Agreed on: a rank that cannot list the checkpoint (a stale NFS view
+      // of `latest`) fails every rank, not only itself.
+      const auto files = collectively(Comm(MPI_COMM_WORLD), [&] {
+        return bench::latest_checkpoint_files(configs.at(name).output_dir);
+      });
+      // A raw read of the checkpoint's files, each rank its share, timed as
+      // row `as`.
+      const auto raw_read_as = [&](const std::string& as) {
         settle();
-        record("raw@" + name, "read", timed(MPI_COMM_WORLD, [&] {
-                 checkpoint_bytes[name] =
-                     bench::raw_read_share(files, rank, size, trainer.state());
+        record(as, "read", bench::timed_with_cpu(MPI_COMM_WORLD, [&] {
+                 row_bytes[as] = bench::raw_read_share(files, rank, size, trainer.state());
                }));
       };
-      if (r % 2 == 0) raw_of_checkpoint();
-      settle();
-      record(name, "read", timed(MPI_COMM_WORLD, [&] { made[name]->load(); }));
-      if (r % 2 == 1) raw_of_checkpoint();
+      // `row`, timed by `timed_row`, paired with a raw@ read of the same
+      // files just before it in even repetitions and just after it in odd
+      // ones.
+      const auto paired = [&](const std::string& row, const auto& timed_row) {
+        if (r % 2 == 0) raw_read_as("raw@" + row);
+        timed_row();
+        if (r % 2 == 1) raw_read_as("raw@" + row);
+      };
+      paired(name, [&] {
+        settle();
+        record(name, "read", bench::timed_with_cpu(MPI_COMM_WORLD, [&] { made[name]->load(); }));
+      });
+      // The control: the same pairing with a raw read in the load's place.
+      if (control) paired("control@" + name, [&] { raw_read_as("control@" + name); });
     }
     std::rotate(order.begin(), order.begin() + 1, order.end());
     out() << "repetition " << r + 1 << "/" << repeat << " done\n" << std::flush;
@@ -333,36 +359,30 @@ int run_bench(const std::vector<std::string>& args) {
   nlohmann::json report = {{"ranks", size}, {"bytes", total}, {"tensors", count},
                            {"repeat", repeat}, {"verify_on_load", vm->count("no-verify") == 0},
                            {"results", nlohmann::json::array()}};
-  std::map<std::string, double> raw;
-  for (const auto& s : samples) {
-    if (s.engine == "raw") raw[s.op] = median(s.seconds);
-  }
-  // Throughput ratio of a sample to its baseline: raw's write or read, and
-  // for an engine's load its raw@ read of the same checkpoint, whose bytes
-  // (data, metadata, manifest) count against raw: the load moves the
-  // state's bytes, raw@ all the checkpoint's.
-  const auto ratio_of = [&](const Sample& s, std::string* baseline) {
-    const double m = median(s.seconds);
-    *baseline = "raw";
-    double base = raw[s.op];
+  // A row's baseline: raw's write or read, and for a load (or a control
+  // read) the raw@ read of the same checkpoint's files; a raw@ row's is
+  // raw's read. Throughput ratios count the bytes each row moves
+  // (bytes_of): a load the state's, raw@ all the checkpoint's.
+  const auto baseline_of = [&](const Sample& s) -> const Sample* {
+    std::string want = "raw";
     if (s.op == "read" && s.engine != "raw" && s.engine.rfind("raw@", 0) != 0) {
-      for (const auto& b : samples) {
-        if (b.engine == "raw@" + s.engine && b.op == "read") {
-          *baseline = b.engine;
-          base = median(b.seconds) * static_cast<double>(total) /
-                 static_cast<double>(checkpoint_bytes[s.engine]);
-        }
-      }
-    } else if (s.engine.rfind("raw@", 0) == 0) {
-      // How this checkpoint's files read against raw's own file.
-      base = raw[s.op] * static_cast<double>(checkpoint_bytes[s.engine.substr(4)]) /
-             static_cast<double>(total);
+      want = "raw@" + s.engine;
     }
-    return base / m;  // >1 beats the baseline
+    for (const auto& b : samples) {
+      if (b.engine == want && b.op == s.op) return &b;
+    }
+    return nullptr;
+  };
+  // s's throughput over b's: above 1 when s moves its bytes faster.
+  const auto throughput_ratio = [&](const Sample& s, double s_seconds, const Sample& b,
+                                    double b_seconds) {
+    const double s_bytes = static_cast<double>(bytes_of(s.engine));
+    const double b_bytes = static_cast<double>(bytes_of(b.engine));
+    return s_bytes * b_seconds / (b_bytes * s_seconds);
   };
   char row[200];
-  std::snprintf(row, sizeof row, "%-12s %-6s %10s %9s %12s %14s\n", "engine", "op",
-                "median s", "GB/s", "vs raw", "us/tensor");
+  std::snprintf(row, sizeof row, "%-18s %-6s %10s %9s %12s %14s %10s\n", "engine", "op",
+                "median s", "GB/s", "vs raw", "us/tensor", "cpu s");
   const char* io = std::getenv("OMPI_MCA_io");
   report["mpi_io_component"] = io ? io : "default";
   out() << "\n" << size << " ranks, " << total / 1e9 << " GB in " << count
@@ -371,50 +391,53 @@ int run_bench(const std::vector<std::string>& args) {
   std::string paired_lines;  // printed after the table
   for (const auto& s : samples) {
     const double m = median(s.seconds);
-    std::string baseline;
-    const double ratio = ratio_of(s, &baseline);
-    const bool of_checkpoint = s.engine.rfind("raw@", 0) == 0;
-    const std::uint64_t moved = of_checkpoint ? checkpoint_bytes[s.engine.substr(4)] : total;
-    std::snprintf(row, sizeof row, "%-12s %-6s %10.3f %9.3f %12.3f %14.1f\n",
-                  s.engine.c_str(), s.op.c_str(), m, moved / m / 1e9, ratio,
-                  m / static_cast<double>(count) * 1e6);
+    const Sample* b = baseline_of(s);
+    const double ratio = b ? throughput_ratio(s, m, *b, median(b->seconds)) : 0;
+    const std::uint64_t moved = bytes_of(s.engine);
+    const double cpu = median(s.cpu_seconds);
+    std::snprintf(row, sizeof row, "%-18s %-6s %10.3f %9.3f %12.3f %14.1f %10.3f\n",
+                  s.engine.c_str(), s.op.c_str(), m, static_cast<double>(moved) / m / 1e9, ratio,
+                  m / static_cast<double>(count) * 1e6, cpu);
     out() << row;
     report["results"].push_back({{"engine", s.engine}, {"op", s.op}, {"median_s", m},
-                                 {"all_s", s.seconds}, {"bytes", moved},
-                                 {"gb_per_s", moved / m / 1e9},
-                                 {"throughput_vs_raw", ratio}, {"baseline", baseline}});
+                                 {"all_s", s.seconds}, {"cpu_median_s", cpu},
+                                 {"cpu_all_s", s.cpu_seconds}, {"bytes", moved},
+                                 {"gb_per_s", static_cast<double>(moved) / m / 1e9},
+                                 {"throughput_vs_raw", ratio},
+                                 {"baseline", b ? b->engine : ""}});
     // A load against the raw@ read of the same repetition, one ratio per
     // repetition (the pair met the same device state).
-    for (const auto& b : samples) {
-      if (baseline.rfind("raw@", 0) != 0 || b.engine != baseline || b.op != "read") continue;
-      std::vector<double> pairs;
-      for (std::size_t i = 0; i < s.seconds.size() && i < b.seconds.size(); ++i) {
-        pairs.push_back(b.seconds[i] * static_cast<double>(total) /
-                        static_cast<double>(checkpoint_bytes[s.engine]) / s.seconds[i]);
-      }
-      report["results"].back()["paired_vs_raw"] = pairs;
-      report["results"].back()["paired_vs_raw_median"] = median(pairs);
-      const double balanced = bench::order_balanced(pairs);
-      report["results"].back()["paired_vs_raw_balanced"] = balanced;
-      char line[120];
-      std::snprintf(line, sizeof line, "%-12s read vs %s, paired per repetition:", s.engine.c_str(),
-                    baseline.c_str());
-      paired_lines += line;
-      for (const double p : pairs) {
-        std::snprintf(line, sizeof line, " %.2f", p);
-        paired_lines += line;
-      }
-      std::snprintf(line, sizeof line, "; order-balanced %.3f\n", balanced);
+    if (!b || b->engine.rfind("raw@", 0) != 0) continue;
+    std::vector<double> pairs;
+    for (std::size_t i = 0; i < s.seconds.size() && i < b->seconds.size(); ++i) {
+      pairs.push_back(throughput_ratio(s, s.seconds[i], *b, b->seconds[i]));
+    }
+    report["results"].back()["paired_vs_raw"] = pairs;
+    report["results"].back()["paired_vs_raw_median"] = median(pairs);
+    const double balanced = bench::order_balanced(pairs);
+    report["results"].back()["paired_vs_raw_balanced"] = balanced;
+    char line[120];
+    std::snprintf(line, sizeof line, "%-18s read vs %s, paired per repetition:",
+                  s.engine.c_str(), b->engine.c_str());
+    paired_lines += line;
+    for (const double p : pairs) {
+      std::snprintf(line, sizeof line, " %.2f", p);
       paired_lines += line;
     }
+    std::snprintf(line, sizeof line, "; order-balanced %.3f\n", balanced);
+    paired_lines += line;
   }
-  if (!checkpoint_bytes.empty()) {
+  if (!paired_lines.empty()) {
     out() << "reads: an engine's \"vs raw\" is against raw@<engine>, a raw read of that "
              "checkpoint's own files\n"
           << paired_lines
           << "(raw@ reads just before the load in odd-numbered repetitions, just after it in "
              "even ones; order-balanced: the median over pairs of repetitions of the geometric "
-             "mean of the pair)\n";
+             "mean of the pair"
+          << (control ? "; control@<engine>: a raw read of the checkpoint in the load's place, "
+                        "so its ratios show how far apart two raw reads of the same files come"
+                      : "")
+          << ")\n";
   }
   if (vm->count("json")) {
     bench::write_report(MPI_COMM_WORLD, (*vm)["json"].as<std::string>(), report.dump(1) + "\n");

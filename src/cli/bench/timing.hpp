@@ -1,15 +1,17 @@
 // What every `floe bench` mode measures with: the slowest rank's time of a
-// step between barriers, the median of repetitions, and an order-balanced
-// summary of paired ratios.
+// step between barriers (and all ranks' CPU time in it), the median of
+// repetitions, and an order-balanced summary of paired ratios.
 #pragma once
 
 #include <mpi.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <cmath>
 #include <exception>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/comm.hpp"
@@ -17,26 +19,49 @@
 
 namespace floe::bench {
 
-// Collective over `comm`: runs `fn` between a barrier and a max-reduction and
-// returns the slowest rank's seconds. When `fn` throws on any rank, every
-// rank throws (agree_on_error: the first failing rank's message, naming
-// it), untimed: an operation that fails on some ranks only, such as a raw
-// read on a rank that holds no bytes, must not leave the others waiting in
-// the reduction.
+// A timed step: the slowest rank's wall-clock seconds, and the CPU seconds
+// (user and system, every thread) all ranks' processes spent in it.
+struct Timing {
+  double seconds = 0;
+  double cpu_seconds = 0;
+};
+
+// This process's CPU seconds so far, user and system, all threads.
+inline double process_cpu_seconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  const auto s = [](const timeval& t) { return t.tv_sec + t.tv_usec * 1e-6; };
+  return s(usage.ru_utime) + s(usage.ru_stime);
+}
+
+// Collective over `comm`: runs `fn` between a barrier and a reduction and
+// returns the slowest rank's seconds and all ranks' CPU seconds. When `fn`
+// throws on any rank, every rank throws (agree_on_error: the first failing
+// rank's message, naming it), untimed: an operation that fails on some
+// ranks only, such as a raw read on a rank that holds no bytes, must not
+// leave the others waiting in the reduction.
 template <typename Fn>
-double timed(MPI_Comm comm, Fn&& fn) {
+Timing timed_with_cpu(MPI_Comm comm, Fn&& fn) {
   MPI_Barrier(comm);
-  const double start = MPI_Wtime();
+  const double start = MPI_Wtime(), cpu_start = process_cpu_seconds();
   std::exception_ptr error;
   try {
     fn();
   } catch (...) {
     error = std::current_exception();
   }
-  double mine = MPI_Wtime() - start, slowest = 0;
+  const double mine[2] = {MPI_Wtime() - start, process_cpu_seconds() - cpu_start};
   agree_on_error(Comm(comm), error);
-  MPI_Allreduce(&mine, &slowest, 1, MPI_DOUBLE, MPI_MAX, comm);
-  return slowest;
+  Timing all;
+  MPI_Allreduce(&mine[0], &all.seconds, 1, MPI_DOUBLE, MPI_MAX, comm);
+  MPI_Allreduce(&mine[1], &all.cpu_seconds, 1, MPI_DOUBLE, MPI_SUM, comm);
+  return all;
+}
+
+// timed_with_cpu's wall-clock seconds alone.
+template <typename Fn>
+double timed(MPI_Comm comm, Fn&& fn) {
+  return timed_with_cpu(comm, std::forward<Fn>(fn)).seconds;
 }
 
 // Collective: rank 0 writes `text` (a --json report) to `path`; every rank

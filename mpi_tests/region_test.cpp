@@ -2,6 +2,9 @@
 // construction and validation (the overlap copies: region_copy_test.cpp).
 #include "floe/region.hpp"
 
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
@@ -9,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "core/shape_text.hpp"
+#include "floe/state.hpp"
 #include "test_util.hpp"
 
 namespace floe {
@@ -331,6 +335,24 @@ TEST(Region, ValidateErrorsNameTheTensor) {
         Region::box(Box{{kMax, 0}, {2, 8}}).validate(shape, name);
       },
       ErrorCode::kInvalidArgument, {"\"" + name + "\""}));
+}
+
+// A shard the state allocates itself: from 64 KiB on it starts on a 4 KiB
+// boundary (loads copy into it out of the page cache, and with direct_io
+// read into it with O_DIRECT; BENCHMARKS.md, "Shard memory alignment"),
+// zeroed like a small one.
+TEST(State, LargeOwnedShardsStartOnAPageBoundary) {
+  State state;
+  for (const std::uint64_t rows : {1u, 16u, 17u, 1024u, 4097u}) {
+    TensorShard& shard = state.add_model("t" + std::to_string(rows), DType::kF32, {rows, 1024},
+                                         Region::box(Box{{0, 0}, {rows, 1024}}));
+    const auto address = reinterpret_cast<std::uintptr_t>(shard.data());
+    if (shard.nbytes() >= (64u << 10)) EXPECT_EQ(address % 4096, 0u) << rows << " rows";
+    EXPECT_EQ(address % alignof(std::max_align_t), 0u) << rows << " rows";
+    const auto* bytes = shard.data();
+    EXPECT_TRUE(std::all_of(bytes, bytes + shard.nbytes(),
+                            [](std::byte b) { return b == std::byte{0}; }));
+  }
 }
 
 }  // namespace

@@ -1,8 +1,14 @@
 // Save on k ranks, load on m ranks, for every engine that can resume and
 // every pair of rank counts this job has; values come back bit-identical.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
 #include <fstream>
 
 #include "engine_fixture.hpp"
+#include "io/read_only_file.hpp"
 #include "trace_lines.hpp"
 
 namespace floe::test {
@@ -235,6 +241,88 @@ TEST_P(Resharding, ManyRanksToFewer) {
     save_then_load(engine(), exchange(), tmp / "many", n, Partition::kFlat, m,
                    Partition::kDim0);
   });
+}
+
+// Pages of [offset, offset + bytes) of `path` in the page cache.
+std::uint64_t cached_pages(const std::filesystem::path& path, std::uint64_t offset,
+                           std::uint64_t bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  const std::uint64_t from = offset / page * page;
+  const std::size_t length = bytes + (offset - from);
+  void* map = ::mmap(nullptr, length, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(from));
+  ::close(fd);
+  if (map == MAP_FAILED) return 0;
+  std::vector<unsigned char> resident((length + page - 1) / page);
+  std::uint64_t n = 0;
+  if (::mincore(map, length, resident.data()) == 0) {
+    for (unsigned char r : resident) n += r & 1;
+  }
+  ::munmap(map, length);
+  return n;
+}
+
+// direct_io: a load reads large shards around the page cache, straight
+// into the state (4 KiB-aligned, as its own shards of 64 KiB or more are),
+// and gets the same values; off, it reads through the cache. The data
+// file's cache is dropped before each load, and what the load brought back
+// into it tells the two apart.
+TEST_P(Resharding, DirectReadsLoadAroundThePageCache) {
+  if (exchange()) GTEST_SKIP() << "load_exchange reads through its own buffers";
+  TempDir tmp;
+  const int n = world_size(), rank = world_rank();
+  // 2 MiB a rank: rows of 4 KiB, each rank's rows 4 KiB-aligned in the file
+  // and in memory.
+  const std::uint64_t rows = 512 * static_cast<std::uint64_t>(n), cols = 1024;
+  const auto build = [&](State& state, float seed) {
+    TensorShard& shard = state.add_model(
+        "big", DType::kF32, {rows, cols},
+        Region::box(Box{{rows / n * rank, 0}, {rows / n, cols}}));
+    auto* f = shard.data_as<float>();
+    for (std::uint64_t i = 0; i < shard.region().elements(); ++i) {
+      f[i] = seed + static_cast<float>((i * 7919 + rank) % 100003);
+    }
+  };
+  SimpleTrainer saver;
+  build(saver.state(), 0.0f);
+  make_test_engine(saver, engine(), tmp.path())->save();
+  for (const bool direct : {true, false}) {
+    SCOPED_TRACE(direct ? "direct_io" : "page cache");
+    SimpleTrainer loader;
+    build(loader.state(), 0.5f);  // every value differs from the saved one
+    // The largest file of the one checkpoint is its data file.
+    std::filesystem::path data;
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(tmp.path())) {
+      if (!entry.is_regular_file()) continue;
+      if (data.empty() || entry.file_size() > std::filesystem::file_size(data)) {
+        data = entry.path();
+      }
+    }
+    const std::uint64_t pages = std::filesystem::file_size(data) / 4096;
+    const bool can = ReadOnlyFile(data, true).reads_direct();
+    {
+      const int fd = ::open(data.c_str(), O_RDONLY | O_CLOEXEC);
+      ASSERT_GE(fd, 0);
+      ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+      ::close(fd);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    make_test_engine(loader, engine(), tmp.path(), {{"direct_io", direct}})->load();
+    MPI_Barrier(MPI_COMM_WORLD);
+    const TensorShard& got = loader.state().tensors().front();
+    const TensorShard& want = saver.state().tensors().front();
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), got.nbytes()), 0);
+    const std::uint64_t cached = cached_pages(data, 0, std::filesystem::file_size(data));
+    if (direct && can) {
+      // Headers and metadata only.
+      EXPECT_LT(cached, pages / 8) << cached << " of " << pages << " pages of " << data;
+    } else {
+      // Each rank's reads came through the cache (the kernel's read-ahead
+      // may bring in more).
+      EXPECT_GE(cached, pages / 2) << cached << " of " << pages << " pages of " << data;
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -27,10 +27,11 @@ struct OpenCheckpoint {
 // checks the files' sizes against it, and opens it with the reader of the
 // engine that wrote it. Throws the same Error on every rank: kNotFound when
 // `dir` has no manifest, kCorrupt naming the file when one is missing or its
-// size differs (a truncated file). `check_structure`: see ReadContext.
+// size differs (a truncated file). `check_structure`, `direct_io`: see
+// ReadContext.
 OpenCheckpoint open_checkpoint(const std::filesystem::path& dir, MPI_Comm comm,
                                FileSystem& fs = *posix_file_system(),
-                               bool check_structure = false);
+                               bool check_structure = false, bool direct_io = false);
 
 struct VerifyReport {
   std::uint64_t pieces_checked = 0;

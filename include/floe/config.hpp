@@ -82,6 +82,15 @@ struct CheckpointConfig {
   // own reads move it once, and loaded slower (BENCHMARKS.md, "A two-phase
   // load").
   bool load_exchange = false;
+  // Default: false. Loads read each large stretch of a data file (256 KiB
+  // or more) around the page cache (O_DIRECT), straight into the state's
+  // memory, where the file system allows it and the memory lines up with
+  // the file (ReadOnlyFile; the state's own shards of 64 KiB or more are
+  // 4 KiB-aligned for it): no copy out of the page cache, and no cache to
+  // fill. On this project's VM it halved a load's CPU time and made it
+  // slower (one request in flight a rank, without the kernel's read-ahead:
+  // BENCHMARKS.md, "Loads around the page cache"), hence off by default.
+  bool direct_io = false;
   EngineOptions options;         // The engine's own keys, with defaults.
 
   nlohmann::json to_json() const;

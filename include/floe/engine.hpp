@@ -122,6 +122,10 @@ struct ReadContext {
   // tensor's dataset even where the manifest says where its bytes lie, and
   // compares the two.
   bool check_structure = false;
+  // Read large stretches around the page cache (O_DIRECT) where the file
+  // system and the memory allow it (ReadOnlyFile): CheckpointConfig's
+  // direct_io.
+  bool direct_io = false;
 };
 
 // How load() treats differences between the state and the checkpoint.

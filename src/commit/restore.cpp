@@ -186,7 +186,7 @@ void throw_if_problems(const Comm& comm, const std::vector<std::string>& problem
 }  // namespace
 
 OpenCheckpoint open_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_comm,
-                               FileSystem& fs, bool check_structure) {
+                               FileSystem& fs, bool check_structure, bool direct_io) {
   const Comm comm(mpi_comm);
   Coordinator coordinator(fs, comm, dir.parent_path());
   collectively(comm, [&] {
@@ -222,7 +222,8 @@ OpenCheckpoint open_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_co
     }
   });
   out.reader = collectively(comm, [&] {
-    return open_reader(ReadContext{dir, out.manifest, mpi_comm, fs, check_structure});
+    return open_reader(
+        ReadContext{dir, out.manifest, mpi_comm, fs, check_structure, direct_io});
   });
   mark_phase("file sizes, reader");
   return out;

@@ -23,6 +23,9 @@ const std::vector<OptionSpec>& common_options() {
        "most bytes of staging memory per rank (async saves, GPU tensors; 0: no cap)"},
       {"trace_phases", OptionKind::kBool, false,
        "each rank logs the wall and CPU time of every step of each save and load"},
+      {"direct_io", OptionKind::kBool, false,
+       "loads read large stretches around the page cache (O_DIRECT) where the file "
+       "system and memory allow it"},
       {"load_exchange", OptionKind::kBool, false,
        "two-phase loads: each rank reads one contiguous part of the data file and "
        "MPI moves the bytes to the ranks that need them"},
@@ -67,6 +70,7 @@ nlohmann::json CheckpointConfig::to_json() const {
   out["staging_pool_limit"] = staging_pool_limit;
   out["trace_phases"] = trace_phases;
   out["load_exchange"] = load_exchange;
+  out["direct_io"] = direct_io;
   return out;
 }
 

@@ -263,6 +263,7 @@ CheckpointConfig parse_config(const nlohmann::json& json) {
   config.staging_pool_limit = values["staging_pool_limit"].get<std::uint64_t>();
   config.trace_phases = values["trace_phases"].get<bool>();
   config.load_exchange = values["load_exchange"].get<bool>();
+  config.direct_io = values["direct_io"].get<bool>();
   if (config.async && !engine->resumable) {
     bad("async", "engine \"" + type +
                      "\" exports in one synchronous pass; asynchronous saves are "

@@ -328,7 +328,7 @@ Manifest CheckpointEngine::load(const std::optional<std::filesystem::path>& chec
     dir = config_.output_dir / *tag;
   }
   phases.mark("recover");
-  OpenCheckpoint opened = open_checkpoint(dir, comm.get(), *fs_);
+  OpenCheckpoint opened = open_checkpoint(dir, comm.get(), *fs_, false, config_.direct_io);
   phases.mark("open");
   const std::string device = trainer_.device();
   if (!any_rank_on_device(comm, device)) {

@@ -112,7 +112,8 @@ Hdf5Reader::Hdf5Reader(const ReadContext& ctx, std::uint64_t direct_below,
   collectively(comm, [&] {
     file_ = open_file(path, comm_);
     check_format(file_.get(), file_text_);
-    data_ = std::make_unique<ReadOnlyFile>(resolve_inside(dir_, name, "hdf5 data file"));
+    data_ = std::make_unique<ReadOnlyFile>(resolve_inside(dir_, name, "hdf5 data file"),
+                                           ctx.direct_io);
     dataset_access_ = Plist(
         check_id(H5Pcreate(H5P_DATASET_ACCESS), "H5Pcreate (dataset access)"));
     // Per operation, collective metadata reads work in HDF5 1.10.8 (rank 0

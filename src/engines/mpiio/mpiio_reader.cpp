@@ -37,8 +37,8 @@ std::string single_data_file(const Manifest& manifest) {
 
 class MpiioReader : public CheckpointReader, public RunPlanner {
  public:
-  MpiioReader(std::filesystem::path dir, std::string single_file)
-      : dir_(std::move(dir)), single_file_(std::move(single_file)) {}
+  MpiioReader(std::filesystem::path dir, std::string single_file, bool direct_io)
+      : dir_(std::move(dir)), single_file_(std::move(single_file)), direct_io_(direct_io) {}
 
   void read(const TensorRecord& tensor, const std::vector<Box>& boxes,
             void* out) override {
@@ -181,13 +181,14 @@ class MpiioReader : public CheckpointReader, public RunPlanner {
     auto it = files_.find(name);
     if (it == files_.end()) {
       const auto path = resolve_inside(dir_, name, "mpiio checkpoint");
-      it = files_.emplace(name, ReadOnlyFile(path)).first;
+      it = files_.emplace(name, ReadOnlyFile(path, direct_io_)).first;
     }
     return it->second;
   }
 
   std::filesystem::path dir_;
   std::string single_file_;  // see single_data_file()
+  bool direct_io_;           // ReadContext::direct_io
   std::mutex files_mutex_;
   std::map<std::string, ReadOnlyFile> files_;
   GatheredReadCounter counter_;
@@ -196,7 +197,7 @@ class MpiioReader : public CheckpointReader, public RunPlanner {
 }  // namespace
 
 std::unique_ptr<CheckpointReader> open_mpiio_reader(const ReadContext& ctx) {
-  return std::make_unique<MpiioReader>(ctx.dir, single_data_file(ctx.manifest));
+  return std::make_unique<MpiioReader>(ctx.dir, single_data_file(ctx.manifest), ctx.direct_io);
 }
 
 GatheredReadStats mpiio_read_stats(const CheckpointReader& reader) {

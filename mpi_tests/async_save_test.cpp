@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "core/async_save.hpp"
+#include "core/page_memory.hpp"
 #include "core/staging_pool.hpp"
 #include "core/state_snapshot.hpp"
 #include "engine_fixture.hpp"
@@ -376,6 +377,7 @@ TEST(StagingPool, AllocatedOnceAndGrownOnlyWhenTheStateGrows) {
   const std::byte* data = pool.data();
   const std::uint64_t generation = pool.generation();
   EXPECT_GE(pool.capacity(), staging_bytes(state));
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(data) % kPageBytes, 0u);
   EXPECT_EQ(&snapshot.capture(state, pool, nullptr, 0), first);
   EXPECT_EQ(pool.data(), data);
   EXPECT_EQ(pool.generation(), generation);

@@ -9,6 +9,7 @@
 #include <string>
 #include <system_error>
 
+#include "core/page_memory.hpp"
 #include "core/phase_log.hpp"
 #include "io/run_planner.hpp"
 
@@ -274,10 +275,10 @@ ExchangeStats exchange_read(CheckpointReader& reader,
                     std::clamp<std::uint64_t>(round_bytes, 1, 1u << 30));
   const int me = comm.rank();
   const std::uint64_t buffer_bytes = std::min(parts.per, parts.round);
-  std::unique_ptr<char[]> buffers[2];
+  PageBlock buffers[2];  // what a read fills: on a page (core/page_memory.hpp)
   try {
     collectively(comm, [&] {
-      for (auto& b : buffers) b.reset(new char[buffer_bytes]);
+      for (auto& b : buffers) b = page_block(buffer_bytes);
     });
   } catch (const Error&) {
     return stats;  // on every rank: each reads its own bytes instead
@@ -292,7 +293,7 @@ ExchangeStats exchange_read(CheckpointReader& reader,
   const auto read_round = [&](std::uint64_t k) {
     return start([&, k] {
       const Span chunk = parts.chunk(me, k);
-      char* into = buffers[k % 2].get();
+      char* into = reinterpret_cast<char*>(buffers[k % 2].get());
       each_inside(reads, read_cursor, chunk,
                   [&](std::uint64_t at, std::uint64_t length, auto&) {
                     mine.file->read_exact(at, length,

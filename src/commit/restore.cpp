@@ -13,6 +13,7 @@
 #include "commit/load_match.hpp"
 #include "commit/paths.hpp"
 #include "commit/read_ahead.hpp"
+#include "core/page_memory.hpp"
 #include "core/phase_log.hpp"
 #include "floe/error.hpp"
 #include "floe/layout.hpp"
@@ -99,12 +100,13 @@ class InlineChecker {
   std::thread thread_;             // last: starts once the rest exists
 };
 
-// Reads the pieces of `t` that `rank` checks by reading them again, and
-// appends a problem for each bad checksum. Collective per tensor: one
-// read, counted in `reads` as it starts (a rank that throws before it must
-// still join it: idle_read).
+// Reads the pieces of `t` that `rank` checks by reading them again, into
+// `buffer` (kept from tensor to tensor: no allocation, zeroing or page
+// faults per tensor), and appends a problem for each bad checksum. Collective per tensor: one read, counted in `reads`
+// as it starts (a rank that throws before it must still join it:
+// idle_read).
 void check_pieces(CheckpointReader& reader, const TensorRecord& t,
-                  Assignment::Pieces who, int rank,
+                  Assignment::Pieces who, int rank, PageBytes& buffer,
                   std::vector<std::string>& problems, std::uint64_t& pieces,
                   std::uint64_t& bytes, int& reads) {
   std::vector<Box> boxes;
@@ -116,7 +118,7 @@ void check_pieces(CheckpointReader& reader, const TensorRecord& t,
     for (auto& b : t.pieces[k].region.boxes(t.spec.shape)) boxes.push_back(std::move(b));
     total += t.pieces[k].nbytes;
   }
-  std::vector<unsigned char> buffer(total);
+  buffer.resize(total);
   ++reads;
   reader.read(t, boxes, buffer.data());
   std::uint64_t at = 0;
@@ -242,11 +244,12 @@ VerifyReport verify_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_co
   // One agreement for the whole pass: a rank whose read fails keeps joining
   // each tensor's (collective) read with nothing to read, so none waits.
   std::exception_ptr error;
+  PageBytes buffer;
   for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
     if (!error) {
       int reads = 0;
       try {
-        check_pieces(*checkpoint.reader, manifest.tensors[t], who[t], comm.rank(),
+        check_pieces(*checkpoint.reader, manifest.tensors[t], who[t], comm.rank(), buffer,
                      problems, report.pieces_checked, report.bytes_checked, reads);
       } catch (...) {
         error = std::current_exception();
@@ -330,6 +333,7 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
   // (at most kChunkBytes, still in cache), while the next one is read.
   constexpr std::uint64_t kThreadFrom = 1u << 20;
   std::optional<InlineChecker> checker;
+  PageBytes reread;  // check_pieces' buffer
   for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
     const TensorRecord& record = manifest.tensors[t];
     const bool dedicated = verify && any_dedicated(who[t]);
@@ -372,7 +376,7 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
       }
       if (dedicated) {
         std::vector<std::string> mine;
-        check_pieces(*checkpoint.reader, record, who[t], comm.rank(), mine,
+        check_pieces(*checkpoint.reader, record, who[t], comm.rank(), reread, mine,
                      pieces, bytes, reads);
         for (auto& p : mine) found.emplace_back(t, std::move(p));
       }

@@ -1,16 +1,14 @@
 #include "core/staging_pool.hpp"
 
-#include <cstdlib>
 #include <new>
 #include <string>
 
+#include "core/page_memory.hpp"
 #include "cuda/device_copy.hpp"
 #include "floe/error.hpp"
 
 namespace floe {
 namespace {
-
-constexpr std::uint64_t kPage = 4096;
 
 std::string describe(std::uint64_t bytes) {
   return std::to_string(bytes) + " bytes (" +
@@ -26,7 +24,7 @@ void StagingPool::release() noexcept {
   if (pinned_by_) {
     pinned_by_->free_pinned(data_);
   } else {
-    std::free(data_);
+    free_pages(data_);
   }
   data_ = nullptr;
   capacity_ = 0;
@@ -47,12 +45,13 @@ void StagingPool::reserve(std::uint64_t bytes, std::uint64_t limit,
                     " of staging memory on this rank, more than staging_pool_limit (" +
                     describe(limit) + ")");
   }
-  const std::uint64_t rounded = (bytes + kPage - 1) / kPage * kPage;
+  const std::uint64_t rounded = (bytes + kPageBytes - 1) / kPageBytes * kPageBytes;
   if (pinned_by) {
     data_ = static_cast<std::byte*>(pinned_by->allocate_pinned(rounded));
   } else {
-    data_ = static_cast<std::byte*>(std::aligned_alloc(kPage, rounded ? rounded : kPage));
-    if (data_ == nullptr) {
+    try {
+      data_ = allocate_pages(rounded);
+    } catch (const std::bad_alloc&) {
       throw Error(ErrorCode::kIo, "cannot allocate the staging pool: out of memory for " +
                                       describe(rounded) + " on this rank");
     }

@@ -2,8 +2,9 @@
 
 #include <cstring>
 #include <memory>
-#include <new>
+#include <utility>
 
+#include "core/page_memory.hpp"
 #include "floe/error.hpp"
 
 namespace floe {
@@ -25,9 +26,8 @@ std::uint64_t bytes_of(const TensorSpec& spec, const Region& region) {
   return region.elements() * dtype_size(spec.dtype);
 }
 
-// Shards of at least kAlignFrom bytes are allocated kAlign-aligned.
+// Shards of at least kAlignFrom bytes start on a page (allocate_pages).
 constexpr std::size_t kAlignFrom = 64u << 10;
-constexpr std::size_t kAlign = 4096;
 
 }  // namespace
 
@@ -48,10 +48,9 @@ TensorShard::TensorShard(TensorSpec spec, Region region)
   // page cache (direct_io: O_DIRECT needs file offsets and memory aligned
   // alike). Small shards are not padded out to a page each.
   if (nbytes_ >= kAlignFrom) {
-    auto* p = static_cast<std::byte*>(::operator new[](nbytes_, std::align_val_t{kAlign}));
-    std::memset(p, 0, nbytes_);
-    owned_ = std::shared_ptr<std::byte[]>(
-        p, [](std::byte* q) { ::operator delete[](q, std::align_val_t{kAlign}); });
+    PageBlock block = page_block(nbytes_);
+    std::memset(block.get(), 0, nbytes_);
+    owned_ = std::move(block);
   } else {
     owned_.reset(new std::byte[nbytes_ ? nbytes_ : 1]());
   }

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "core/comm.hpp"
+#include "core/page_memory.hpp"
 #include "floe/error.hpp"
 #include "io/early_writeback.hpp"
 
@@ -46,14 +47,14 @@ class PackBuffer {
   char* at_least(std::uint64_t bytes) {
     if (bytes > size_) {
       data_.reset();  // the old bytes are not kept
-      data_.reset(new char[bytes]);
+      data_ = page_block(bytes);
       size_ = bytes;
     }
-    return data_.get();
+    return reinterpret_cast<char*>(data_.get());
   }
 
  private:
-  std::unique_ptr<char[]> data_;
+  PageBlock data_;
   std::uint64_t size_ = 0;
 };
 

@@ -13,6 +13,7 @@
 
 #include "cli/bench/timing.hpp"
 #include "cli/cli_common.hpp"
+#include "core/page_memory.hpp"
 #include "floe/floe.hpp"
 
 namespace floe::bench {
@@ -73,12 +74,12 @@ void run_async_bench(State& state, const AsyncBenchOptions& options) {
   std::uint64_t total = 0;
   MPI_Allreduce(&mine, &total, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
 
-  // The baseline's destination is allocated and touched once, as the
-  // engines' staging pools are after their first save.
+  // The baseline's destination is allocated on a page and touched once, as
+  // the engines' staging pools are after their first save.
   // Agreed on: a rank without room for the copy fails every rank.
-  std::unique_ptr<std::byte[]> copy;
+  PageBlock copy;
   collectively(Comm(MPI_COMM_WORLD), [&] {
-    copy.reset(new std::byte[mine ? mine : 1]);
+    copy = page_block(mine);
     std::memset(copy.get(), 1, mine);
   });
   auto plain_memcpy = [&] {

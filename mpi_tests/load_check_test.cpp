@@ -8,9 +8,10 @@
 // just over 1 MiB and one of just over two chunks (no more: the sanitizer
 // stages run them) between small ones: values load exactly, damage in any
 // chunk of a large piece is found, a load whose regions are no saved piece
-// (resharded) still checks every piece, and the first damaged tensor in
-// manifest order is the one named, whichever path found it. The
-// ThreadSanitizer stage runs this suite.
+// (resharded) still checks every piece, the first damaged tensor in
+// manifest order is the one named, whichever path found it, and `floe
+// verify` finds damage in any chunk of a large piece. The ThreadSanitizer
+// stage runs this suite.
 #include <algorithm>
 #include <cstring>
 #include <fstream>
@@ -173,6 +174,19 @@ struct DamagedLoad {
   return ::testing::AssertionSuccess();
 }
 
+// Rewrites an hdf5 checkpoint's manifest without storage offsets, as an
+// older Floe wrote it: its reader then reads collectively. Collective.
+void drop_storage_offsets(const fs::path& checkpoint) {
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_rank() == 0) {
+    Manifest manifest = Manifest::read(checkpoint);
+    for (auto& t : manifest.tensors) t.storage_offset.reset();
+    std::ofstream(checkpoint / "manifest.json", std::ios::binary | std::ios::trunc)
+        << manifest.dump();
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 // With `shrink`, the load's regions are no saved piece (build_state).
 // With `without_offsets`, the manifest is rewritten as Floe wrote it
 // before it recorded hdf5 storage offsets: the hdf5 reader then reads
@@ -186,16 +200,7 @@ DamagedLoad load_damaged(const std::string& engine, const std::vector<std::strin
   rig.trainer.progress_now.global_step = 1;
   rig.engine->save();
   const fs::path checkpoint = tmp / "ckpt" / "global_step_1";
-  if (without_offsets) {
-    MPI_Barrier(MPI_COMM_WORLD);
-    if (world_rank() == 0) {
-      Manifest manifest = Manifest::read(checkpoint);
-      for (auto& t : manifest.tensors) t.storage_offset.reset();
-      std::ofstream(checkpoint / "manifest.json", std::ios::binary | std::ios::trunc)
-          << manifest.dump();
-    }
-    MPI_Barrier(MPI_COMM_WORLD);
-  }
+  if (without_offsets) drop_storage_offsets(checkpoint);
   damage(checkpoint, rig.trainer.state(), names, at_byte);
   out.listing_before = listing(tmp / "ckpt");
   SimpleTrainer fresh;
@@ -239,6 +244,51 @@ TEST_P(LoadCheck, DamageInAnyChunkOfAPieceReadInChunksIsFound) {
               "written by rank 0"}))
           << "byte " << at;
       EXPECT_EQ(r.caught.message.find("more)"), std::string::npos) << r.caught.message;
+    }
+  });
+}
+
+// `floe verify` reads a large piece again a chunk at a time (a reader
+// whose reads are independent) or whole (hdf5 without storage offsets
+// reads collectively): either way an intact checkpoint verifies with every
+// byte counted, damage in the first, a middle or the last chunk of the
+// piece is reported naming it, and the repaired file verifies again.
+TEST_P(LoadCheck, VerifyFindsDamageInAnyChunkOfALargePiece) {
+  run_within(std::chrono::seconds(600), [&] {
+    for (const bool without_offsets : {false, true}) {
+      if (without_offsets && GetParam() != "hdf5") continue;
+      SCOPED_TRACE(without_offsets ? "collective reads" : "independent reads");
+      TempDir tmp;
+      LargeRig rig(tmp / "ckpt", GetParam());
+      rig.trainer.progress_now.global_step = 1;
+      rig.engine->save();
+      const fs::path checkpoint = tmp / "ckpt" / "global_step_1";
+      if (without_offsets) drop_storage_offsets(checkpoint);
+      std::uint64_t state_bytes = 0;
+      for (const auto& shard : rig.trainer.state().tensors()) state_bytes += shard.nbytes();
+      state_bytes = static_cast<std::uint64_t>(world_size()) * state_bytes;
+      VerifyReport report = verify_checkpoint(checkpoint, MPI_COMM_WORLD);
+      EXPECT_TRUE(report.ok()) << report.problems.front();
+      EXPECT_GE(report.bytes_checked, state_bytes);
+      const fs::path intact = tmp / "intact";
+      if (world_rank() == 0) fs::copy(checkpoint, intact);
+      for (const std::uint64_t at : {std::uint64_t{0}, ReadAhead::kChunkBytes + 5,
+                                     kChunkedBytes - 1}) {
+        damage(checkpoint, rig.trainer.state(), {"chunked.f"}, at);
+        report = verify_checkpoint(checkpoint, MPI_COMM_WORLD);
+        ASSERT_EQ(report.problems.size(), 1u) << "byte " << at;
+        EXPECT_NE(report.problems[0].find("checksum mismatch"), std::string::npos)
+            << report.problems[0];
+        EXPECT_NE(report.problems[0].find("\"model/chunked.f\""), std::string::npos)
+            << report.problems[0];
+        if (world_rank() == 0) {  // repaired
+          fs::remove_all(checkpoint);
+          fs::copy(intact, checkpoint);
+        }
+        MPI_Barrier(MPI_COMM_WORLD);
+      }
+      report = verify_checkpoint(checkpoint, MPI_COMM_WORLD);
+      EXPECT_TRUE(report.ok()) << report.problems.front();
     }
   });
 }

@@ -1,7 +1,6 @@
 #include "cli/chunk_plan.hpp"
 
-#include <algorithm>
-
+#include "core/box_chunks.hpp"
 #include "core/shape_text.hpp"
 
 namespace floe::cli {
@@ -10,35 +9,8 @@ std::vector<Box> chunk_boxes(const Shape& shape, std::size_t element_size,
                              std::uint64_t max_bytes) {
   if (shape.empty()) return {Box{}};
   if (num_elements(shape) == 0) return {};
-  // The first dimension `d` whose inner block (dimensions after it) fits.
-  std::size_t d = shape.size() - 1;
-  std::uint64_t inner = element_size;  // bytes of one step along dimension d
-  for (std::size_t k = shape.size() - 1; k > 0; --k) {
-    if (inner * shape[k] > max_bytes) break;
-    inner *= shape[k];
-    d = k - 1;
-  }
-  const std::uint64_t step =
-      std::clamp<std::uint64_t>(max_bytes / inner, 1, shape[d]);
-
   std::vector<Box> boxes;
-  Shape lead(d, 0);  // the fixed index of dimensions before d
-  while (true) {
-    for (std::uint64_t at = 0; at < shape[d]; at += step) {
-      Box box{Shape(shape.size(), 0), shape};
-      for (std::size_t k = 0; k < d; ++k) {
-        box.offset[k] = lead[k];
-        box.extent[k] = 1;
-      }
-      box.offset[d] = at;
-      box.extent[d] = std::min(step, shape[d] - at);
-      boxes.push_back(std::move(box));
-    }
-    // Next leading index, row-major; done after the last.
-    std::size_t k = d;
-    while (k > 0 && ++lead[k - 1] == shape[k - 1]) lead[--k] = 0;
-    if (k == 0) break;
-  }
+  split_box(full_box(shape), element_size, max_bytes, boxes);
   return boxes;
 }
 

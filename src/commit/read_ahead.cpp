@@ -3,37 +3,12 @@
 #include <algorithm>
 #include <string>
 
+#include "core/box_chunks.hpp"
 #include "floe/dtype.hpp"
 #include "floe/error.hpp"
 
 namespace floe {
 namespace {
-
-// Appends boxes that tile `box` in its row-major order, each of at most
-// `limit` bytes where the box allows it: cut along the outermost dimension
-// of extent above 1, and within one index of it where that alone is larger.
-// Each box's elements then follow the previous one's in the output.
-void split_box(const Box& box, std::uint64_t element, std::uint64_t limit,
-               std::vector<Box>& out) {
-  std::size_t d = 0;
-  while (d < box.extent.size() && box.extent[d] <= 1) ++d;
-  if (d == box.extent.size() || box.elements() * element <= limit) {
-    out.push_back(box);
-    return;
-  }
-  const std::uint64_t slice = box.elements() / box.extent[d] * element;
-  const std::uint64_t step = std::max<std::uint64_t>(1, limit / slice);
-  Box part = box;
-  for (std::uint64_t i = 0; i < box.extent[d]; i += step) {
-    part.offset[d] = box.offset[d] + i;
-    part.extent[d] = std::min(step, box.extent[d] - i);
-    if (slice > limit) {
-      split_box(part, element, limit, out);
-    } else {
-      out.push_back(part);
-    }
-  }
-}
 
 // Sets `boxes` to region.boxes(shape), reusing their storage: a box region
 // (the usual kind) costs no allocation once `boxes` has held a box of its

@@ -13,6 +13,7 @@
 #include "commit/load_match.hpp"
 #include "commit/paths.hpp"
 #include "commit/read_ahead.hpp"
+#include "core/box_chunks.hpp"
 #include "core/page_memory.hpp"
 #include "core/phase_log.hpp"
 #include "floe/error.hpp"
@@ -100,11 +101,20 @@ class InlineChecker {
   std::thread thread_;             // last: starts once the rest exists
 };
 
+// Pieces larger than this are read and hashed a chunk at a time by a
+// reader whose reads are independent: the buffer stays small, each chunk
+// is hashed while in cache, and the kernel reads the next one ahead
+// meanwhile (one read of the whole piece left the disk idle while it was
+// hashed, and needed a buffer of the piece's size).
+constexpr std::uint64_t kCheckChunkBytes = ReadAhead::kChunkBytes;
+
 // Reads the pieces of `t` that `rank` checks by reading them again, into
 // `buffer` (kept from tensor to tensor: no allocation, zeroing or page
-// faults per tensor), and appends a problem for each bad checksum. Collective per tensor: one read, counted in `reads`
+// faults per tensor), and appends a problem for each bad checksum. For a
+// collective reader, collective per tensor: one read, counted in `reads`
 // as it starts (a rank that throws before it must still join it:
-// idle_read).
+// idle_read); a reader whose reads are independent may be called for
+// chunks of larger pieces.
 void check_pieces(CheckpointReader& reader, const TensorRecord& t,
                   Assignment::Pieces who, int rank, PageBytes& buffer,
                   std::vector<std::string>& problems, std::uint64_t& pieces,
@@ -118,18 +128,41 @@ void check_pieces(CheckpointReader& reader, const TensorRecord& t,
     for (auto& b : t.pieces[k].region.boxes(t.spec.shape)) boxes.push_back(std::move(b));
     total += t.pieces[k].nbytes;
   }
-  buffer.resize(total);
+  const auto check = [&](const PieceRecord& p, std::uint64_t digest) {
+    if (digest != p.xxh3) problems.push_back(describe_piece(t, p));
+    ++pieces;
+    bytes += p.nbytes;
+  };
   ++reads;
+  if (total > kCheckChunkBytes && reader.reads_independently()) {
+    const std::uint64_t element = dtype_size(t.spec.dtype);
+    std::vector<Box> chunks;
+    for (const std::size_t k : mine) {
+      const PieceRecord& p = t.pieces[k];
+      chunks.clear();
+      for (const Box& box : p.region.boxes(t.spec.shape)) {
+        split_box(box, element, kCheckChunkBytes, chunks);
+      }
+      Xxh3Stream hash;
+      std::vector<Box> one(1);
+      for (const Box& chunk : chunks) {
+        const std::uint64_t n = chunk.elements() * element;
+        buffer.resize(n);
+        one[0] = chunk;
+        reader.read(t, one, buffer.data());
+        hash.update(buffer.data(), n);
+      }
+      check(p, hash.digest());
+    }
+    return;
+  }
+  buffer.resize(total);
   reader.read(t, boxes, buffer.data());
   std::uint64_t at = 0;
   for (const std::size_t k : mine) {
     const PieceRecord& p = t.pieces[k];
-    if (xxh3_64(buffer.data() + at, p.nbytes) != p.xxh3) {
-      problems.push_back(describe_piece(t, p));
-    }
+    check(p, xxh3_64(buffer.data() + at, p.nbytes));
     at += p.nbytes;
-    ++pieces;
-    bytes += p.nbytes;
   }
 }
 

@@ -10,6 +10,7 @@
 
 #include "cli/chunk_plan.hpp"
 #include "cli/cli_format.hpp"
+#include "core/page_memory.hpp"
 
 namespace floe::cli {
 namespace {
@@ -56,7 +57,7 @@ ValueReport compare_tensor_values(CheckpointReader& a, CheckpointReader& b,
   std::uint64_t total_bytes = 0, done_bytes = 0;
   for (const auto& pair : pairs) total_bytes += pair.a->spec.nbytes();
   ProgressLine progress("diff");
-  std::vector<unsigned char> buffer_a, buffer_b;
+  PageBytes buffer_a, buffer_b;  // filled by reads: on a page, not zeroed
   // Chunks are dealt to the ranks in turn across tensors, so that small
   // tensors (one chunk each) do not all land on rank 0.
   const auto ranks = static_cast<std::size_t>(comm.size());

@@ -10,6 +10,7 @@
 
 #include "cli/cli_common.hpp"
 #include "cli/cli_format.hpp"
+#include "core/page_memory.hpp"
 #include "core/wire.hpp"
 #include "engines/hf/float_cast.hpp"
 #include "engines/hf/safetensors_index.hpp"
@@ -230,7 +231,7 @@ class AlignedReader final : public CheckpointReader {
   std::unique_ptr<CheckpointReader> inner_;
   std::vector<TensorRecord> saved_;
   std::map<std::string, std::size_t> by_key_;
-  std::vector<unsigned char> buffer_;
+  PageBytes buffer_;  // filled by reads: on a page, not zeroed
 };
 
 }  // namespace

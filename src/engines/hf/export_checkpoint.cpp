@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/comm.hpp"
+#include "core/page_memory.hpp"
 #include "engines/hf/export_dir.hpp"
 #include "engines/hf/file_writer.hpp"
 #include "engines/hf/float_cast.hpp"
@@ -58,7 +59,7 @@ class FileStreamer {
     });
   }
 
-  void write(const fs::path& path, std::vector<unsigned char>& source) {
+  void write(const fs::path& path, PageBytes& source) {
     MPI_File fh = MPI_FILE_NULL;
     // One contiguous slice per rank per round.
     const std::uint64_t ranks = static_cast<std::uint64_t>(comm_.size());
@@ -106,7 +107,7 @@ class FileStreamer {
  private:
   // The rounds: this rank's slice of each read into a writer buffer and
   // handed over, so the writer's threads write it while the next is read.
-  void stream(hf::FileWriter& writer, std::vector<unsigned char>& source) {
+  void stream(hf::FileWriter& writer, PageBytes& source) {
     const std::uint64_t data_start = file_.header.size();
     const std::uint64_t data_bytes = file_.size - data_start;
     const auto ranks = static_cast<std::uint64_t>(comm_.size());
@@ -139,7 +140,7 @@ class FileStreamer {
   // that tensor `t` covers (possibly none) from the checkpoint.
   void read_part(const hf::PlannedTensor& t, std::uint64_t begin,
                  std::uint64_t end, unsigned char* slice,
-                 std::vector<unsigned char>& source) {
+                 PageBytes& source) {
     const std::uint64_t lo = std::max(begin, t.begin);
     const std::uint64_t hi = std::max(lo, std::min(end, t.begin + t.nbytes));
     const std::size_t out_size = dtype_size(t.dtype);
@@ -214,7 +215,7 @@ HfExportSummary export_checkpoint_hf(const fs::path& checkpoint,
   slice = slice >= 2 * hf::FileWriter::kAlign
               ? slice / hf::FileWriter::kAlign * hf::FileWriter::kAlign
               : slice / 8 * 8;
-  std::vector<unsigned char> source;
+  PageBytes source;  // what a read fills before a cast
   HfExportSummary summary;
   for (std::size_t f = 0; f < plan.files.size(); ++f) {
     FileStreamer(comm, *ckpt.reader, sources, plan, f, slice)

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "core/page_memory.hpp"
 #include "engines/hf/box_runs.hpp"
 #include "engines/hf/float_cast.hpp"
 #include "floe/error.hpp"
@@ -90,7 +91,7 @@ class BoxReader {
   unsigned char* out_;
   std::vector<Run> group_;
   std::uint64_t group_first_ = 0, group_end_ = 0;
-  std::vector<unsigned char> bounce_;
+  PageBytes bounce_;  // filled by reads: on a page, not zeroed
 };
 
 std::string read_header_text(const ReadOnlyFile& file, std::uint64_t& length) {

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 
+#include "core/page_memory.hpp"
 #include "core/wire.hpp"
 #include "engines/hf/box_runs.hpp"
 #include "engines/hf/float_cast.hpp"
@@ -182,7 +183,7 @@ void hash_from_files(const ExportPlan& plan, const std::vector<int>& owner,
                      const fs::path& dir, const Comm& comm, WireWriter& mine) {
   collectively(comm, [&] {
     std::map<std::size_t, std::unique_ptr<ReadOnlyFile>> open;
-    std::vector<unsigned char> buffer;
+    PageBytes buffer;  // filled by reads: on a page, not zeroed
     for (std::size_t i = 0; i < plan.tensors.size(); ++i) {
       if (owner[i] != comm.rank()) continue;
       const PlannedTensor& t = plan.tensors[i];

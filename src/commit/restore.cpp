@@ -119,13 +119,11 @@ void check_pieces(CheckpointReader& reader, const TensorRecord& t,
                   Assignment::Pieces who, int rank, PageBytes& buffer,
                   std::vector<std::string>& problems, std::uint64_t& pieces,
                   std::uint64_t& bytes, int& reads) {
-  std::vector<Box> boxes;
   std::vector<std::size_t> mine;
   std::uint64_t total = 0;
   for (std::size_t k = 0; k < t.pieces.size(); ++k) {
     if (who[k] != rank) continue;
     mine.push_back(k);
-    for (auto& b : t.pieces[k].region.boxes(t.spec.shape)) boxes.push_back(std::move(b));
     total += t.pieces[k].nbytes;
   }
   const auto check = [&](const PieceRecord& p, std::uint64_t digest) {
@@ -136,7 +134,7 @@ void check_pieces(CheckpointReader& reader, const TensorRecord& t,
   ++reads;
   if (total > kCheckChunkBytes && reader.reads_independently()) {
     const std::uint64_t element = dtype_size(t.spec.dtype);
-    std::vector<Box> chunks;
+    std::vector<Box> chunks, one(1);
     for (const std::size_t k : mine) {
       const PieceRecord& p = t.pieces[k];
       chunks.clear();
@@ -144,7 +142,6 @@ void check_pieces(CheckpointReader& reader, const TensorRecord& t,
         split_box(box, element, kCheckChunkBytes, chunks);
       }
       Xxh3Stream hash;
-      std::vector<Box> one(1);
       for (const Box& chunk : chunks) {
         const std::uint64_t n = chunk.elements() * element;
         buffer.resize(n);
@@ -155,6 +152,10 @@ void check_pieces(CheckpointReader& reader, const TensorRecord& t,
       check(p, hash.digest());
     }
     return;
+  }
+  std::vector<Box> boxes;
+  for (const std::size_t k : mine) {
+    for (auto& b : t.pieces[k].region.boxes(t.spec.shape)) boxes.push_back(std::move(b));
   }
   buffer.resize(total);
   reader.read(t, boxes, buffer.data());

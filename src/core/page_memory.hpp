@@ -1,9 +1,10 @@
 // Memory that starts on a page boundary, for the buffers large reads fill
 // and large copies go through. glibc places a large block 16 bytes past a
-// page; the kernel's copies out of the page cache into shards placed so
+// page; the kernel's copies out of the page cache into memory placed so
 // cost loads at 2-4 ranks ~1.6x the CPU (BENCHMARKS.md, "Shard memory
-// alignment"; a 1-rank `floe verify` showed no difference). A page
-// boundary also suits O_DIRECT (direct_io) and pinned staging.
+// alignment"), and `floe diff` ~1.5x its time ("Reading a checkpoint
+// back"). A page boundary also suits O_DIRECT (direct_io) and pinned
+// staging.
 #pragma once
 
 #include <cstddef>

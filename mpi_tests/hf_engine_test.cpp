@@ -4,6 +4,7 @@
 
 #include "engines/hf/safetensors_index.hpp"
 #include "floe/checkpoint.hpp"
+#include "floe/hf.hpp"
 #include "floe/manifest.hpp"
 #include "floe/registry.hpp"
 #include "hf_test_model.hpp"
@@ -214,6 +215,37 @@ TEST(HfEngine, AFailedWriteLeavesNoCheckpoint) {
     if (world_rank() == 0) {
       EXPECT_TRUE(fs::exists(dir / "out" / "global_step_3" / "manifest.json"));
     }
+  });
+}
+
+// A node that does not see the export directory (the last rank is handed
+// one inside a directory that does not exist, the others the real one):
+// every rank throws the same kIo naming that rank, from export_hf and from
+// export_checkpoint_hf alike, and none hangs in the collective open (Open
+// MPI's OMPIO deadlocks in an MPI_File_open that fails on one rank only).
+TEST(HfExportErrors, AnExportDirectoryOneRankCannotSeeFailsOnEveryRank) {
+  if (world_size() < 2) GTEST_SKIP() << "needs a rank that sees the directory and one that does not";
+  TempDir dir;
+  const bool blind = world_rank() == world_size() - 1;
+  const auto seen_here = [&](const std::string& name) {
+    return blind ? dir / "not-on-this-node" / name : dir / name;
+  };
+  const std::string named = "rank " + std::to_string(world_size() - 1) + ": cannot create";
+  run_within(std::chrono::seconds(120), [&] {
+    State state;
+    add_model(state, sample_model(), world_rank(), world_size());
+    const Caught from_state =
+        catch_error([&] { export_hf(state, seen_here("from_state"), MPI_COMM_WORLD); });
+    EXPECT_TRUE(is_error(from_state, ErrorCode::kIo, {named, "not-on-this-node"}));
+    EXPECT_TRUE(same_on_all_ranks(from_state.message));
+
+    save_model({{"type", "hdf5"}, {"output_dir", (dir / "ckpt").string()}}, 0, sample_model());
+    const Caught from_checkpoint = catch_error([&] {
+      export_checkpoint_hf(dir / "ckpt" / "global_step_0", seen_here("from_checkpoint"),
+                           MPI_COMM_WORLD);
+    });
+    EXPECT_TRUE(is_error(from_checkpoint, ErrorCode::kIo, {named, "not-on-this-node"}));
+    EXPECT_TRUE(same_on_all_ranks(from_checkpoint.message));
   });
 }
 

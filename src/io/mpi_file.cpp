@@ -1,6 +1,10 @@
 #include "io/mpi_file.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <exception>
 #include <limits>
@@ -162,6 +166,7 @@ MpiFile::MpiFile(MPI_Comm comm, const std::filesystem::path& path, Mode mode,
   const int amode = mode == Mode::kCreate  ? (MPI_MODE_CREATE | MPI_MODE_WRONLY)
                     : mode == Mode::kWrite ? MPI_MODE_WRONLY
                                            : MPI_MODE_RDONLY;
+  check_open_on_every_rank(comm, path, mode);
   const int rc = MPI_File_open(comm, path.c_str(), amode, info.get(), &file_);
   // Agreed on: if the open failed on some ranks only, every rank throws.
   // A rank whose open succeeded then keeps its handle (the destructor does
@@ -354,6 +359,24 @@ void MpiFile::close() {
   const int rc = MPI_File_close(&file_);
   file_ = MPI_FILE_NULL;  // not closed again by the destructor, whatever rc
   agree(rc, "cannot close");
+}
+
+void check_open_on_every_rank(MPI_Comm comm, const std::filesystem::path& path,
+                              MpiFile::Mode mode) {
+  collectively(Comm(comm), [&] {
+    const int flags = mode == MpiFile::Mode::kCreate  ? (O_WRONLY | O_CREAT)
+                      : mode == MpiFile::Mode::kWrite ? O_WRONLY
+                                                      : O_RDONLY;
+    const int fd = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      const int err = errno;
+      throw Error(ErrorCode::kIo,
+                  std::string(mode == MpiFile::Mode::kCreate ? "cannot create "
+                                                             : "cannot open ") +
+                      path.string() + ": " + std::strerror(err));
+    }
+    ::close(fd);
+  });
 }
 
 void MpiFile::agree(int rc, const char* what) const {

@@ -62,7 +62,8 @@ class MpiFile {
   enum class Mode { kCreate, kWrite, kRead };
 
   // Collective over `comm`. Throws Error(kIo) naming `path` on every rank
-  // when the open failed on any.
+  // when the open failed on any (check_open_on_every_rank first, then the
+  // result of MPI_File_open itself).
   MpiFile(MPI_Comm comm, const std::filesystem::path& path, Mode mode,
           const MpiInfo& info);
   ~MpiFile();
@@ -115,5 +116,22 @@ class MpiFile {
   MPI_Comm comm_ = MPI_COMM_NULL;
   std::filesystem::path path_;
 };
+
+// Collective over `comm`. Each rank opens `path` as `mode` asks with plain
+// POSIX calls (kCreate: created if missing, never truncated) and closes it
+// again; when any rank cannot, every rank throws Error(kIo) "rank R: cannot
+// create|open <path>: <OS error>" for the lowest such rank. Made before every
+// collective open (MPI_File_open, and H5Fcreate/H5Fopen through the MPI-IO
+// driver), which must not fail on some ranks only: a node that does not see
+// the directory yet, or lacks the permission. Open MPI 4.1's OMPIO then
+// deadlocks inside MPI_File_open (the failed rank waits in the barrier of
+// its cleanup's close, the others in the open's own barrier), and HDF5 goes
+// on into collective metadata I/O on the ranks whose open succeeded.
+// ROMIO agrees on the open's result itself; this check costs one open and
+// close per rank and one allreduce. It cannot see a failure that starts
+// after it (a file removed in between); MPI_File_open's result is still
+// agreed on after the open.
+void check_open_on_every_rank(MPI_Comm comm, const std::filesystem::path& path,
+                              MpiFile::Mode mode);
 
 }  // namespace floe

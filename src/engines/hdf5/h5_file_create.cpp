@@ -4,6 +4,7 @@
 
 #include "engines/hdf5/h5_types.hpp"
 #include "engines/hdf5/hdf5_format.hpp"
+#include "io/mpi_file.hpp"
 
 namespace floe::h5 {
 
@@ -125,6 +126,7 @@ hsize_t metadata_block_bytes(std::uint64_t objects) {
 
 File create_file(const std::filesystem::path& path, MPI_Comm comm,
                  const Hdf5Options& options, std::uint64_t objects) {
+  check_open_on_every_rank(comm, path, MpiFile::Mode::kCreate);
   const Plist fapl = file_access(comm, options, /*for_writing=*/true);
   check(H5Pset_meta_block_size(fapl.get(), metadata_block_bytes(objects)),
         "H5Pset_meta_block_size");
@@ -135,6 +137,7 @@ File create_file(const std::filesystem::path& path, MPI_Comm comm,
 
 File open_file_to_write(const std::filesystem::path& path, MPI_Comm comm,
                         const Hdf5Options& options) {
+  check_open_on_every_rank(comm, path, MpiFile::Mode::kWrite);
   const Plist fapl = file_access(comm, options, /*for_writing=*/true);
   return File(check_id(H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl.get()),
                        "H5Fopen " + path.string()));

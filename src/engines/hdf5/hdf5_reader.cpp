@@ -12,6 +12,7 @@
 #include "engines/hdf5/hdf5_format.hpp"
 #include "engines/hdf5/hdf5_options.hpp"
 #include "io/gathered_read.hpp"
+#include "io/mpi_file.hpp"
 
 namespace floe::h5 {
 namespace {
@@ -49,6 +50,7 @@ std::string data_file_name(const Manifest& manifest) {
 }
 
 File open_file(const std::filesystem::path& path, MPI_Comm comm) {
+  if (comm != MPI_COMM_SELF) check_open_on_every_rank(comm, path, MpiFile::Mode::kRead);
   const Plist fapl = file_access(comm, Hdf5Options{}, /*for_writing=*/false);
   return File(check_id(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()),
                        "H5Fopen " + path.string(), ErrorCode::kCorrupt));

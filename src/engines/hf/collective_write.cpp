@@ -288,6 +288,7 @@ void write_file_collectively(MPI_Comm mpi_comm,
   });
 
   const MpiInfo hints = write_hints(all_bytes, all_runs);
+  check_open_on_every_rank(mpi_comm, path, MpiFile::Mode::kCreate);
   MPI_File fh = MPI_FILE_NULL;
   failure.check(
       MPI_File_open(mpi_comm, path.c_str(), MPI_MODE_CREATE | MPI_MODE_WRONLY,
@@ -295,7 +296,7 @@ void write_file_collectively(MPI_Comm mpi_comm,
       "MPI_File_open");
   // The rest is collective on the file: if any rank could not open it, none
   // go on (a rank that did keeps its handle open rather than wait in a
-  // close the others never reach; open fails alike on all ranks in practice).
+  // close the others never reach).
   if (comm.allreduce_max(failure.failed() ? 1 : 0) != 0) {
     agree_on_error(comm, failure.error());
     throw Error(ErrorCode::kIo,

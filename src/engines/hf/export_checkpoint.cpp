@@ -64,6 +64,7 @@ class FileStreamer {
     // One contiguous slice per rank per round.
     const std::uint64_t ranks = static_cast<std::uint64_t>(comm_.size());
     const MpiInfo info = hf::write_hints(slice_ * ranks, ranks);
+    check_open_on_every_rank(comm_.get(), path, MpiFile::Mode::kCreate);
     agree_mpi(comm_,
               MPI_File_open(comm_.get(), path.c_str(),
                             MPI_MODE_CREATE | MPI_MODE_WRONLY, info.get(), &fh),

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "commit/piece_check.hpp"
 #include "commit/read_ahead.hpp"
 #include "engine_fixture.hpp"
 
@@ -289,6 +290,119 @@ TEST_P(LoadCheck, VerifyFindsDamageInAnyChunkOfALargePiece) {
       }
       report = verify_checkpoint(checkpoint, MPI_COMM_WORLD);
       EXPECT_TRUE(report.ok()) << report.problems.front();
+    }
+  });
+}
+
+// Forwards to another reader and records the bytes each read() asks for.
+class RecordingReader : public CheckpointReader {
+ public:
+  explicit RecordingReader(CheckpointReader& inner) : inner_(inner) {}
+  void read(const TensorRecord& tensor, const std::vector<Box>& boxes, void* out) override {
+    std::uint64_t n = 0;
+    for (const Box& box : boxes) n += box.elements() * dtype_size(tensor.spec.dtype);
+    sizes.push_back(n);
+    inner_.read(tensor, boxes, out);
+  }
+  std::vector<std::uint8_t> read_blob(const BlobRecord& blob) override {
+    return inner_.read_blob(blob);
+  }
+  bool reads_independently() const override { return inner_.reads_independently(); }
+
+  std::vector<std::uint64_t> sizes;  // of the reads since the last clear()
+
+ private:
+  CheckpointReader& inner_;
+};
+
+// check_pieces reads what a rank checks in reads of at most
+// kCheckReadBytes whatever the reader: pieces larger are split, smaller
+// ones joined (several pieces in one read), and each piece is hashed
+// across the reads it spans. Rank 0 checks every piece of every tensor;
+// with a collective reader (hdf5 in verify's mode) the other ranks join
+// each of its reads with nothing to read, as collective_check_reads counts.
+TEST_P(LoadCheck, PiecesAreCheckedInBoundedReads) {
+  run_within(std::chrono::seconds(600), [&] {
+    for (const bool check_structure : {false, true}) {
+      if (check_structure && GetParam() != "hdf5") continue;
+      SCOPED_TRACE(check_structure ? "verify's reader" : "load's reader");
+      TempDir tmp;
+      LargeRig rig(tmp / "ckpt", GetParam());
+      rig.trainer.progress_now.global_step = 1;
+      rig.engine->save();
+      const fs::path checkpoint = tmp / "ckpt" / "global_step_1";
+      const auto check_all = [&](std::vector<std::string>& problems) {
+        OpenCheckpoint open =
+            open_checkpoint(checkpoint, MPI_COMM_WORLD, *posix_file_system(), check_structure);
+        RecordingReader reader(*open.reader);
+        const Manifest& manifest = open.manifest;
+        Assignment who(manifest.tensors.size(), 0);
+        for (const TensorRecord& t : manifest.tensors) {
+          for (std::size_t k = 0; k < t.pieces.size(); ++k) who.add_piece(0);
+          who.end_tensor();
+        }
+        const std::vector<std::uint32_t> calls = collective_check_reads(
+            reader, manifest.tensors, who, Comm(MPI_COMM_WORLD), [](std::size_t) { return true; });
+        EXPECT_EQ(calls.empty(), !check_structure);
+        PageBytes buffer;
+        for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
+          const TensorRecord& record = manifest.tensors[t];
+          SCOPED_TRACE(record.spec.key());
+          reader.sizes.clear();
+          std::uint64_t pieces = 0, bytes = 0;
+          std::uint32_t reads = 0;
+          check_pieces(reader, record, who[t], world_rank(), calls.empty() ? 0 : calls[t],
+                       buffer, problems, pieces, bytes, reads);
+          EXPECT_EQ(reads, reader.sizes.size());
+          if (!calls.empty()) {
+            EXPECT_TRUE(same_on_all_ranks(std::to_string(calls[t])));
+            EXPECT_EQ(reads, calls[t]);
+          }
+          const std::uint64_t piece_bytes = record.pieces.front().nbytes;
+          std::uint64_t read_bytes = 0;
+          for (const std::uint64_t n : reader.sizes) {
+            EXPECT_LE(n, kCheckReadBytes);
+            read_bytes += n;
+          }
+          if (world_rank() != 0) {
+            EXPECT_EQ(read_bytes, 0u);
+            EXPECT_EQ(pieces, 0u);
+            if (calls.empty()) {
+              EXPECT_EQ(reads, 0u);
+            }
+            continue;
+          }
+          const std::uint64_t n = record.pieces.size();
+          EXPECT_EQ(pieces, n);
+          EXPECT_EQ(read_bytes, n * piece_bytes);
+          EXPECT_EQ(bytes, read_bytes);
+          // One piece of 4 KiB a rank: all in one read. Just over 1 MiB:
+          // two do not fit one read. Two chunks and 4 rows: three reads.
+          const std::uint64_t expected = piece_bytes == kSmallRows * kRowBytes ? 1
+                                         : piece_bytes == kLargeRows * kRowBytes ? n
+                                                                                 : 3 * n;
+          EXPECT_EQ(reader.sizes.size(), expected);
+        }
+      };
+      std::vector<std::string> problems;
+      check_all(problems);
+      EXPECT_TRUE(problems.empty()) << problems.front();
+      // Rank 0's 4 KiB piece of small.b shares its read with the others';
+      // chunked.f's middle chunk is damaged in a piece read in three.
+      damage(checkpoint, rig.trainer.state(), {"small.b"}, 7);
+      damage(checkpoint, rig.trainer.state(), {"chunked.f"}, ReadAhead::kChunkBytes + 5);
+      problems.clear();
+      check_all(problems);
+      // EXPECT, not ASSERT: rank 0 must not leave the loop alone.
+      if (world_rank() == 0) {
+        EXPECT_EQ(problems.size(), 2u);
+        problems.resize(2);
+        EXPECT_NE(problems[0].find("\"model/small.b\" (piece"), std::string::npos) << problems[0];
+        EXPECT_NE(problems[0].find("written by rank 0"), std::string::npos) << problems[0];
+        EXPECT_NE(problems[1].find("\"model/chunked.f\""), std::string::npos) << problems[1];
+      } else {
+        EXPECT_TRUE(problems.empty());
+      }
     }
   });
 }

@@ -12,8 +12,8 @@
 #include "commit/exchange_read.hpp"
 #include "commit/load_match.hpp"
 #include "commit/paths.hpp"
+#include "commit/piece_check.hpp"
 #include "commit/read_ahead.hpp"
-#include "core/box_chunks.hpp"
 #include "core/page_memory.hpp"
 #include "core/phase_log.hpp"
 #include "floe/error.hpp"
@@ -23,12 +23,6 @@
 
 namespace floe {
 namespace {
-
-std::string describe_piece(const TensorRecord& t, const PieceRecord& p) {
-  return "checksum mismatch in " + p.file + " for tensor \"" + t.spec.key() +
-         "\" (piece " + p.region.to_string() + " written by rank " +
-         std::to_string(p.rank) + ")";
-}
 
 // Checks the checksums of pieces a rank loaded in place on a thread of its
 // own, so hashing tensor t overlaps reading tensor t+1 (XXH3 is fast, but
@@ -100,84 +94,6 @@ class InlineChecker {
   std::vector<Problem> problems_;  // the thread's until join()
   std::thread thread_;             // last: starts once the rest exists
 };
-
-// Pieces larger than this are read and hashed a chunk at a time by a
-// reader whose reads are independent: the buffer stays small, each chunk
-// is hashed while in cache, and the kernel reads the next one ahead
-// meanwhile (one read of the whole piece left the disk idle while it was
-// hashed, and needed a buffer of the piece's size).
-constexpr std::uint64_t kCheckChunkBytes = ReadAhead::kChunkBytes;
-
-// Reads the pieces of `t` that `rank` checks by reading them again, into
-// `buffer` (kept from tensor to tensor: no allocation, zeroing or page
-// faults per tensor), and appends a problem for each bad checksum. For a
-// collective reader, collective per tensor: one read, counted in `reads`
-// as it starts (a rank that throws before it must still join it:
-// idle_read); a reader whose reads are independent may be called for
-// chunks of larger pieces.
-void check_pieces(CheckpointReader& reader, const TensorRecord& t,
-                  Assignment::Pieces who, int rank, PageBytes& buffer,
-                  std::vector<std::string>& problems, std::uint64_t& pieces,
-                  std::uint64_t& bytes, int& reads) {
-  std::vector<std::size_t> mine;
-  std::uint64_t total = 0;
-  for (std::size_t k = 0; k < t.pieces.size(); ++k) {
-    if (who[k] != rank) continue;
-    mine.push_back(k);
-    total += t.pieces[k].nbytes;
-  }
-  const auto check = [&](const PieceRecord& p, std::uint64_t digest) {
-    if (digest != p.xxh3) problems.push_back(describe_piece(t, p));
-    ++pieces;
-    bytes += p.nbytes;
-  };
-  ++reads;
-  if (total > kCheckChunkBytes && reader.reads_independently()) {
-    const std::uint64_t element = dtype_size(t.spec.dtype);
-    std::vector<Box> chunks, one(1);
-    for (const std::size_t k : mine) {
-      const PieceRecord& p = t.pieces[k];
-      chunks.clear();
-      for (const Box& box : p.region.boxes(t.spec.shape)) {
-        split_box(box, element, kCheckChunkBytes, chunks);
-      }
-      Xxh3Stream hash;
-      for (const Box& chunk : chunks) {
-        const std::uint64_t n = chunk.elements() * element;
-        buffer.resize(n);
-        one[0] = chunk;
-        reader.read(t, one, buffer.data());
-        hash.update(buffer.data(), n);
-      }
-      check(p, hash.digest());
-    }
-    return;
-  }
-  std::vector<Box> boxes;
-  for (const std::size_t k : mine) {
-    for (auto& b : t.pieces[k].region.boxes(t.spec.shape)) boxes.push_back(std::move(b));
-  }
-  buffer.resize(total);
-  reader.read(t, boxes, buffer.data());
-  std::uint64_t at = 0;
-  for (const std::size_t k : mine) {
-    const PieceRecord& p = t.pieces[k];
-    check(p, xxh3_64(buffer.data() + at, p.nbytes));
-    at += p.nbytes;
-  }
-}
-
-// Joins `calls` collective reads of `t` with nothing to read, after this
-// rank failed: other ranks may be inside HDF5's collective transfer.
-void idle_read(CheckpointReader& reader, const TensorRecord& t, int calls) {
-  for (int i = 0; i < calls; ++i) {
-    try {
-      reader.read(t, {}, nullptr);
-    } catch (...) {
-      // This rank already has its error; the agreement reports it.
-    }
-  }
-}
 
 // XXH3 of shard `t`, hashed chunk by chunk as `ahead` reads it: each chunk
 // is still in cache (L2/L3) when hashed, where hashing the whole shard
@@ -279,18 +195,21 @@ VerifyReport verify_checkpoint(const std::filesystem::path& dir, MPI_Comm mpi_co
   // each tensor's (collective) read with nothing to read, so none waits.
   std::exception_ptr error;
   PageBytes buffer;
+  const std::vector<std::uint32_t> calls = collective_check_reads(
+      *checkpoint.reader, manifest.tensors, who, comm, [](std::size_t) { return true; });
   for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
+    const std::uint32_t collective = calls.empty() ? 0 : calls[t];
     if (!error) {
-      int reads = 0;
+      std::uint32_t reads = 0;
       try {
-        check_pieces(*checkpoint.reader, manifest.tensors[t], who[t], comm.rank(), buffer,
-                     problems, report.pieces_checked, report.bytes_checked, reads);
+        check_pieces(*checkpoint.reader, manifest.tensors[t], who[t], comm.rank(), collective,
+                     buffer, problems, report.pieces_checked, report.bytes_checked, reads);
       } catch (...) {
         error = std::current_exception();
-        if (reads == 0) idle_read(*checkpoint.reader, manifest.tensors[t], 1);
+        if (reads < collective) idle_read(*checkpoint.reader, manifest.tensors[t], collective - reads);
       }
     } else {
-      idle_read(*checkpoint.reader, manifest.tensors[t], 1);
+      idle_read(*checkpoint.reader, manifest.tensors[t], collective);
     }
     if (progress) progress(t + 1, steps);
   }
@@ -368,16 +287,22 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
   constexpr std::uint64_t kThreadFrom = 1u << 20;
   std::optional<InlineChecker> checker;
   PageBytes reread;  // check_pieces' buffer
+  const std::vector<std::uint32_t> check_calls = collective_check_reads(
+      *checkpoint.reader, manifest.tensors, who, comm,
+      [&](std::size_t t) { return verify && any_dedicated(who[t]); });
   for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
     const TensorRecord& record = manifest.tensors[t];
     const bool dedicated = verify && any_dedicated(who[t]);
+    // The reads of this tensor every rank makes when they are collective:
+    // the load's, then check_pieces'.
+    const std::uint32_t collective = 1 + (check_calls.empty() ? 0 : check_calls[t]);
     if (error) {
-      idle_read(*checkpoint.reader, record, dedicated ? 2 : 1);
+      idle_read(*checkpoint.reader, record, collective);
       continue;
     }
     // This tensor's reads on this thread, counted as each starts: a rank
     // that fails before one of them still joins it (collective readers).
-    int reads = 0;
+    std::uint32_t reads = 0;
     try {
       TensorShard* shard = shards[t];
       std::optional<std::uint64_t> digest;  // of the shard, hashed as read
@@ -410,15 +335,18 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
       }
       if (dedicated) {
         std::vector<std::string> mine;
-        check_pieces(*checkpoint.reader, record, who[t], comm.rank(), reread, mine,
-                     pieces, bytes, reads);
+        check_pieces(*checkpoint.reader, record, who[t], comm.rank(),
+                     check_calls.empty() ? 0 : check_calls[t], reread, mine, pieces, bytes,
+                     reads);
         for (auto& p : mine) found.emplace_back(t, std::move(p));
       }
     } catch (...) {
       error = std::current_exception();
-      // The reads of this tensor the other ranks make (1, and 1 more for
-      // dedicated checks) when they are collective: without a ReadAhead.
-      if (!ahead && !exchanged) idle_read(*checkpoint.reader, record, (dedicated ? 2 : 1) - reads);
+      // The reads of this tensor the other ranks still make when they are
+      // collective: without a ReadAhead.
+      if (!ahead && !exchanged && reads < collective) {
+        idle_read(*checkpoint.reader, record, collective - reads);
+      }
       ahead.reset();  // reads nothing more into the state
     }
   }

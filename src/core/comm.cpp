@@ -57,16 +57,24 @@ std::uint64_t Comm::allreduce_sum(std::uint64_t v) const {
   return allreduce(comm_, v, MPI_SUM);
 }
 
-void Comm::allreduce_min(std::vector<std::uint32_t>& values) const {
+namespace {
+void allreduce_in_place(MPI_Comm comm, std::vector<std::uint32_t>& values, MPI_Op op) {
   if (values.size() >
       static_cast<std::size_t>(std::numeric_limits<int>::max())) {
     throw Error(ErrorCode::kInvalidArgument,
                 "allreduce: more than 2^31 values");
   }
   check_mpi(MPI_Allreduce(MPI_IN_PLACE, values.data(),
-                          static_cast<int>(values.size()), MPI_UINT32_T,
-                          MPI_MIN, comm_),
+                          static_cast<int>(values.size()), MPI_UINT32_T, op, comm),
             "MPI_Allreduce");
+}
+}  // namespace
+
+void Comm::allreduce_min(std::vector<std::uint32_t>& values) const {
+  allreduce_in_place(comm_, values, MPI_MIN);
+}
+void Comm::allreduce_max(std::vector<std::uint32_t>& values) const {
+  allreduce_in_place(comm_, values, MPI_MAX);
 }
 
 std::vector<std::uint64_t> Comm::allgather(std::uint64_t value) const {

@@ -36,9 +36,11 @@ class Comm {
   std::uint64_t allreduce_max(std::uint64_t value) const;
   std::uint64_t allreduce_min(std::uint64_t value) const;
   std::uint64_t allreduce_sum(std::uint64_t value) const;
-  // Replaces `values` (of one length on every rank) with the element-wise
-  // minimum over the ranks: one allreduce for many flags or rank numbers.
+  // Replace `values` (of one length on every rank) with the element-wise
+  // minimum (maximum) over the ranks: one allreduce for many flags, rank
+  // numbers or counts.
   void allreduce_min(std::vector<std::uint32_t>& values) const;
+  void allreduce_max(std::vector<std::uint32_t>& values) const;
   // Every rank's `value`, indexed by rank.
   std::vector<std::uint64_t> allgather(std::uint64_t value) const;
   // Every rank's `values` (of one length on every rank), in rank order:

@@ -63,10 +63,17 @@ void build_state(State& state, bool fill, std::uint64_t shrink = 0) {
 }
 
 struct LargeRig {
-  LargeRig(const fs::path& dir, const std::string& engine) {
+  LargeRig(const fs::path& dir, const std::string& engine) : dir(dir) {
     build_state(trainer.state(), true);
     this->engine = make_test_engine(trainer, engine, dir);
   }
+  // Saves the state as step 1; returns the checkpoint's directory.
+  fs::path save_step_1() {
+    trainer.progress_now.global_step = 1;
+    engine->save();
+    return dir / "global_step_1";
+  }
+  fs::path dir;
   SimpleTrainer trainer;
   std::unique_ptr<CheckpointEngine> engine;
 };
@@ -135,8 +142,7 @@ TEST_P(LoadCheck, LargePiecesLoadExactly) {
   run_within(std::chrono::seconds(600), [&] {
     TempDir tmp;
     LargeRig rig(tmp / "ckpt", GetParam());
-    rig.trainer.progress_now.global_step = 1;
-    rig.engine->save();
+    rig.save_step_1();
     SimpleTrainer fresh;
     build_state(fresh.state(), false);
     const Manifest m = make_test_engine(fresh, GetParam(), tmp / "ckpt")->load();
@@ -198,9 +204,7 @@ DamagedLoad load_damaged(const std::string& engine, const std::vector<std::strin
   DamagedLoad out;
   TempDir tmp;
   LargeRig rig(tmp / "ckpt", engine);
-  rig.trainer.progress_now.global_step = 1;
-  rig.engine->save();
-  const fs::path checkpoint = tmp / "ckpt" / "global_step_1";
+  const fs::path checkpoint = rig.save_step_1();
   if (without_offsets) drop_storage_offsets(checkpoint);
   damage(checkpoint, rig.trainer.state(), names, at_byte);
   out.listing_before = listing(tmp / "ckpt");
@@ -261,9 +265,7 @@ TEST_P(LoadCheck, VerifyFindsDamageInAnyChunkOfALargePiece) {
       SCOPED_TRACE(without_offsets ? "collective reads" : "independent reads");
       TempDir tmp;
       LargeRig rig(tmp / "ckpt", GetParam());
-      rig.trainer.progress_now.global_step = 1;
-      rig.engine->save();
-      const fs::path checkpoint = tmp / "ckpt" / "global_step_1";
+      const fs::path checkpoint = rig.save_step_1();
       if (without_offsets) drop_storage_offsets(checkpoint);
       std::uint64_t state_bytes = 0;
       for (const auto& shard : rig.trainer.state().tensors()) state_bytes += shard.nbytes();
@@ -328,9 +330,7 @@ TEST_P(LoadCheck, PiecesAreCheckedInBoundedReads) {
       SCOPED_TRACE(check_structure ? "verify's reader" : "load's reader");
       TempDir tmp;
       LargeRig rig(tmp / "ckpt", GetParam());
-      rig.trainer.progress_now.global_step = 1;
-      rig.engine->save();
-      const fs::path checkpoint = tmp / "ckpt" / "global_step_1";
+      const fs::path checkpoint = rig.save_step_1();
       const auto check_all = [&](std::vector<std::string>& problems) {
         OpenCheckpoint open =
             open_checkpoint(checkpoint, MPI_COMM_WORLD, *posix_file_system(), check_structure);
@@ -390,7 +390,7 @@ TEST_P(LoadCheck, PiecesAreCheckedInBoundedReads) {
       // Rank 0's 4 KiB piece of small.b shares its read with the others';
       // chunked.f's middle chunk is damaged in a piece read in three.
       damage(checkpoint, rig.trainer.state(), {"small.b"}, 7);
-      damage(checkpoint, rig.trainer.state(), {"chunked.f"}, ReadAhead::kChunkBytes + 5);
+      damage(checkpoint, rig.trainer.state(), {"chunked.f"}, kCheckReadBytes + 5);
       problems.clear();
       check_all(problems);
       // EXPECT, not ASSERT: rank 0 must not leave the loop alone.
@@ -416,8 +416,7 @@ TEST_P(LoadCheck, ALoadOfOtherRegionsStillChecksEveryPiece) {
     constexpr std::uint64_t kShrink = 8;
     TempDir tmp;
     LargeRig rig(tmp / "ckpt", GetParam());
-    rig.trainer.progress_now.global_step = 1;
-    rig.engine->save();
+    rig.save_step_1();
     SimpleTrainer fresh;
     build_state(fresh.state(), false, kShrink);
     EXPECT_NO_THROW(make_test_engine(fresh, GetParam(), tmp / "ckpt")->load());

@@ -253,11 +253,11 @@ TEST_P(LoadCheck, DamageInAnyChunkOfAPieceReadInChunksIsFound) {
   });
 }
 
-// `floe verify` reads a large piece again a chunk at a time (a reader
-// whose reads are independent) or whole (hdf5 without storage offsets
-// reads collectively): either way an intact checkpoint verifies with every
-// byte counted, damage in the first, a middle or the last chunk of the
-// piece is reported naming it, and the repaired file verifies again.
+// `floe verify` reads a large piece again a chunk at a time, with a reader
+// whose reads are independent or collective (hdf5 without storage
+// offsets): either way an intact checkpoint verifies with every byte
+// counted, damage in the first, a middle or the last chunk of the piece is
+// reported naming it, and the repaired file verifies again.
 TEST_P(LoadCheck, VerifyFindsDamageInAnyChunkOfALargePiece) {
   run_within(std::chrono::seconds(600), [&] {
     for (const bool without_offsets : {false, true}) {
@@ -275,7 +275,7 @@ TEST_P(LoadCheck, VerifyFindsDamageInAnyChunkOfALargePiece) {
       EXPECT_GE(report.bytes_checked, state_bytes);
       const fs::path intact = tmp / "intact";
       if (world_rank() == 0) fs::copy(checkpoint, intact);
-      for (const std::uint64_t at : {std::uint64_t{0}, ReadAhead::kChunkBytes + 5,
+      for (const std::uint64_t at : {std::uint64_t{0}, kCheckReadBytes + 5,
                                      kChunkedBytes - 1}) {
         damage(checkpoint, rig.trainer.state(), {"chunked.f"}, at);
         report = verify_checkpoint(checkpoint, MPI_COMM_WORLD);

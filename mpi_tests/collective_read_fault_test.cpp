@@ -15,6 +15,7 @@
 #include "floe/checkpoint.hpp"
 #include "floe/manifest.hpp"
 #include "floe/registry.hpp"
+#include "io/checksum.hpp"
 
 namespace floe::test {
 namespace {
@@ -98,11 +99,21 @@ TEST(CollectiveReadFault, AReadFailingOnOneRankFailsLoadAndVerifyOnEveryRank) {
     build_state(trainer.state(), true);
     make_test_engine(trainer, "hdf5", dir.path())->save();
     const fs::path checkpoint = dir / "global_step_0";
-    // Read as an older Floe's checkpoint (collective reads) by the failing
-    // reader. Manifest::dump() writes the self-checksum again.
+    // Read as an older Floe's checkpoint (collective reads, and an empty
+    // piece listed, as earlier builds did) by the failing reader.
+    // Manifest::dump() writes the self-checksum again.
     on_rank0_then_barrier([&] {
       Manifest manifest = Manifest::read(checkpoint);
       for (auto& t : manifest.tensors) t.storage_offset.reset();
+      for (auto& t : manifest.tensors) {
+        if (t.spec.name != "small") continue;
+        PieceRecord empty = t.pieces.front();
+        empty.region = Region::box(Box{{0, 0}, {0, kCols}});
+        empty.nbytes = 0;
+        empty.xxh3 = xxh3_64(nullptr, 0);
+        // First: a rank's plan then starts with it (no read open yet).
+        t.pieces.insert(t.pieces.begin(), empty);
+      }
       manifest.engine = kEngine;
       std::ofstream(checkpoint / "manifest.json", std::ios::binary | std::ios::trunc)
           << manifest.dump();

@@ -20,6 +20,9 @@ class ReadGrouper {
 
   void add(const Box& box) {
     const std::uint64_t n = box.elements() * element_;
+    // A box of no elements (an empty piece, as older manifests list them)
+    // is no read: count and plan must agree for a collective reader.
+    if (n == 0) return;
     if (n > kCheckReadBytes) {
       end_read();
       split_.clear();

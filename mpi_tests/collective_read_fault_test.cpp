@@ -17,7 +17,9 @@
 #include "floe/registry.hpp"
 #include "io/checksum.hpp"
 
-namespace floe::test {
+// A named namespace: the sanitizer stages build the tests as unity batches,
+// where this file's helpers would meet load_check_test.cpp's.
+namespace floe::test::collective_read_fault {
 namespace {
 
 namespace fs = std::filesystem;
@@ -169,4 +171,4 @@ TEST(CollectiveReadFault, AReadFailingOnOneRankFailsLoadAndVerifyOnEveryRank) {
 }
 
 }  // namespace
-}  // namespace floe::test
+}  // namespace floe::test::collective_read_fault

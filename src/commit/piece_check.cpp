@@ -58,6 +58,25 @@ class ReadGrouper {
   std::uint32_t count_ = 0;
 };
 
+// Adds the boxes of the pieces of `t` that `rank` checks (who[k] == rank)
+// to `grouper`, in piece order, and calls `piece(k, bytes)` after each with
+// the bytes its boxes hold. What check_pieces reads and what
+// collective_check_reads counts, from one walk.
+template <typename OnPiece>
+void group_pieces(ReadGrouper& grouper, const TensorRecord& t, Assignment::Pieces who,
+                  int rank, OnPiece&& piece) {
+  const std::uint64_t element = dtype_size(t.spec.dtype);
+  for (std::size_t k = 0; k < t.pieces.size(); ++k) {
+    if (who[k] != rank) continue;
+    std::uint64_t bytes = 0;
+    for (const Box& box : t.pieces[k].region.boxes(t.spec.shape)) {
+      grouper.add(box);
+      bytes += box.elements() * element;
+    }
+    piece(k, bytes);
+  }
+}
+
 }  // namespace
 
 std::string describe_piece(const TensorRecord& t, const PieceRecord& p) {
@@ -78,14 +97,8 @@ std::vector<std::uint32_t> collective_check_reads(
   for (std::size_t t = 0; t < tensors.size(); ++t) {
     if (!checked(t)) continue;
     any = true;
-    const TensorRecord& record = tensors[t];
-    ReadGrouper grouper(dtype_size(record.spec.dtype), nullptr);
-    for (std::size_t k = 0; k < record.pieces.size(); ++k) {
-      if (who[t][k] != comm.rank()) continue;
-      for (const Box& box : record.pieces[k].region.boxes(record.spec.shape)) {
-        grouper.add(box);
-      }
-    }
+    ReadGrouper grouper(dtype_size(tensors[t].spec.dtype), nullptr);
+    group_pieces(grouper, tensors[t], who[t], comm.rank(), [](std::size_t, std::uint64_t) {});
     calls[t] = std::max<std::uint32_t>(1, grouper.finish());
   }
   if (any) comm.allreduce_max(calls);
@@ -101,16 +114,10 @@ void check_pieces(CheckpointReader& reader, const TensorRecord& t, Assignment::P
   std::vector<const PieceRecord*> mine;
   std::vector<std::uint64_t> sizes;  // each piece's bytes, as its boxes give them
   ReadGrouper grouper(element, &planned);
-  for (std::size_t k = 0; k < t.pieces.size(); ++k) {
-    if (who[k] != rank) continue;
+  group_pieces(grouper, t, who, rank, [&](std::size_t k, std::uint64_t bytes) {
     mine.push_back(&t.pieces[k]);
-    std::uint64_t size = 0;
-    for (const Box& box : t.pieces[k].region.boxes(t.spec.shape)) {
-      grouper.add(box);
-      size += box.elements() * element;
-    }
-    sizes.push_back(size);
-  }
+    sizes.push_back(bytes);
+  });
   grouper.finish();
 
   // The pieces in order, each hashed as its bytes go by; a piece may span
@@ -139,7 +146,9 @@ void check_pieces(CheckpointReader& reader, const TensorRecord& t, Assignment::P
     std::uint64_t at = 0;
     while (at < n) {
       // The pieces' sizes come from the same boxes as the reads'.
-      if (next == mine.size()) throw Error(ErrorCode::kInternal, "check_pieces: bytes past the last piece");
+      if (next == mine.size()) {
+        throw Error(ErrorCode::kInternal, "check_pieces: bytes past the last piece");
+      }
       const std::uint64_t take = std::min(left, n - at);
       hash.update(buffer.data() + at, take);
       at += take;

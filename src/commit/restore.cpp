@@ -295,7 +295,8 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
     const bool dedicated = verify && any_dedicated(who[t]);
     // The reads of this tensor every rank makes when they are collective:
     // the load's, then check_pieces'.
-    const std::uint32_t collective = 1 + (check_calls.empty() ? 0 : check_calls[t]);
+    const std::uint32_t check_reads = check_calls.empty() ? 0 : check_calls[t];
+    const std::uint32_t collective = 1 + check_reads;
     if (error) {
       idle_read(*checkpoint.reader, record, collective);
       continue;
@@ -335,9 +336,8 @@ void restore_state(const OpenCheckpoint& checkpoint, State& state,
       }
       if (dedicated) {
         std::vector<std::string> mine;
-        check_pieces(*checkpoint.reader, record, who[t], comm.rank(),
-                     check_calls.empty() ? 0 : check_calls[t], reread, mine, pieces, bytes,
-                     reads);
+        check_pieces(*checkpoint.reader, record, who[t], comm.rank(), check_reads, reread,
+                     mine, pieces, bytes, reads);
         for (auto& p : mine) found.emplace_back(t, std::move(p));
       }
     } catch (...) {

@@ -22,6 +22,11 @@ namespace {
 // Linux moves at most 0x7ffff000 bytes per write()).
 constexpr std::uint64_t kMaxTransfer = 1ull << 30;
 
+// What an open in `mode` failed to do, for messages.
+const char* open_failure(MpiFile::Mode mode) {
+  return mode == MpiFile::Mode::kCreate ? "cannot create" : "cannot open";
+}
+
 void check(int rc, const std::string& what, const std::filesystem::path& path) {
   if (rc == MPI_SUCCESS) return;
   throw Error(ErrorCode::kIo,
@@ -171,7 +176,7 @@ MpiFile::MpiFile(MPI_Comm comm, const std::filesystem::path& path, Mode mode,
   // Agreed on: if the open failed on some ranks only, every rank throws.
   // A rank whose open succeeded then keeps its handle (the destructor does
   // not run) rather than wait in a collective close the others never make.
-  agree(rc, mode == Mode::kCreate ? "cannot create" : "cannot open");
+  agree(rc, open_failure(mode));
 }
 
 MpiFile::~MpiFile() {
@@ -370,10 +375,8 @@ void check_open_on_every_rank(MPI_Comm comm, const std::filesystem::path& path,
     const int fd = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
     if (fd < 0) {
       const int err = errno;
-      throw Error(ErrorCode::kIo,
-                  std::string(mode == MpiFile::Mode::kCreate ? "cannot create "
-                                                             : "cannot open ") +
-                      path.string() + ": " + std::strerror(err));
+      throw Error(ErrorCode::kIo, std::string(open_failure(mode)) + " " + path.string() +
+                                      ": " + std::strerror(err));
     }
     ::close(fd);
   });

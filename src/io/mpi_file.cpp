@@ -18,10 +18,6 @@
 namespace floe {
 namespace {
 
-// Each MPI transfer moves at most this many bytes (counts are ints, and
-// Linux moves at most 0x7ffff000 bytes per write()).
-constexpr std::uint64_t kMaxTransfer = 1ull << 30;
-
 // What an open in `mode` failed to do, for messages.
 const char* open_failure(MpiFile::Mode mode) {
   return mode == MpiFile::Mode::kCreate ? "cannot create" : "cannot open";
@@ -307,9 +303,13 @@ void MpiFile::write_scattered_all(MPI_Comm comm, const std::vector<IoRun>& input
     const int view_rc =
         MPI_File_set_view(file_, 0, MPI_BYTE, length > 0 ? view.get() : MPI_BYTE,
                           "native", MPI_INFO_NULL);
+    // At offset 0 of the view rather than MPI_File_write_all: Open MPI
+    // 4.1's OMPIO returns success from a failed write and reports the bytes
+    // asked for as written from MPI_File_write_all; its *_at_all reports the
+    // bytes really written, which the count check below sees.
     MPI_Status status;
-    const int rc = MPI_File_write_all(file_, length > 0 ? packed : nullptr,
-                                      static_cast<int>(length), MPI_BYTE, &status);
+    const int rc = MPI_File_write_at_all(file_, 0, length > 0 ? packed : nullptr,
+                                         static_cast<int>(length), MPI_BYTE, &status);
     if (error) continue;
     try {
       check(view_rc, "cannot set the file view of", path_);
@@ -330,27 +330,6 @@ void MpiFile::write_scattered_all(MPI_Comm comm, const std::vector<IoRun>& input
       MPI_File_set_view(file_, 0, MPI_BYTE, MPI_BYTE, "native", MPI_INFO_NULL);
   if (error) std::rethrow_exception(error);
   check(reset_rc, "cannot set the file view of", path_);
-}
-
-void MpiFile::read_at(std::uint64_t offset, void* memory, std::uint64_t length) {
-  auto* out = static_cast<char*>(memory);
-  while (length > 0) {
-    const std::uint64_t take = std::min(length, kMaxTransfer);
-    MPI_Status status;
-    check(MPI_File_read_at(file_, static_cast<MPI_Offset>(offset), out,
-                           static_cast<int>(take), MPI_BYTE, &status),
-          "cannot read", path_);
-    int got = 0;
-    MPI_Get_count(&status, MPI_BYTE, &got);
-    if (static_cast<std::uint64_t>(got) != take) {
-      throw Error(ErrorCode::kCorrupt,
-                  path_.string() + ": short read at offset " +
-                      std::to_string(offset) + " (file truncated?)");
-    }
-    offset += take;
-    out += take;
-    length -= take;
-  }
 }
 
 void MpiFile::set_size(std::uint64_t bytes) {

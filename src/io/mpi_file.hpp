@@ -87,14 +87,12 @@ class MpiFile {
   // Collective. Writes `runs` (sorted by offset, not overlapping, of any
   // size and anywhere in the file) in rounds of at most 64 MiB per rank:
   // each round packs this rank's runs into one buffer and moves it with one
-  // MPI_File_write_all through a file view that lists their offsets, so
+  // collective write through a file view that lists their offsets, so
   // MPI-IO's collective buffering turns the small, scattered runs of every
   // rank into a few large writes. For many small runs (an hdf5
   // checkpoint's small tensors); write_all suits large ones. Resets the
   // view afterwards. Errors as in write_all.
   void write_scattered_all(MPI_Comm comm, const std::vector<IoRun>& runs);
-  // Not collective. Reads `length` bytes at `offset` into `memory`.
-  void read_at(std::uint64_t offset, void* memory, std::uint64_t length);
   // Collective (the same `bytes` on every rank). MPI_File_set_size:
   // truncates or extends the file to `bytes`.
   void set_size(std::uint64_t bytes);

@@ -224,7 +224,7 @@ void fill_alongside(const std::function<void()>& fill,
 }
 
 // The collective rounds for small runs: one file view over this rank's
-// runs, then MPI_File_write_all of at most `round_bytes` packed bytes per
+// runs, then MPI_File_write_at_all of at most `round_bytes` packed bytes per
 // rank per call, `rounds` calls on every rank.
 void write_rounds(MPI_File fh, const std::vector<WriteRun>& runs,
                   std::uint64_t rounds, std::uint64_t round_bytes,
@@ -237,21 +237,27 @@ void write_rounds(MPI_File fh, const std::vector<WriteRun>& runs,
       MPI_File_set_view(fh, 0, MPI_BYTE, view, "native", MPI_INFO_NULL),
       "MPI_File_set_view");
   RunPacker packer(runs);
+  std::uint64_t at = 0;  // where this round starts in the view
   for (std::uint64_t round = 0; round < rounds; ++round) {
     // After a failure this rank still joins every round, with no data. The
     // packer never takes more than the runs hold, which fits `staging`.
     const std::uint64_t n =
         failure.failed() ? 0 : packer.pack(staging.data(), round_bytes);
+    // At an explicit offset in the view, not MPI_File_write_all: Open MPI
+    // 4.1's OMPIO reports a failed MPI_File_write_all as a success that
+    // wrote every byte; its *_at_all counts what was really written.
     MPI_Status status;
+    const auto offset = static_cast<MPI_Offset>(at);
+    at += n;
     if (failure.check(
-            MPI_File_write_all(fh, staging.data(), static_cast<int>(n),
-                               MPI_BYTE, &status),
-            "MPI_File_write_all") &&
+            MPI_File_write_at_all(fh, offset, staging.data(), static_cast<int>(n),
+                                  MPI_BYTE, &status),
+            "MPI_File_write_at_all") &&
         n > 0) {  // no status is promised for a count of 0
       int written = 0;
       MPI_Get_count(&status, MPI_BYTE, &written);
       if (static_cast<std::uint64_t>(written) != n) {
-        failure.set("MPI_File_write_all wrote " + std::to_string(written) +
+        failure.set("MPI_File_write_at_all wrote " + std::to_string(written) +
                     " of " + std::to_string(n) + " bytes");
       }
     }

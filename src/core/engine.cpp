@@ -377,6 +377,23 @@ std::optional<Manifest> CheckpointEngine::resume(const LoadOptions& options) {
       return load(config_.output_dir / candidates[i], options);
     } catch (const Error& e) {
       if (e.code() != ErrorCode::kCorrupt) throw;
+      // Damage that a second reading does not find was an I/O error: an
+      // MPI-IO that hides a failed read hands HDF5 a short buffer, which it
+      // fills with zeros (RELIABILITY.md, "Faults below MPI-IO"). Only what
+      // is damaged on disk is set aside.
+      const std::filesystem::path dir = config_.output_dir / candidates[i];
+      bool intact = false;
+      try {
+        intact = verify_checkpoint(dir, comm.get(), *fs_).ok();
+      } catch (const Error& again) {
+        if (again.code() != ErrorCode::kCorrupt) throw;  // kCorrupt: damaged
+      }
+      if (intact) {
+        throw Error(ErrorCode::kIo,
+                    "loading " + dir.string() + " failed: " + e.what() +
+                        "; a second reading found it intact, so it was an I/O "
+                        "error, not damage (nothing set aside)");
+      }
       const std::optional<std::string> fallback =
           i + 1 < candidates.size() ? std::optional<std::string>(candidates[i + 1])
                                     : std::nullopt;

@@ -9,9 +9,10 @@
 // hung job), leave the previous checkpoint committed and verifiable, and
 // let the next save commit; a load sets nothing aside.
 //
-// Faults inside HDF5's own metadata I/O, and under ROMIO inside H5Dwrite,
-// hang the job in HDF5 1.10 (RELIABILITY.md, "Faults below MPI-IO"): those
-// sites are counted, not run.
+// Faults inside HDF5's own metadata I/O, under ROMIO inside H5Dwrite, and
+// in ROMIO's two-phase write's reads can hang the job in HDF5 1.10 and
+// ROMIO (RELIABILITY.md, "Faults below MPI-IO"): those sites are counted,
+// not run (FLOE_OS_FAULT_SITE runs one of them).
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -50,7 +51,7 @@ bool under_romio() {
 // Whether a fault at `site` is known to hang inside HDF5 or ROMIO (not run).
 bool hangs_below_floe(const osf::Site& site) {
   return site.via == "hdf5 metadata" || site.via == "romio collective write" ||
-         (site.via == "hdf5 data" && under_romio());
+         (site.via == "hdf5 data" && site.call != osf::Call::kRead && under_romio());
 }
 
 // Site `index` of rank `owner`'s recording, on every rank. Collective.
@@ -97,21 +98,31 @@ std::string rank0_view(const fs::path& out) {
 // Runs `trial(site, rank)` for every site of every rank's recording that
 // does not hang in HDF5 or ROMIO; returns how many ran, and counts those that were
 // not run in `skipped`.
+// FLOE_OS_FAULT_SITE=R:I runs only site I of rank R's recording, also one
+// known to hang: to see whether it still does (after an HDF5 or Open MPI
+// upgrade).
 int for_each_site(const std::vector<osf::Site>& mine, int& skipped,
                   const std::function<void(const osf::Site&, int)>& trial) {
+  int only_rank = -1, only_index = -1;
+  if (const char* only = std::getenv("FLOE_OS_FAULT_SITE")) {
+    std::sscanf(only, "%d:%d", &only_rank, &only_index);
+  }
   int ran = 0;
   for (int rank = 0; rank < world_size(); ++rank) {
     const int n = count_on(mine, rank);
     for (int i = 0; i < n; ++i) {
+      if (only_rank >= 0 && (rank != only_rank || i != only_index)) continue;
       const osf::Site site = shared_site(mine, rank, i);
-      if (hangs_below_floe(site)) {
-        ++skipped;
-        continue;
-      }
+      const bool skip = only_rank < 0 && hangs_below_floe(site);
       // Named before it runs: a hang aborts the job before any report.
       if (std::getenv("FLOE_TEST_VERBOSE") && world_rank() == 0) {
-        std::fprintf(stderr, "fault at %s [%s] on rank %d\n", osf::describe(site).c_str(),
-                     site.via.c_str(), rank);
+        std::fprintf(stderr, "fault at %d:%d %s [%s]%s\n", rank, i,
+                     osf::describe(site).c_str(), site.via.c_str(),
+                     skip ? ": known to hang, not run" : "");
+      }
+      if (skip) {
+        ++skipped;
+        continue;
       }
       run_within(kLimit, [&] { trial(site, rank); });
       ++ran;
@@ -172,8 +183,10 @@ TEST_P(OsFaults, EveryCallBelowMpiIoFailsASaveCleanlyOnEveryRank) {
                    std::string::npos && site.path.find("latest") == std::string::npos;
   });
   // Every save writes its data file and the manifest and `latest`.
-  EXPECT_GE(ran, 6);
-  EXPECT_GE(data_writes, 1);
+  if (!std::getenv("FLOE_OS_FAULT_SITE")) {
+    EXPECT_GE(ran, 6);
+    EXPECT_GE(data_writes, 1);
+  }
   if (world_rank() == 0) {
     std::printf("[ figures  ] %s (%s): %d save faults below MPI-IO injected (%d calls the "
                 "save did without), %d sites inside HDF5 or ROMIO not run\n",
@@ -219,7 +232,7 @@ TEST_P(OsFaults, EveryReadBelowMpiIoFailsALoadCleanlyAndSetsNothingAside) {
     // An I/O error is not damage: nothing set aside, nothing renamed.
     EXPECT_EQ(rank0_view(out), before) << where;
   });
-  EXPECT_GE(ran, 1);
+  if (!std::getenv("FLOE_OS_FAULT_SITE")) EXPECT_GE(ran, 1);
   if (world_rank() == 0) {
     std::printf("[ figures  ] %s (%s): %d resume faults below MPI-IO injected (%d read "
                 "again), %d sites inside HDF5 or ROMIO not run\n",

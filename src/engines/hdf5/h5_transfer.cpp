@@ -28,6 +28,29 @@ std::string cause_text(std::uint32_t cause) {
   return out.empty() ? "no cause reported" : out;
 }
 
+// HDF5's MPI-IO driver (1.10 to 1.14, H5FD_mpio_write/read) sets a file
+// view for a collective transfer and, after the collective write or read,
+// resets it with a collective MPI_File_set_view. When the transfer fails on
+// this rank only (a failed pwrite on one node, reported by ROMIO), the
+// driver returns before that reset, and every other rank waits in it: the
+// job hangs. An error stack naming the failed call means exactly that:
+// make the reset HDF5 skipped, on its file handle.
+void finish_skipped_view_reset(hid_t dataset, const std::string& stack) {
+  if (stack.find("MPI_File_write_at_all failed") == std::string::npos &&
+      stack.find("MPI_File_read_at_all failed") == std::string::npos) {
+    return;
+  }
+  const hid_t file = H5Iget_file_id(dataset);
+  if (file < 0) return;
+  void* handle = nullptr;
+  if (H5Fget_vfd_handle(file, H5P_DEFAULT, &handle) >= 0 && handle != nullptr) {
+    MPI_File_set_view(*static_cast<MPI_File*>(handle), 0, MPI_BYTE, MPI_BYTE,
+                      "native", MPI_INFO_NULL);
+  }
+  H5Fclose(file);  // the id's reference only; the file stays open
+  H5Eclear2(H5E_DEFAULT);
+}
+
 void record(hid_t dxpl, TransferStats& stats) {
   ++stats.transfers;
   H5D_mpio_actual_io_mode_t mode = H5D_MPIO_NO_COLLECTIVE;
@@ -84,14 +107,17 @@ Plist collective_dxpl() {
 void run_transfer(Direction direction, hid_t dataset, hid_t type, hid_t dxpl,
                   const PreparedTransfer& prepared, TransferStats& stats,
                   const std::string& what, ErrorCode code) {
-  if (direction == Direction::kWrite) {
-    check(H5Dwrite(dataset, type, prepared.memory_space.get(),
-                   prepared.file_space.get(), dxpl, prepared.at),
-          "H5Dwrite (" + what + ")", code);
-  } else {
-    check(H5Dread(dataset, type, prepared.memory_space.get(),
-                  prepared.file_space.get(), dxpl, prepared.at),
-          "H5Dread (" + what + ")", code);
+  const bool write = direction == Direction::kWrite;
+  const herr_t status =
+      write ? H5Dwrite(dataset, type, prepared.memory_space.get(),
+                       prepared.file_space.get(), dxpl, prepared.at)
+            : H5Dread(dataset, type, prepared.memory_space.get(),
+                      prepared.file_space.get(), dxpl, prepared.at);
+  if (status < 0) {
+    const std::string stack = error_stack();
+    finish_skipped_view_reset(dataset, stack);
+    throw Error(code, std::string(write ? "H5Dwrite (" : "H5Dread (") + what +
+                          "): " + (stack.empty() ? "HDF5 call failed" : stack));
   }
   record(dxpl, stats);
 }

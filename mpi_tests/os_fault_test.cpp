@@ -10,8 +10,9 @@
 // let the next save commit; a load sets nothing aside.
 //
 // Faults inside HDF5's own metadata I/O and in ROMIO's two-phase write's
-// reads can hang the job in HDF5 1.10 and ROMIO (RELIABILITY.md, "Faults below MPI-IO"): those sites are counted,
-// not run (FLOE_OS_FAULT_SITE runs one of them).
+// reads can hang the job in HDF5 1.10 and ROMIO (RELIABILITY.md, "Faults below
+// MPI-IO"): those sites are counted, not run (FLOE_OS_FAULT_SITE runs one of
+// them).
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -53,7 +54,8 @@ bool hangs_below_floe(const osf::Site& site) {
 }
 
 // Site `index` of rank `owner`'s recording, on every rank. Collective.
-osf::Site shared_site(const std::vector<osf::Site>& mine, int owner, int index) {
+osf::Site shared_site(const std::vector<osf::Site>& mine, int owner,
+                      int index) {
   osf::Site site;
   if (world_rank() == owner) site = mine.at(static_cast<std::size_t>(index));
   int numbers[2] = {static_cast<int>(site.call), site.skip};
@@ -89,16 +91,16 @@ std::string rank0_view(const fs::path& out) {
     const VerifyReport report = verify_checkpoint(dir, MPI_COMM_WORLD);
     if (!report.ok()) throw Error(ErrorCode::kCorrupt, report.problems.at(0));
   });
-  if (c.thrown) return ::testing::AssertionFailure() << dir << ": " << c.message;
+  if (c.thrown)
+    return ::testing::AssertionFailure() << dir << ": " << c.message;
   return ::testing::AssertionSuccess();
 }
 
 // Runs `trial(site, rank)` for every site of every rank's recording that
-// does not hang in HDF5 or ROMIO; returns how many ran, and counts those that were
-// not run in `skipped`.
-// FLOE_OS_FAULT_SITE=R:I runs only site I of rank R's recording, also one
-// known to hang: to see whether it still does (after an HDF5 or Open MPI
-// upgrade).
+// does not hang in HDF5 or ROMIO; returns how many ran, and counts those that
+// were not run in `skipped`. FLOE_OS_FAULT_SITE=R:I runs only site I of rank
+// R's recording, also one known to hang: to see whether it still does (after an
+// HDF5 or Open MPI upgrade).
 int for_each_site(const std::vector<osf::Site>& mine, int& skipped,
                   const std::function<void(const osf::Site&, int)>& trial) {
   int only_rank = -1, only_index = -1;
@@ -143,54 +145,65 @@ TEST_P(OsFaults, EveryCallBelowMpiIoFailsASaveCleanlyOnEveryRank) {
     mine = osf::stop_recording();
   }
   int skipped = 0, data_writes = 0, done_without = 0;
-  const int ran = for_each_site(mine, skipped, [&](const osf::Site& site, int rank) {
-    TempDir tmp;
-    const fs::path out = tmp / kOut;
-    EngineRig rig(out, v.engine, v.extra);
-    rig.save_at(1);
-    const int err = site.call == osf::Call::kRead ? EIO : ENOSPC;
-    if (world_rank() == rank) osf::arm(tmp.path(), site, err);
-    const Caught caught = catch_error([&] { rig.save_at(2); });
-    const int injected = sum_over_ranks(osf::disarm());
-    const std::string where = v.name + ": " + osf::describe(site) + " [" + site.via +
-                              "] on rank " + std::to_string(rank);
-    EXPECT_EQ(injected, 1) << where << ": the call was not made as recorded";
-    const std::string view = rank0_view(out);
-    const bool step2 = view.rfind("global_step_2\n", 0) == 0;
-    // A save may do without a read that fails (hdf5 reads its file's
-    // structure back to offer it as the next save's template); it then
-    // commits a checkpoint that verifies. Anything else fails the save.
-    if (caught.thrown || !step2) {
-      EXPECT_TRUE(is_error(caught, ErrorCode::kIo)) << where;
-      EXPECT_TRUE(same_on_all_ranks(caught.message)) << where;
-    } else {
-      EXPECT_TRUE(site.call == osf::Call::kRead || site.call == osf::Call::kTruncate)
-          << where << ": the save went on";
-      ++done_without;
-    }
-    // Only a failed fsync of output_dir after `latest` was replaced leaves
-    // step 2 committed with an error; either way what is committed verifies.
-    EXPECT_TRUE(view.rfind("global_step_1\n", 0) == 0 || step2) << where << ": " << view;
-    EXPECT_EQ(view.find(".staging-"), std::string::npos) << where << ": " << view;
-    EXPECT_TRUE(verifies(out / "global_step_1")) << where;
-    if (step2) {
-      EXPECT_TRUE(verifies(out / "global_step_2")) << where;
-    }
-    rig.save_at(3);
-    EXPECT_EQ(rank0_view(out).rfind("global_step_3\n", 0), 0u) << where;
-    EXPECT_TRUE(verifies(out / "global_step_3")) << where;
-    data_writes += site.call == osf::Call::kWrite && site.path.find("manifest") ==
-                   std::string::npos && site.path.find("latest") == std::string::npos;
-  });
+  const int ran =
+      for_each_site(mine, skipped, [&](const osf::Site& site, int rank) {
+        TempDir tmp;
+        const fs::path out = tmp / kOut;
+        EngineRig rig(out, v.engine, v.extra);
+        rig.save_at(1);
+        const int err = site.call == osf::Call::kRead ? EIO : ENOSPC;
+        if (world_rank() == rank) osf::arm(tmp.path(), site, err);
+        const Caught caught = catch_error([&] { rig.save_at(2); });
+        const int injected = sum_over_ranks(osf::disarm());
+        const std::string where = v.name + ": " + osf::describe(site) + " [" +
+                                  site.via + "] on rank " +
+                                  std::to_string(rank);
+        EXPECT_EQ(injected, 1)
+            << where << ": the call was not made as recorded";
+        const std::string view = rank0_view(out);
+        const bool step2 = view.rfind("global_step_2\n", 0) == 0;
+        // A save may do without a read that fails (hdf5 reads its file's
+        // structure back to offer it as the next save's template); it then
+        // commits a checkpoint that verifies. Anything else fails the save.
+        if (caught.thrown || !step2) {
+          EXPECT_TRUE(is_error(caught, ErrorCode::kIo)) << where;
+          EXPECT_TRUE(same_on_all_ranks(caught.message)) << where;
+        } else {
+          EXPECT_TRUE(site.call == osf::Call::kRead ||
+                      site.call == osf::Call::kTruncate)
+              << where << ": the save went on";
+          ++done_without;
+        }
+        // Only a failed fsync of output_dir after `latest` was replaced leaves
+        // step 2 committed with an error; either way what is committed
+        // verifies.
+        EXPECT_TRUE(view.rfind("global_step_1\n", 0) == 0 || step2)
+            << where << ": " << view;
+        EXPECT_EQ(view.find(".staging-"), std::string::npos)
+            << where << ": " << view;
+        EXPECT_TRUE(verifies(out / "global_step_1")) << where;
+        if (step2) {
+          EXPECT_TRUE(verifies(out / "global_step_2")) << where;
+        }
+        rig.save_at(3);
+        EXPECT_EQ(rank0_view(out).rfind("global_step_3\n", 0), 0u) << where;
+        EXPECT_TRUE(verifies(out / "global_step_3")) << where;
+        data_writes += site.call == osf::Call::kWrite &&
+                       site.path.find("manifest") == std::string::npos &&
+                       site.path.find("latest") == std::string::npos;
+      });
   // Every save writes its data file and the manifest and `latest`.
   if (!std::getenv("FLOE_OS_FAULT_SITE")) {
     EXPECT_GE(ran, 6);
     EXPECT_GE(data_writes, 1);
   }
   if (world_rank() == 0) {
-    std::printf("[ figures  ] %s (%s): %d save faults below MPI-IO injected (%d calls the "
-                "save did without), %d sites inside HDF5 or ROMIO not run\n",
-                v.name.c_str(), under_romio() ? "ROMIO" : "OMPIO", ran, done_without, skipped);
+    std::printf(
+        "[ figures  ] %s (%s): %d save faults below MPI-IO injected (%d calls "
+        "the "
+        "save did without), %d sites inside HDF5 or ROMIO not run\n",
+        v.name.c_str(), under_romio() ? "ROMIO" : "OMPIO", ran, done_without,
+        skipped);
   }
 }
 
@@ -212,33 +225,39 @@ TEST_P(OsFaults, EveryReadBelowMpiIoFailsALoadCleanlyAndSetsNothingAside) {
   }
   const std::string before = rank0_view(out);
   int skipped = 0, read_again = 0;
-  const int ran = for_each_site(mine, skipped, [&](const osf::Site& site, int rank) {
-    EngineRig fresh(out, v.engine, v.extra);
-    if (world_rank() == rank) osf::arm(tmp.path(), site, EIO);
-    const Caught caught = catch_error([&] { (void)fresh.engine->resume(); });
-    const int injected = sum_over_ranks(osf::disarm());
-    const std::string where = v.name + ": " + osf::describe(site) + " [" + site.via +
-                              "] on rank " + std::to_string(rank);
-    EXPECT_EQ(injected, 1) << where << ": the call was not made as recorded";
-    // A load may read again what failed (the read-ahead falls back to the
-    // calling thread): then it resumes with every value right.
-    if (caught.thrown) {
-      EXPECT_TRUE(is_error(caught, ErrorCode::kIo)) << where;
-      EXPECT_TRUE(same_on_all_ranks(caught.message)) << where;
-    } else {
-      EXPECT_TRUE(state_holds_expected(fresh.trainer.state())) << where;
-      ++read_again;
-    }
-    // An I/O error is not damage: nothing set aside, nothing renamed.
-    EXPECT_EQ(rank0_view(out), before) << where;
-  });
+  const int ran =
+      for_each_site(mine, skipped, [&](const osf::Site& site, int rank) {
+        EngineRig fresh(out, v.engine, v.extra);
+        if (world_rank() == rank) osf::arm(tmp.path(), site, EIO);
+        const Caught caught =
+            catch_error([&] { (void)fresh.engine->resume(); });
+        const int injected = sum_over_ranks(osf::disarm());
+        const std::string where = v.name + ": " + osf::describe(site) + " [" +
+                                  site.via + "] on rank " +
+                                  std::to_string(rank);
+        EXPECT_EQ(injected, 1)
+            << where << ": the call was not made as recorded";
+        // A load may read again what failed (the read-ahead falls back to the
+        // calling thread): then it resumes with every value right.
+        if (caught.thrown) {
+          EXPECT_TRUE(is_error(caught, ErrorCode::kIo)) << where;
+          EXPECT_TRUE(same_on_all_ranks(caught.message)) << where;
+        } else {
+          EXPECT_TRUE(state_holds_expected(fresh.trainer.state())) << where;
+          ++read_again;
+        }
+        // An I/O error is not damage: nothing set aside, nothing renamed.
+        EXPECT_EQ(rank0_view(out), before) << where;
+      });
   if (!std::getenv("FLOE_OS_FAULT_SITE")) {
     EXPECT_GE(ran, 1);
   }
   if (world_rank() == 0) {
-    std::printf("[ figures  ] %s (%s): %d resume faults below MPI-IO injected (%d read "
-                "again), %d sites inside HDF5 or ROMIO not run\n",
-                v.name.c_str(), under_romio() ? "ROMIO" : "OMPIO", ran, read_again, skipped);
+    std::printf(
+        "[ figures  ] %s (%s): %d resume faults below MPI-IO injected (%d read "
+        "again), %d sites inside HDF5 or ROMIO not run\n",
+        v.name.c_str(), under_romio() ? "ROMIO" : "OMPIO", ran, read_again,
+        skipped);
   }
 }
 

@@ -5,19 +5,20 @@
 // the MPI-IO components Open MPI loads with dlopen bind to them too.
 #include "os_faults.hpp"
 
-#include <dlfcn.h>
-#include <fcntl.h>
-#include <sys/uio.h>
-#include <unistd.h>
-
-#include <execinfo.h>
-#include <cstdio>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <string>
 #include <utility>
+#include <vector>
+
+#include <dlfcn.h>
+#include <execinfo.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 namespace floe::test::os_faults {
 namespace {
@@ -52,7 +53,8 @@ std::string caller(Call call) {
   for (int i = 0; i < n; ++i) {
     Dl_info info;
     if (::dladdr(frames[i], &info) == 0 || !info.dli_fname) continue;
-    if (call == Call::kRead && std::strstr(info.dli_fname, "romio") != nullptr && info.dli_sname &&
+    if (call == Call::kRead &&
+        std::strstr(info.dli_fname, "romio") != nullptr && info.dli_sname &&
         std::strstr(info.dli_sname, "WriteStridedColl") != nullptr) {
       rmw = true;
     }
@@ -60,11 +62,13 @@ std::string caller(Call call) {
     hdf5 = true;
     const char* name = info.dli_sname ? info.dli_sname : "";
     // The metadata cache, the superblock: metadata even inside H5Dwrite.
-    if (std::strncmp(name, "H5C_", 4) == 0 || std::strncmp(name, "H5AC", 4) == 0 ||
+    if (std::strncmp(name, "H5C_", 4) == 0 ||
+        std::strncmp(name, "H5AC", 4) == 0 ||
         std::strncmp(name, "H5F__super", 10) == 0) {
       return "hdf5 metadata";
     }
-    if (std::strcmp(name, "H5Dwrite") == 0 || std::strcmp(name, "H5Dread") == 0) transfer = true;
+    if (std::strcmp(name, "H5Dwrite") == 0 || std::strcmp(name, "H5Dread") == 0)
+      transfer = true;
   }
   if (!hdf5) return rmw ? "romio collective write" : "floe";
   return transfer ? "hdf5 data" : "hdf5 metadata";
@@ -78,7 +82,8 @@ std::string relative_path(int fd, const std::string& root) {
   const ssize_t n = ::readlink(link, target, sizeof target - 1);
   if (n <= 0) return {};
   const std::string path(target, static_cast<std::size_t>(n));
-  if (path.size() <= root.size() || path.compare(0, root.size(), root) != 0) return {};
+  if (path.size() <= root.size() || path.compare(0, root.size(), root) != 0)
+    return {};
   return path.substr(root.size());
 }
 
@@ -96,7 +101,8 @@ bool should_fail(Call call, int fd) {
     p.recorded.push_back(Site{call, std::move(rel), earlier, caller(call)});
     return false;
   }
-  if (call != p.target.call || rel != p.target.path || earlier != p.target.skip) return false;
+  if (call != p.target.call || rel != p.target.path || earlier != p.target.skip)
+    return false;
   ++p.injected;
   errno = p.err;
   return true;
@@ -122,19 +128,26 @@ void start(Mode mode, const std::filesystem::path& root) {
 
 const char* call_name(Call call) {
   switch (call) {
-    case Call::kWrite: return "write";
-    case Call::kRead: return "read";
-    case Call::kSync: return "fsync";
-    case Call::kTruncate: return "truncate";
+    case Call::kWrite:
+      return "write";
+    case Call::kRead:
+      return "read";
+    case Call::kSync:
+      return "fsync";
+    case Call::kTruncate:
+      return "truncate";
   }
   return "?";
 }
 
 std::string describe(const Site& site) {
-  return std::string(call_name(site.call)) + " " + site.path + " #" + std::to_string(site.skip);
+  return std::string(call_name(site.call)) + " " + site.path + " #" +
+         std::to_string(site.skip);
 }
 
-void start_recording(const std::filesystem::path& root) { start(Mode::kRecording, root); }
+void start_recording(const std::filesystem::path& root) {
+  start(Mode::kRecording, root);
+}
 
 std::vector<Site> stop_recording() {
   Plan& p = plan();
@@ -163,34 +176,37 @@ int disarm() {
 }  // namespace floe::test::os_faults
 
 // ---- The interposed definitions -------------------------------------------
+// Each takes its file descriptor as `fd`.
 
 using floe::test::os_faults::Call;
 using floe::test::os_faults::should_fail;
 
-#define FLOE_FORWARD(ret, name, call, fd, params, args)                         \
-  extern "C" ret name params {                                                \
-    using Fn = ret(*) params;                                                 \
-    static const Fn real = floe::test::os_faults::next<Fn>(#name);           \
-    if (should_fail(call, fd)) return -1;                                     \
-    return real args;                                                         \
+#define FLOE_FORWARD(ret, name, call, params, args)                \
+  extern "C" ret name params {                                     \
+    using Fn = ret(*) params;                                      \
+    static const Fn real = floe::test::os_faults::next<Fn>(#name); \
+    if (should_fail(call, fd)) return -1;                          \
+    return real args;                                              \
   }
 
-FLOE_FORWARD(ssize_t, write, Call::kWrite, fd, (int fd, const void* b, size_t n), (fd, b, n))
-FLOE_FORWARD(ssize_t, pwrite, Call::kWrite, fd, (int fd, const void* b, size_t n, off_t o),
-             (fd, b, n, o))
-FLOE_FORWARD(ssize_t, pwrite64, Call::kWrite, fd,
+FLOE_FORWARD(ssize_t, write, Call::kWrite, (int fd, const void* b, size_t n),
+             (fd, b, n))
+FLOE_FORWARD(ssize_t, pwrite, Call::kWrite,
+             (int fd, const void* b, size_t n, off_t o), (fd, b, n, o))
+FLOE_FORWARD(ssize_t, pwrite64, Call::kWrite,
              (int fd, const void* b, size_t n, off64_t o), (fd, b, n, o))
-FLOE_FORWARD(ssize_t, pwritev, Call::kWrite, fd,
+FLOE_FORWARD(ssize_t, pwritev, Call::kWrite,
              (int fd, const struct iovec* v, int c, off_t o), (fd, v, c, o))
-FLOE_FORWARD(ssize_t, read, Call::kRead, fd, (int fd, void* b, size_t n), (fd, b, n))
-FLOE_FORWARD(ssize_t, pread, Call::kRead, fd, (int fd, void* b, size_t n, off_t o),
+FLOE_FORWARD(ssize_t, read, Call::kRead, (int fd, void* b, size_t n),
+             (fd, b, n))
+FLOE_FORWARD(ssize_t, pread, Call::kRead, (int fd, void* b, size_t n, off_t o),
              (fd, b, n, o))
-FLOE_FORWARD(ssize_t, pread64, Call::kRead, fd, (int fd, void* b, size_t n, off64_t o),
-             (fd, b, n, o))
-FLOE_FORWARD(ssize_t, preadv, Call::kRead, fd, (int fd, const struct iovec* v, int c, off_t o),
-             (fd, v, c, o))
-FLOE_FORWARD(int, fsync, Call::kSync, fd, (int fd), (fd))
-FLOE_FORWARD(int, fdatasync, Call::kSync, fd, (int fd), (fd))
-FLOE_FORWARD(int, ftruncate, Call::kTruncate, fd, (int fd, off_t n), (fd, n))
-FLOE_FORWARD(int, fallocate, Call::kTruncate, fd, (int fd, int m, off_t o, off_t n),
+FLOE_FORWARD(ssize_t, pread64, Call::kRead,
+             (int fd, void* b, size_t n, off64_t o), (fd, b, n, o))
+FLOE_FORWARD(ssize_t, preadv, Call::kRead,
+             (int fd, const struct iovec* v, int c, off_t o), (fd, v, c, o))
+FLOE_FORWARD(int, fsync, Call::kSync, (int fd), (fd))
+FLOE_FORWARD(int, fdatasync, Call::kSync, (int fd), (fd))
+FLOE_FORWARD(int, ftruncate, Call::kTruncate, (int fd, off_t n), (fd, n))
+FLOE_FORWARD(int, fallocate, Call::kTruncate, (int fd, int m, off_t o, off_t n),
              (fd, m, o, n))

@@ -96,6 +96,23 @@ std::string rank0_view(const fs::path& out) {
   return ::testing::AssertionSuccess();
 }
 
+std::string trial_name(const Variant& v, const osf::Site& site, int rank) {
+  return v.name + ": " + osf::describe(site) + " [" + site.via + "] on rank " +
+         std::to_string(rank);
+}
+
+// Collective: runs `call` with `site` failing (with `err`) on `rank`, and
+// checks that the call reached it there exactly once; `where` names the
+// trial in messages.
+Caught fail_at(const fs::path& root, const osf::Site& site, int rank, int err,
+               const std::string& where, const std::function<void()>& call) {
+  if (world_rank() == rank) osf::arm(root, site, err);
+  const Caught caught = catch_error(call);
+  EXPECT_EQ(sum_over_ranks(osf::disarm()), 1)
+      << where << ": the call was not made as recorded";
+  return caught;
+}
+
 // Runs `trial(site, rank)` for every site of every rank's recording that
 // does not hang in HDF5 or ROMIO; returns how many ran, and counts those that
 // were not run in `skipped`. FLOE_OS_FAULT_SITE=R:I runs only site I of rank
@@ -151,15 +168,11 @@ TEST_P(OsFaults, EveryCallBelowMpiIoFailsASaveCleanlyOnEveryRank) {
         const fs::path out = tmp / kOut;
         EngineRig rig(out, v.engine, v.extra);
         rig.save_at(1);
-        const int err = site.call == osf::Call::kRead ? EIO : ENOSPC;
-        if (world_rank() == rank) osf::arm(tmp.path(), site, err);
-        const Caught caught = catch_error([&] { rig.save_at(2); });
-        const int injected = sum_over_ranks(osf::disarm());
-        const std::string where = v.name + ": " + osf::describe(site) + " [" +
-                                  site.via + "] on rank " +
-                                  std::to_string(rank);
-        EXPECT_EQ(injected, 1)
-            << where << ": the call was not made as recorded";
+        const std::string where = trial_name(v, site, rank);
+        const Caught caught =
+            fail_at(tmp.path(), site, rank,
+                    site.call == osf::Call::kRead ? EIO : ENOSPC, where,
+                    [&] { rig.save_at(2); });
         const std::string view = rank0_view(out);
         const bool step2 = view.rfind("global_step_2\n", 0) == 0;
         // A save may do without a read that fails (hdf5 reads its file's
@@ -228,15 +241,9 @@ TEST_P(OsFaults, EveryReadBelowMpiIoFailsALoadCleanlyAndSetsNothingAside) {
   const int ran =
       for_each_site(mine, skipped, [&](const osf::Site& site, int rank) {
         EngineRig fresh(out, v.engine, v.extra);
-        if (world_rank() == rank) osf::arm(tmp.path(), site, EIO);
-        const Caught caught =
-            catch_error([&] { (void)fresh.engine->resume(); });
-        const int injected = sum_over_ranks(osf::disarm());
-        const std::string where = v.name + ": " + osf::describe(site) + " [" +
-                                  site.via + "] on rank " +
-                                  std::to_string(rank);
-        EXPECT_EQ(injected, 1)
-            << where << ": the call was not made as recorded";
+        const std::string where = trial_name(v, site, rank);
+        const Caught caught = fail_at(tmp.path(), site, rank, EIO, where,
+                                      [&] { (void)fresh.engine->resume(); });
         // A load may read again what failed (the read-ahead falls back to the
         // calling thread): then it resumes with every value right.
         if (caught.thrown) {

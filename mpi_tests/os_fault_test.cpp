@@ -265,8 +265,9 @@ TEST_P(OsFaults, EveryReadBelowMpiIoFailsALoadCleanlyAndSetsNothingAside) {
         const std::string where = trial_name(v, site, rank);
         const Caught caught = fail_at(tmp.path(), site, rank, EIO, where,
                                       [&] { (void)fresh.engine->resume(); });
-        // A load may read again what failed (the read-ahead falls back to the
-        // calling thread): then it resumes with every value right.
+        // A load may read again what failed (read_some's gathered read, on
+        // failure, reads its requests one by one): then it resumes with
+        // every value right.
         if (caught.thrown) {
           EXPECT_TRUE(is_error(caught, ErrorCode::kIo)) << where;
           EXPECT_TRUE(same_on_all_ranks(caught.message)) << where;

@@ -222,10 +222,8 @@ void MpiFile::write_all(MPI_Comm comm, std::vector<IoRun> runs) {
     if (error) continue;
     try {
       check(rc, "cannot write", path_);
-      int wrote = 0;
-      // (The status of a zero-byte call is not filled in by every MPI-IO.)
-      if (length > 0) MPI_Get_count(&status, MPI_BYTE, &wrote);
-      if (static_cast<std::uint64_t>(wrote) != length) {
+      const std::uint64_t wrote = bytes_written(status, length);
+      if (wrote != length) {
         throw Error(ErrorCode::kIo, "cannot write " + path_.string() + ": wrote " +
                                         std::to_string(wrote) + " of " +
                                         std::to_string(length) +
@@ -303,10 +301,7 @@ void MpiFile::write_scattered_all(MPI_Comm comm, const std::vector<IoRun>& input
     const int view_rc =
         MPI_File_set_view(file_, 0, MPI_BYTE, length > 0 ? view.get() : MPI_BYTE,
                           "native", MPI_INFO_NULL);
-    // At offset 0 of the view rather than MPI_File_write_all: Open MPI
-    // 4.1's OMPIO returns success from a failed write and reports the bytes
-    // asked for as written from MPI_File_write_all; its *_at_all reports the
-    // bytes really written, which the count check below sees.
+    // At offset 0 of the view, not MPI_File_write_all (bytes_written).
     MPI_Status status;
     const int rc = MPI_File_write_at_all(file_, 0, length > 0 ? packed : nullptr,
                                          static_cast<int>(length), MPI_BYTE, &status);
@@ -314,9 +309,8 @@ void MpiFile::write_scattered_all(MPI_Comm comm, const std::vector<IoRun>& input
     try {
       check(view_rc, "cannot set the file view of", path_);
       check(rc, "cannot write", path_);
-      int wrote = 0;
-      if (length > 0) MPI_Get_count(&status, MPI_BYTE, &wrote);
-      if (static_cast<std::uint64_t>(wrote) != length) {
+      const std::uint64_t wrote = bytes_written(status, length);
+      if (wrote != length) {
         throw Error(ErrorCode::kIo, "cannot write " + path_.string() + ": wrote " +
                                         std::to_string(wrote) + " of " +
                                         std::to_string(length) + " bytes in " +
@@ -330,6 +324,13 @@ void MpiFile::write_scattered_all(MPI_Comm comm, const std::vector<IoRun>& input
       MPI_File_set_view(file_, 0, MPI_BYTE, MPI_BYTE, "native", MPI_INFO_NULL);
   if (error) std::rethrow_exception(error);
   check(reset_rc, "cannot set the file view of", path_);
+}
+
+std::uint64_t bytes_written(const MPI_Status& status, std::uint64_t asked) {
+  if (asked == 0) return 0;
+  int count = 0;
+  MPI_Get_count(&status, MPI_BYTE, &count);
+  return count < 0 ? 0 : static_cast<std::uint64_t>(count);
 }
 
 void MpiFile::set_size(std::uint64_t bytes) {

@@ -115,6 +115,13 @@ class MpiFile {
   std::filesystem::path path_;
 };
 
+// The bytes an MPI-IO write of `asked` bytes moved, from its status. Every
+// write must check it: Open MPI 4.1's OMPIO returns MPI_SUCCESS from a
+// write whose pwritev failed, and only the count tells (its
+// MPI_File_write_all reports the bytes asked for even then: use the *_at
+// forms). 0 for a zero-byte call, whose status not every MPI-IO fills in.
+std::uint64_t bytes_written(const MPI_Status& status, std::uint64_t asked);
+
 // Collective over `comm`. Each rank opens `path` as `mode` asks with plain
 // POSIX calls (kCreate: created if missing, never truncated) and closes it
 // again; when any rank cannot, every rank throws Error(kIo) "rank R: cannot

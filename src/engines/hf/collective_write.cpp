@@ -243,20 +243,17 @@ void write_rounds(MPI_File fh, const std::vector<WriteRun>& runs,
     // packer never takes more than the runs hold, which fits `staging`.
     const std::uint64_t n =
         failure.failed() ? 0 : packer.pack(staging.data(), round_bytes);
-    // At an explicit offset in the view, not MPI_File_write_all: Open MPI
-    // 4.1's OMPIO reports a failed MPI_File_write_all as a success that
-    // wrote every byte; its *_at_all counts what was really written.
+    // At an explicit offset in the view, not MPI_File_write_all
+    // (bytes_written).
     MPI_Status status;
     const auto offset = static_cast<MPI_Offset>(at);
     at += n;
     if (failure.check(
             MPI_File_write_at_all(fh, offset, staging.data(), static_cast<int>(n),
                                   MPI_BYTE, &status),
-            "MPI_File_write_at_all") &&
-        n > 0) {  // no status is promised for a count of 0
-      int written = 0;
-      MPI_Get_count(&status, MPI_BYTE, &written);
-      if (static_cast<std::uint64_t>(written) != n) {
+            "MPI_File_write_at_all")) {
+      const std::uint64_t written = bytes_written(status, n);
+      if (written != n) {
         failure.set("MPI_File_write_at_all wrote " + std::to_string(written) +
                     " of " + std::to_string(n) + " bytes");
       }

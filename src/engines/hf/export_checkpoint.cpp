@@ -79,12 +79,10 @@ class FileStreamer {
         rc = MPI_File_write_at(fh, 0, file_.header.data(),
                                static_cast<int>(file_.header.size()), MPI_BYTE,
                                &status);
-        // OMPIO (Open MPI 4.1) returns success from a failed write: only
-        // the count tells.
-        int wrote = 0;
-        if (rc == MPI_SUCCESS) MPI_Get_count(&status, MPI_BYTE, &wrote);
-        if (rc == MPI_SUCCESS && static_cast<std::size_t>(wrote) != file_.header.size())
+        if (rc == MPI_SUCCESS &&
+            bytes_written(status, file_.header.size()) != file_.header.size()) {
           rc = MPI_ERR_IO;
+        }
       }
       agree_mpi(comm_, rc, failed(path, "MPI_File_write_at (header)"));
       std::string written;  // the writer's error, if any

@@ -18,10 +18,7 @@ herr_t append_entry(unsigned /*n*/, const H5E_error2_t* entry, void* data) {
 }
 
 [[noreturn]] void fail(const std::string& what, ErrorCode code) {
-  const std::string stack = error_stack();
-  throw Error(
-      code,
-      what + ": " + (stack.empty() ? std::string("HDF5 call failed") : stack));
+  throw_error(what, error_stack(), code);
 }
 
 }  // namespace
@@ -31,6 +28,13 @@ std::string error_stack() {
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, append_entry, &out);
   H5Eclear2(H5E_DEFAULT);
   return out;
+}
+
+void throw_error(const std::string& what, const std::string& stack,
+                 ErrorCode code) {
+  throw Error(
+      code,
+      what + ": " + (stack.empty() ? std::string("HDF5 call failed") : stack));
 }
 
 hid_t check_id(hid_t id, const std::string& what, ErrorCode code) {

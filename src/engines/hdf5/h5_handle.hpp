@@ -67,6 +67,10 @@ void check(herr_t status, const std::string& what,
 // For calls returning htri_t (true, false or a negative error).
 [[nodiscard]] bool check_tri(htri_t result, const std::string& what,
                              ErrorCode code = ErrorCode::kIo);
+// The checks' Error, for a caller that took the stack (error_stack()) to
+// act on it before throwing.
+[[noreturn]] void throw_error(const std::string& what, const std::string& stack,
+                              ErrorCode code);
 
 // Turns off HDF5's printing of error stacks to stderr for its lifetime (the
 // stack goes into Error messages instead) and restores the previous handler.

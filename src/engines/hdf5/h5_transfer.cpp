@@ -116,8 +116,8 @@ void run_transfer(Direction direction, hid_t dataset, hid_t type, hid_t dxpl,
   if (status < 0) {
     const std::string stack = error_stack();
     finish_skipped_view_reset(dataset, stack);
-    throw Error(code, std::string(write ? "H5Dwrite (" : "H5Dread (") + what +
-                          "): " + (stack.empty() ? "HDF5 call failed" : stack));
+    throw_error(std::string(write ? "H5Dwrite (" : "H5Dread (") + what + ")", stack,
+                code);
   }
   record(dxpl, stats);
 }

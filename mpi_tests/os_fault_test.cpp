@@ -32,9 +32,9 @@ namespace osf = os_faults;
 constexpr const char* kOut = "floe-out";
 constexpr auto kLimit = std::chrono::seconds(60);
 
-// One engine set-up under test: hdf5 as configured by default (this small
-// state goes into its batched MPI-IO write), and with every tensor written
-// by H5Dwrite.
+// One engine set-up under test: mpiio; hdf5 as configured by default (this
+// small state goes into its batched MPI-IO write) and with every tensor
+// written by H5Dwrite; the HF export (saves only).
 struct Variant {
   std::string name, engine;
   nlohmann::json extra;
@@ -46,7 +46,7 @@ std::vector<Variant> variants() {
       {"hdf5", "hdf5", nlohmann::json::object()},
       {"hdf5_dwrite", "hdf5", {{"small_tensor_bytes", 0}}}};
 #ifdef FLOE_TEST_HF
-  out.push_back({"hf", "hf", nlohmann::json::object()});  // saves only
+  out.push_back({"hf", "hf", nlohmann::json::object()});
 #endif
   return out;
 }
@@ -95,8 +95,9 @@ std::string rank0_view(const fs::path& out) {
 }
 
 // Collective: whether checkpoint `dir` is complete and its data intact.
-// An HF export has no checksums: its manifest is there and the safetensors
-// reader accepts the files (a write that failed unseen left zeros there).
+// An HF export's data has no checksums: its manifest is there and the
+// safetensors reader accepts the files. (A data write that failed unseen is
+// caught by the save itself not failing: "the save went on".)
 ::testing::AssertionResult verifies(const Variant& v, const fs::path& dir) {
   const Caught c = catch_error([&] {
     if (v.engine == "hf") {
